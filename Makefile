@@ -1,0 +1,49 @@
+# Tessera — build, demo and test entry points.  `make demo` and `make test` install first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+APT_PACKAGES := openssh-server dcmtk dicom3tools
+APT_STAMP := $(VENV)/.apt-installed
+
+.PHONY: install demo test lint typecheck unit bench clean
+
+install: $(STAMP) $(APT_STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[all,dev]'
+	touch $(STAMP)
+
+# Debian packages the integration tests drive (sshd, storescu, dciodvfy).  Installed
+# only when running as root and they are missing; otherwise those tests skip.
+$(APT_STAMP):
+	@mkdir -p $(VENV)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "apt-get install$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  fi; \
+	fi
+	touch $(APT_STAMP)
+
+demo: install
+	bash scripts/demo.sh
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy src
+
+test: lint
+	$(VENV)/bin/pytest -q -n 2 --dist loadgroup
+
+bench: install
+	$(PY) bench/sharing.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info

@@ -1,0 +1,14 @@
+"""Tessera: a trusted data environment for medical data.
+
+Data is kept split into k-of-n fragments across independent custodians; answers are
+computed on the fragments.  The curated public names live here; everything else is
+reached through its subpackage.
+"""
+
+from __future__ import annotations
+
+from tessera.errors import TesseraError as TesseraError
+
+__version__ = "0.1.0"
+
+__all__ = ["TesseraError", "__version__"]
