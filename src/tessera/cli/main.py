@@ -13,7 +13,7 @@ import click
 import typer
 
 from tessera import __version__
-from tessera.cli import share
+from tessera.cli import audit, budget, dicom, env, share, vault
 from tessera.errors import TesseraError
 
 __all__ = ["app", "main"]
@@ -44,6 +44,11 @@ def _root(
 
 
 app.add_typer(share.app, name="share")
+app.add_typer(dicom.app, name="dicom")
+app.add_typer(vault.app, name="vault")
+env.register(app)
+app.add_typer(audit.app, name="audit")
+app.add_typer(budget.app, name="budget")
 
 
 def _fail(message: str, code: int) -> int:
