@@ -1,0 +1,63 @@
+"""``tessera budget show``: where each table's privacy budget stands."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tessera.cli._common import HomeOption, JsonOption, emit_json, resolve_home
+from tessera.cli.policy import policy
+from tessera.config import Environment
+from tessera.workflows.dp import budget_report, open_ledger
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Differential-privacy budgets per table.", no_args_is_help=True)
+
+
+@app.command("show")
+def show(
+    table: Annotated[
+        str | None, typer.Option("--table", help="Only this table.", show_default=False)
+    ] = None,
+    researcher: Annotated[
+        str | None,
+        typer.Option("--researcher", help="Also show this researcher's share.", show_default=False),
+    ] = None,
+    home: HomeOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Show total, spent, pending and remaining budget (rho, and epsilon at the policy delta)."""
+    env = Environment.load(resolve_home(home))
+    balances = budget_report(open_ledger(env.home), table, researcher)
+    if json_out:
+        emit_json({"budgets": [b.to_dict() for b in balances]})
+        return
+    out = Console(highlight=False)
+    if not balances:
+        out.print("no table has a differential-privacy policy")
+        return
+    grid = Table("table", "total ρ", "spent ρ", "pending ρ", "remaining ρ", "remaining ε", "δ")
+    if researcher:
+        grid.add_column(f"{researcher} spent ρ")
+    for b in balances:
+        cells = [
+            b.table,
+            f"{b.total_rho:.6g}",
+            f"{b.spent_rho:.6g}",
+            f"{b.pending_rho:.6g}",
+            f"{b.remaining_rho:.6g}",
+            f"{b.remaining_epsilon:.4g}",
+            f"{b.policy.delta:g}",
+        ]
+        if researcher:
+            cells.append(f"{b.researcher_spent_rho or 0.0:.6g}")
+        grid.add_row(*cells)
+    out.print(grid)
+
+
+# Alias of ``tessera table policy`` so budgets can be set where they are shown.
+app.command("policy")(policy)

@@ -1,0 +1,184 @@
+"""Privacy accounting: zCDP of the distributed discrete Gaussian, composition, conversion.
+
+Each of the ``n`` custodians adds an independent discrete Gaussian ``N_Z(0, s^2)`` to
+every released integer statistic; at most ``t`` of them may collude, so only the sum
+of the ``m = n - t`` honest shares protects anyone (what colluders add themselves they
+can subtract again: post-processing).  A sum of discrete Gaussians is *not* a discrete
+Gaussian, so the guarantee is the bound of Kairouz, Liu and Steinke, "The Distributed
+Discrete Gaussian Mechanism for Federated Learning with Secure Aggregation" (ICML 2021,
+arXiv:2102.06387, Prop. 14, building on Canonne, Kamath and Steinke, NeurIPS 2020): for
+``s >= 1/2``, adding ``Z = X_1 + ... + X_m`` with ``X_i ~ N_Z(0, s^2)`` to a
+``d``-dimensional integer statistic of L2 sensitivity ``D2`` and L1 sensitivity ``D1``
+is ``eps^2 / 2``-zCDP with::
+
+    tau = 10 * sum_{k=1}^{m-1} exp(-2 pi^2 s^2 k / (k + 1))
+    eps = min( sqrt(D2^2 / (m s^2) + tau d / 2),  D1 / (sqrt(m) s) + tau sqrt(d) )
+
+The first term ``D2^2 / (2 m s^2)`` is the zCDP of one discrete Gaussian of variance
+``m s^2``; OpenDP computes it (``make_gaussian(...).map``, rounded up), and zCDP
+composition over the statistics of a release is OpenDP's ``make_composition``.  The
+conversion to ``(epsilon, delta)``-DP is OpenDP's ``make_zCDP_to_approxDP``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+from tessera.dp._engine import opendp
+
+__all__ = [
+    "MIN_SHARE_SIGMA",
+    "composed_rho",
+    "distributed_gaussian_rho",
+    "epsilon_for_rho",
+    "rho_for_epsilon",
+    "solve_share_sigma",
+    "subgaussian_half_width",
+]
+
+#: The KLS21 bound holds for per-share standard deviation parameters of at least 1/2.
+MIN_SHARE_SIGMA = 0.5
+
+
+def _gaussian_rho(sensitivity: float, sigma: float) -> float:
+    """OpenDP's zCDP of one (discrete) Gaussian with ``sigma`` at ``sensitivity``."""
+    dp = opendp()
+    space = dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float)
+    return float(dp.m.make_gaussian(*space, scale=float(sigma)).map(float(sensitivity)))
+
+
+def _tau(share_sigma: float, honest: int) -> float:
+    return 10.0 * sum(
+        math.exp(-2.0 * math.pi**2 * share_sigma**2 * k / (k + 1)) for k in range(1, honest)
+    )
+
+
+def _kls_rho(main: float, share_sigma: float, honest: int, cells: int) -> float:
+    tau = _tau(share_sigma, honest)
+    if tau == 0.0:
+        return main
+    eps_a = math.sqrt(2.0 * main + tau * cells / 2.0)
+    eps_b = math.sqrt(2.0 * main) + tau * math.sqrt(cells)
+    return min(eps_a, eps_b) ** 2 / 2.0
+
+
+def _check_args(share_sigma: float, honest: int, cells: int) -> None:
+    if honest < 1 or cells < 1:
+        raise ValueError("honest and cells must be >= 1")
+    if share_sigma < MIN_SHARE_SIGMA:
+        raise ValueError(f"share sigma must be >= {MIN_SHARE_SIGMA}")
+
+
+def distributed_gaussian_rho(
+    sensitivity: float, share_sigma: float, honest: int, cells: int
+) -> float:
+    """zCDP rho of the sum of ``honest`` discrete Gaussian shares on ``cells`` cells.
+
+    ``sensitivity`` bounds both the L1 and the L2 change of the cell vector when one
+    person is added or removed (one row per person: the person lands in one cell).
+    """
+    _check_args(share_sigma, honest, cells)
+    if sensitivity == 0:
+        return 0.0
+    main = _gaussian_rho(sensitivity, share_sigma * math.sqrt(honest))  # D^2 / (2 m s^2)
+    return _kls_rho(main, share_sigma, honest, cells)
+
+
+def _analytic_rho(sensitivity: float, share_sigma: float, honest: int, cells: int) -> float:
+    main = sensitivity**2 / (2.0 * honest * share_sigma**2)
+    return _kls_rho(main, share_sigma, honest, cells)
+
+
+def solve_share_sigma(sensitivity: float, rho: float, honest: int, cells: int) -> float:
+    """The smallest per-share sigma (to ~1e-9 relative) whose guarantee is at most ``rho``.
+
+    The search runs on the closed form; the answer is then checked with OpenDP's map
+    (which rounds up) and nudged up until OpenDP agrees.
+    """
+    if rho <= 0:
+        raise ValueError("rho must be > 0")
+    _check_args(MIN_SHARE_SIGMA, honest, cells)
+
+    def bound(s: float) -> float:
+        return _analytic_rho(sensitivity, s, honest, cells)
+
+    lo = MIN_SHARE_SIGMA
+    if bound(lo) <= rho:
+        hi = lo
+    else:
+        hi = max(lo, math.sqrt(sensitivity**2 / (2.0 * honest * rho)))
+        step = 1e-12
+        while bound(hi) > rho:
+            lo, hi, step = hi, hi * (1.0 + step), step * 4.0
+        while (hi - lo) > 1e-12 * hi:
+            mid = (lo + hi) / 2.0
+            if bound(mid) > rho:
+                lo = mid
+            else:
+                hi = mid
+    while distributed_gaussian_rho(sensitivity, hi, honest, cells) > rho:
+        hi *= 1.0 + 1e-10
+    return hi
+
+
+def composed_rho(terms: Sequence[tuple[float, float]]) -> float:
+    """zCDP of releasing several Gaussians ``(sensitivity, sigma)`` together (OpenDP)."""
+    active = [(d, s) for d, s in terms if d > 0]
+    if not active:
+        return 0.0
+    dp = opendp()
+    space = dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float)
+    parts = [dp.m.make_gaussian(*space, scale=float(s / d)) for d, s in active]
+    return float(dp.c.make_composition(parts).map(1.0))
+
+
+@functools.lru_cache(maxsize=1024)
+def epsilon_for_rho(rho: float, delta: float) -> float:
+    """The (epsilon, delta)-DP that rho-zCDP implies (OpenDP's conversion)."""
+    if rho <= 0:
+        return 0.0
+    if not 0 < delta < 1:
+        raise ValueError("delta must be in (0, 1)")
+    dp = opendp()
+    space = dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float)
+    # A Gaussian with this scale has zCDP exactly rho at sensitivity 1 (OpenDP rounds up).
+    meas = dp.m.make_gaussian(*space, scale=1.0 / math.sqrt(2.0 * rho))
+    profile = dp.c.make_zCDP_to_approxDP(meas).map(1.0)
+    return float(profile.epsilon(delta))
+
+
+@functools.lru_cache(maxsize=1024)
+def rho_for_epsilon(epsilon: float, delta: float) -> float:
+    """The largest rho (to 1e-9 relative) whose (epsilon, delta) conversion is <= epsilon."""
+    if epsilon <= 0:
+        raise ValueError("epsilon must be > 0")
+    if not 0 < delta < 1:
+        raise ValueError("delta must be in (0, 1)")
+    log = math.log(1.0 / delta)
+    # Bun-Steinke: rho-zCDP implies (rho + 2 sqrt(rho log(1/delta)), delta); its inverse
+    # is a valid lower end, and OpenDP's tighter conversion lets us go a little higher.
+    lo = (math.sqrt(log + epsilon) - math.sqrt(log)) ** 2
+    hi = max(lo * 2.0, 1e-12)
+    while epsilon_for_rho(hi, delta) <= epsilon:
+        lo, hi = hi, hi * 2.0
+    while (hi - lo) > 1e-9 * hi:
+        mid = (lo + hi) / 2.0
+        if epsilon_for_rho(mid, delta) <= epsilon:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def subgaussian_half_width(share_sigma: float, shares: int, confidence: float) -> float:
+    """Half-width that the sum of ``shares`` discrete Gaussians exceeds w.p. <= 1 - confidence.
+
+    A discrete Gaussian ``N_Z(0, s^2)`` is ``s``-subgaussian (Canonne-Kamath-Steinke,
+    Cor. 9), so the sum of ``k`` of them satisfies ``P(|Z| >= x) <= 2 exp(-x^2 / (2 k s^2))``.
+    """
+    if share_sigma == 0:
+        return 0.0
+    beta = 1.0 - confidence
+    return share_sigma * math.sqrt(2.0 * shares * math.log(2.0 / beta))
