@@ -28,6 +28,7 @@ __all__ = [
     "evaluate",
     "interpolate",
     "lagrange_coefficients",
+    "lagrange_matrix",
     "mul",
     "scale",
     "sub",
@@ -123,18 +124,43 @@ def lagrange_coefficients(field: Field, xs: Sequence[int], at: int = 0) -> list[
 
     Raises ValueError if ``xs`` is empty or holds duplicates.
     """
+    return lagrange_matrix(field, xs, [at])[0]
+
+
+def lagrange_matrix(field: Field, xs: Sequence[int], ats: Sequence[int]) -> list[list[int]]:
+    """One row of :func:`lagrange_coefficients` per point in ``ats``, in O(k^2 + k*len(ats)).
+
+    Uses the barycentric form w_i(at) = L(at) * b_i / (at - x_i) with L = prod(X - x_j)
+    and b_i = 1 / prod_{j != i}(x_i - x_j).
+    """
     if not xs:
         raise ValueError("need at least one x-coordinate")
+    xs = [field.add(0, x) for x in xs]  # canonical representatives (x mod p)
+    ats = [field.add(0, at) for at in ats]
     _check_distinct(xs)
-    weights = []
+    bary = []
     for i, xi in enumerate(xs):
-        num, den = 1, 1
+        den = 1
         for j, xj in enumerate(xs):
             if i != j:
-                num = field.mul(num, field.sub(at, xj))
                 den = field.mul(den, field.sub(xi, xj))
-        weights.append(field.mul(num, field.inv(den)))
-    return weights
+        bary.append(field.inv(den))
+    index = {x: i for i, x in enumerate(xs)}
+    rows = []
+    for at in ats:
+        if at in index:
+            row = [0] * len(xs)
+            row[index[at]] = 1
+            rows.append(row)
+            continue
+        diffs = [field.sub(at, x) for x in xs]
+        whole = 1
+        for d in diffs:
+            whole = field.mul(whole, d)
+        rows.append(
+            [field.mul(field.mul(whole, b), field.inv(d)) for b, d in zip(bary, diffs, strict=True)]
+        )
+    return rows
 
 
 def interpolate(field: Field, points: Sequence[tuple[int, int]]) -> list[int]:
@@ -142,7 +168,7 @@ def interpolate(field: Field, points: Sequence[tuple[int, int]]) -> list[int]:
 
     Raises ValueError on duplicate x-coordinates.
     """
-    xs = [x for x, _ in points]
+    xs = [field.add(0, x) for x, _ in points]
     _check_distinct(xs)
     # Newton's divided differences, then expand the Newton form.
     coef = [y for _, y in points]

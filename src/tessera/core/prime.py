@@ -39,6 +39,7 @@ __all__ = [
     "random_elements",
     "reconstruct",
     "reconstruct_array",
+    "reconstruct_robust",
     "refresh",
     "repair",
     "share",
@@ -49,10 +50,6 @@ __all__ = [
 
 ObjArray = npt.NDArray[np.object_]
 IntArrayLike = npt.NDArray[Any] | Sequence[int]
-
-# Positions that get a full Berlekamp-Welch run when shares disagree; the check itself
-# covers every position, this only bounds the (pure Python) work of naming parties.
-_MAX_DECODED_POSITIONS = 32
 
 
 class InconsistentSharesError(InvalidShareError):
@@ -194,22 +191,27 @@ def _prepare(shares: Mapping[int, IntArrayLike], t: int, p: int) -> dict[int, Ob
     return prepared
 
 
-def _name_bad_parties(
-    prepared: dict[int, ObjArray], mismatch: npt.NDArray[np.bool_], t: int, p: int
-) -> list[int] | None:
-    """Parties Berlekamp-Welch finds wrong at the first disagreeing positions, or None."""
+def _resolve(prepared: dict[int, ObjArray], t: int, p: int) -> robust.Resolution:
+    """Decode every position of the parties' shares (RecoveryError if impossible)."""
     parties = list(prepared)
-    flat = {i: a.reshape(-1) for i, a in prepared.items()}
+    xs = [i + 1 for i in parties]
     field = PrimeField(p)
-    bad: set[int] = set()
-    for pos in np.flatnonzero(mismatch.reshape(-1))[:_MAX_DECODED_POSITIONS]:
-        points = [(i + 1, int(flat[i][pos])) for i in parties]
-        try:
-            found = robust.decode(field, points, t + 1)
-        except RecoveryError:
-            return None
-        bad.update(x - 1 for x in found.bad_xs)
-    return sorted(bad)
+    flat = np.stack([prepared[i].reshape(-1) for i in parties])  # (m, size), object
+
+    def mismatches(basis: list[int], cols: npt.NDArray[np.intp]) -> npt.NDArray[np.bool_]:
+        sub = flat[:, cols]
+        weights = poly.lagrange_matrix(field, [xs[j] for j in basis], xs)
+        out = np.zeros(sub.shape, dtype=bool)
+        for r, row_weights in enumerate(weights):
+            if r not in basis:
+                predicted = _combine(row_weights, [sub[j] for j in basis], p)
+                out[r] = np.asarray(predicted != sub[r], dtype=bool)
+        return out
+
+    def column(col: int) -> list[int]:
+        return [int(v) for v in flat[:, col]]
+
+    return robust.resolve_columns(field, xs, t + 1, flat.shape[1], mismatches, column)
 
 
 def reconstruct_array(
@@ -218,29 +220,50 @@ def reconstruct_array(
     """f(0) from the shares of parties ``shares.keys()`` (0-based), as an object array.
 
     Uses the t+1 lowest-numbered parties.  With more and ``check``, verifies that every
-    share lies on the same degree-t polynomial, else raises InconsistentSharesError
-    (an InvalidShareError) naming the wrong parties when at most (m-t-1)//2 are wrong.
+    share lies on the same degree-t polynomial at every position, else raises
+    InconsistentSharesError (an InvalidShareError) naming the wrong parties when at most
+    (m-t-1)//2 are wrong at each position, or saying they cannot be named.
     """
     prepared = _prepare(shares, t, p)
     parties = list(prepared)
     basis = parties[: t + 1]
-    basis_arrays = [prepared[i] for i in basis]
     if check and len(parties) > t + 1:
-        shape = basis_arrays[0].shape
-        mismatch = np.zeros(shape, dtype=bool)
-        for j in parties[t + 1 :]:
-            predicted = _combine(_weights(basis, p, at=j + 1), basis_arrays, p)
-            mismatch |= np.asarray(predicted != prepared[j], dtype=bool)
-        if mismatch.any():
-            bad = _name_bad_parties(prepared, mismatch, t, p)
-            if bad:
-                raise InconsistentSharesError(
-                    f"shares of parties {', '.join(map(str, bad))} are inconsistent", bad
-                )
+        try:
+            bad = [parties[r] for r in _resolve(prepared, t, p).bad_rows()]
+        except RecoveryError:
             raise InconsistentSharesError(
                 "shares are inconsistent and too many are wrong to name them"
+            ) from None
+        if bad:
+            raise InconsistentSharesError(
+                f"shares of parties {', '.join(map(str, bad))} are inconsistent", bad
             )
-    return _combine(_weights(basis, p, at=0), basis_arrays, p)
+    return _combine(_weights(basis, p, at=0), [prepared[i] for i in basis], p)
+
+
+def reconstruct_robust(
+    shares: Mapping[int, IntArrayLike], *, t: int, p: int
+) -> tuple[ObjArray, list[int]]:
+    """(f(0), wrong parties), correcting up to (m-t-1)//2 wrong shares at every position.
+
+    Raises InsufficientSharesError below t+1 shares and InconsistentSharesError when some
+    position has more wrong shares than can be corrected.
+    """
+    prepared = _prepare(shares, t, p)
+    parties = list(prepared)
+    try:
+        resolution = _resolve(prepared, t, p)
+    except RecoveryError:
+        raise InconsistentSharesError(
+            "shares are inconsistent and too many are wrong to correct them"
+        ) from None
+    shape = prepared[parties[0]].shape
+    flat = {i: a.reshape(-1) for i, a in prepared.items()}
+    out = np.empty(flat[parties[0]].size, dtype=object)
+    for basis, cols in resolution.bases:
+        chosen = [parties[r] for r in basis]
+        out[cols] = _combine(_weights(chosen, p, at=0), [flat[i][cols] for i in chosen], p)
+    return out.reshape(shape), [parties[r] for r in resolution.bad_rows()]
 
 
 def reconstruct(shares: Mapping[int, int], *, t: int, p: int, check: bool = True) -> int:

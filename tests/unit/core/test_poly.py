@@ -120,3 +120,18 @@ def test_gf256_shares_from_mpyc_split_interpolate() -> None:
         # MPyC gives party i the value at the field element i+1 (int -> bit pattern)
         points = [(i + 1, int(shares[i][h])) for i in (1, 3, 4)]
         assert poly.evaluate(GF256, poly.interpolate(GF256, points), 0) == s
+
+
+def test_lagrange_matrix_rows() -> None:
+    F = PrimeField(101)
+    xs = [1, 2, 5]
+    rows = poly.lagrange_matrix(F, xs, [0, 2, 7, 103])
+    assert rows[1] == [0, 1, 0]  # at a share's own x: the unit vector
+    assert rows[3] == rows[1]  # 103 = 2 mod 101
+    assert rows[0] == poly.lagrange_coefficients(F, xs, at=0)
+    coeffs = [4, 0, 9]
+    ys = [poly.evaluate(F, coeffs, x) for x in xs]
+    got = sum(w * y for w, y in zip(rows[2], ys, strict=True)) % 101
+    assert got == poly.evaluate(F, coeffs, 7)
+    with pytest.raises(ValueError, match="distinct"):
+        poly.lagrange_matrix(F, [1, 102], [0])  # equal mod p

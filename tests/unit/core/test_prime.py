@@ -256,3 +256,46 @@ def test_mpyc_shares_reconstruct_here(p: int) -> None:
     arrays = {i: np.array([int(s) for s in theirs[i]], dtype=object) for i in range(n)}
     out = reconstruct_array(arrays, t=t, p=p)  # checks all four agree
     assert to_signed(out, p).tolist() == values
+
+
+# ---- robust reconstruction -------------------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(3, 9), st.data())
+def test_reconstruct_robust_corrects_scattered_errors(n: int, data: st.DataObject) -> None:
+    t = data.draw(st.integers(0, n - 2))
+    e = (n - t - 1) // 2
+    values = np.arange(-20, 20)
+    shares = share_array(values, n=n, t=t, p=P64, rng=seeded(n + 100))
+    named: set[int] = set()
+    for pos in data.draw(st.lists(st.integers(0, 39), max_size=6, unique=True)):
+        # each position gets its own <= e wrong parties, so different parties overall
+        for i in data.draw(st.lists(st.integers(0, n - 1), max_size=e, unique=True)):
+            shares[i, pos] = (shares[i, pos] + 1) % P64
+            named.add(i)
+    out, bad = prime.reconstruct_robust(dict(enumerate(shares)), t=t, p=P64)
+    assert to_signed(out, P64).tolist() == values.tolist()
+    assert bad == sorted(named)
+
+
+def test_party_wrong_only_at_the_last_position_is_named() -> None:
+    shares = share_array(np.arange(30000), n=5, t=1, p=P64, rng=seeded(6))
+    shares[2, -1] = (shares[2, -1] + 1) % P64
+    shares[4, 0] = (shares[4, 0] + 1) % P64
+    with pytest.raises(InconsistentSharesError) as info:
+        reconstruct_array(dict(enumerate(shares)), t=1, p=P64)
+    assert info.value.parties == (2, 4)
+    out, bad = prime.reconstruct_robust(dict(enumerate(shares)), t=1, p=P64)
+    assert bad == [2, 4]
+    assert out.tolist() == list(range(30000))
+
+
+def test_reconstruct_robust_gives_up_loudly() -> None:
+    shares = share_array([1, 2], n=4, t=1, p=P64, rng=seeded(7))
+    shares[0, 1] += 1
+    shares[1, 1] += 1
+    with pytest.raises(InconsistentSharesError, match="too many"):
+        prime.reconstruct_robust(dict(enumerate(shares)), t=1, p=P64)
+    with pytest.raises(InsufficientSharesError):
+        prime.reconstruct_robust({0: shares[0]}, t=1, p=P64)

@@ -234,3 +234,28 @@ def _field_is_generic(field: Field) -> None:  # keeps the Field protocol honest 
 def test_fields_satisfy_protocol() -> None:
     _field_is_generic(GF256)
     _field_is_generic(P61)
+
+
+def test_predict_in_small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bounded-memory path of the vectorised check gives the same answer."""
+    monkeypatch.setattr(robust, "_PREDICT_CHUNK", 7)
+    rng = np.random.default_rng(11)
+    xs = list(range(1, 10))
+    key = bytes(range(100))
+    rows = share_bytes(key, xs, 3, rng)
+    rows[[1, 5], 40:60] ^= 0x33
+    rows[8, 99] ^= 1
+    assert decode_bytes(xs, rows, 3) == (key, [1, 5, 8])
+
+
+def test_resolution_of_large_m_scattered() -> None:
+    """m = 60, k = 20: 20 rows each wrong in a few scattered bytes."""
+    rng = np.random.default_rng(12)
+    xs = list(range(1, 61))
+    key = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()
+    rows = share_bytes(key, xs, 20, rng)
+    bad = sorted(rng.choice(60, 20, replace=False).tolist())
+    for r in bad:
+        cols = rng.choice(64, 3, replace=False)
+        rows[r, cols] ^= rng.integers(1, 256, 3, dtype=np.uint8)
+    assert decode_bytes(xs, rows, 20) == (key, bad)
