@@ -117,7 +117,11 @@ def decode(field: Field, points: Sequence[tuple[int, int]], k: int) -> Decoded:
     degree < k agrees with at least m - (m-k)//2 points, ValueError on duplicate x.
     """
     _check_points(points, k)
-    pts = [(x, field.add(0, y)) for x, y in points]
+    # Canonical representatives (reduced mod p); GF(2^8) rejects values outside 0..255.
+    pts = [(field.add(0, x), field.add(0, y)) for x, y in points]
+    if any(not (0 <= x < field.order and 0 <= y < field.order) for x, y in pts):
+        raise ValueError("points must be field elements")
+    _check_points(pts, k)
     m = len(pts)
     # Fast path: the first k points determine a candidate; most inputs are clean.
     candidate = poly.interpolate(field, pts[:k])

@@ -299,3 +299,9 @@ def test_reconstruct_robust_gives_up_loudly() -> None:
         prime.reconstruct_robust(dict(enumerate(shares)), t=1, p=P64)
     with pytest.raises(InsufficientSharesError):
         prime.reconstruct_robust({0: shares[0]}, t=1, p=P64)
+
+
+def test_exported_members() -> None:
+    assert sorted(prime.__all__) == prime.__all__
+    for name in prime.__all__:
+        assert hasattr(prime, name)

@@ -259,3 +259,19 @@ def test_resolution_of_large_m_scattered() -> None:
         cols = rng.choice(64, 3, replace=False)
         rows[r, cols] ^= rng.integers(1, 256, 3, dtype=np.uint8)
     assert decode_bytes(xs, rows, 20) == (key, bad)
+
+
+def test_points_must_be_field_elements() -> None:
+    with pytest.raises(ValueError, match="field elements"):
+        decode(GF256, [(1, 256), (2, 0), (3, 0)], 2)
+    with pytest.raises(ValueError, match="field elements"):
+        decode(GF256, [(-1, 1), (2, 0), (3, 0)], 2)
+    with pytest.raises(ValueError, match="distinct"):
+        decode(PrimeField(7), [(1, 1), (8, 1), (3, 1)], 2)  # 8 = 1 mod 7
+
+
+def test_exported_members() -> None:
+    for module in (robust, poly):
+        assert sorted(module.__all__) == module.__all__
+        for name in module.__all__:
+            assert hasattr(module, name)
