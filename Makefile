@@ -40,7 +40,7 @@ lint: install
 	$(VENV)/bin/mypy src
 
 test: lint
-	$(VENV)/bin/pytest -q -n 2 --dist loadgroup
+	$(VENV)/bin/pytest -q -n 2 --dist loadgroup -m "not slow"
 
 bench: install
 	$(PY) bench/sharing.py

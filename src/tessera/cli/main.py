@@ -6,26 +6,35 @@ traceback); 2 a usage error.  Set ``TESSERA_DEBUG=1`` to see tracebacks.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
-import click
 import typer
 
 from tessera import __version__
-from tessera.cli import audit, budget, dicom, env, share, vault
 from tessera.errors import TesseraError
 
-__all__ = ["app", "main"]
+__all__ = ["COMMANDS", "GROUPS", "build_app", "main"]
 
-app = typer.Typer(
-    name="tessera",
-    help="Tessera: medical data split across independent custodians; answers computed "
-    "on the fragments.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
+# Sub-commands are imported only when used, so that `tessera share ...` does not pay
+# for importing pydicom, MPyC or scikit-learn.  Register a feature here:
+#   GROUPS:   "name" -> module exposing `app` (a typer.Typer group)
+#   COMMANDS: "name" -> module exposing `register(app)` for top-level commands
+GROUPS: dict[str, str] = {
+    "share": "tessera.cli.share",
+    "vault": "tessera.cli.vault",
+    "audit": "tessera.cli.audit",
+    "budget": "tessera.cli.budget",
+    "table": "tessera.cli.table",
+    "node": "tessera.cli.node",
+    "dicom": "tessera.cli.dicom",
+    "risk": "tessera.cli.risk",
+}
+COMMANDS: dict[str, str] = {
+    "init": "tessera.cli.env",
+    "query": "tessera.cli.query",
+}
 
 
 def _version(value: bool) -> None:
@@ -34,21 +43,41 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version."
-    ),
-) -> None:
-    """Tessera: a trusted data environment for medical data."""
+def build_app(only: str | None = None) -> typer.Typer:
+    """The Typer application with every sub-command, or only ``only`` when known."""
+    app = typer.Typer(
+        name="tessera",
+        help="Tessera: medical data split across independent custodians; answers computed "
+        "on the fragments.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+
+    @app.callback()
+    def _root(
+        version: bool = typer.Option(
+            False, "--version", callback=_version, is_eager=True, help="Print the version."
+        ),
+    ) -> None:
+        """Tessera: a trusted data environment for medical data."""
+
+    for name, module in GROUPS.items():
+        if only is None or only == name:
+            app.add_typer(importlib.import_module(module).app, name=name)
+    for name, module in COMMANDS.items():
+        if only is None or only == name:
+            importlib.import_module(module).register(app)
+    return app
 
 
-app.add_typer(share.app, name="share")
-app.add_typer(dicom.app, name="dicom")
-app.add_typer(vault.app, name="vault")
-env.register(app)
-app.add_typer(audit.app, name="audit")
-app.add_typer(budget.app, name="budget")
+def _command_name(argv: list[str]) -> str | None:
+    for token in argv:
+        if not token.startswith("-"):
+            return token if token in GROUPS or token in COMMANDS else None
+        if token in ("--help", "--version"):
+            return None
+    return None
 
 
 def _fail(message: str, code: int) -> int:
@@ -58,21 +87,23 @@ def _fail(message: str, code: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; return the process exit code."""
+    """Run the command line; return the process exit code.
+
+    Click handles usage errors itself (message, exit 2); everything Tessera raises on
+    purpose becomes one line on stderr and exit 1; anything else is reported as an
+    internal error without a traceback unless TESSERA_DEBUG=1.
+    """
     debug = os.environ.get("TESSERA_DEBUG") == "1"
     try:
-        result = app(args=argv, standalone_mode=False, prog_name="tessera")
+        args = sys.argv[1:] if argv is None else argv
+        build_app(_command_name(args))(args=args, prog_name="tessera")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     except TesseraError as exc:
         if debug:
             raise
         return _fail(str(exc), exc.exit_code)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code or 0)
-    except click.exceptions.Abort:
-        return _fail("aborted", 130)
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except BrokenPipeError:
@@ -88,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         return _fail(f"internal error ({exc.__class__.__name__}); rerun with TESSERA_DEBUG=1", 1)
-    return int(result) if isinstance(result, int) else 0
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Final, Protocol
 
-__all__ = ["GF256", "AES_POLY", "Field", "GaloisField256", "PrimeField"]
+__all__ = ["AES_POLY", "GF256", "Field", "GaloisField256", "PrimeField"]
 
 AES_POLY: Final = 0x11B
 
@@ -105,7 +105,14 @@ class GaloisField256:
 
     def mul_table(self) -> list[list[int]]:
         """The full 256 x 256 product table (row a, column b)."""
-        return [[self.mul(a, b) for b in range(256)] for a in range(256)]
+        exp, log = self._exp, self._log
+        table = [[0] * 256 for _ in range(256)]
+        for a in range(1, 256):
+            la = log[a]
+            row = table[a]
+            for b in range(1, 256):
+                row[b] = exp[la + log[b]]
+        return table
 
 
 GF256: Final = GaloisField256()

@@ -44,6 +44,7 @@ class Drbg:
         self._enc = Cipher(algorithms.AES256(key), modes.CTR(nonce)).encryptor()
         self._lock = threading.Lock()
         self._zeros = b""
+        self._scratch = bytearray()
 
     @classmethod
     def from_seed(cls, seed: bytes) -> Drbg:
@@ -61,14 +62,16 @@ class Drbg:
 
     def fill(self, out: npt.NDArray[np.uint8] | memoryview | bytearray) -> None:
         """Overwrite ``out`` with keystream, whatever it held before."""
-        view = memoryview(out).cast("B")
+        view = (out.data if isinstance(out, np.ndarray) else memoryview(out)).cast("B")
         n = len(view)
+        if not n:
+            return
         with self._lock:
             if len(self._zeros) < n:
                 self._zeros = bytes(n)
-            scratch = bytearray(n + 15) if n else bytearray()
-            written = self._enc.update_into(memoryview(self._zeros)[:n], scratch) if n else 0
-        view[:] = memoryview(scratch)[:written]
+                self._scratch = bytearray(n + 15)
+            written = self._enc.update_into(memoryview(self._zeros)[:n], self._scratch)
+            view[:] = memoryview(self._scratch)[:written]
 
     def randbelow(self, bound: int, count: int) -> list[int]:
         """``count`` integers uniform in [0, bound) by rejection sampling."""
