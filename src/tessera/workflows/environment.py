@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tessera.config import Environment, NodeConfig, StoreConfig
 from tessera.errors import ConfigError, UsageError
+from tessera.workflows.nodes_pki import create_pki
 
 __all__ = ["BASE_PORT", "init_environment"]
 
@@ -41,4 +42,5 @@ def init_environment(home: Path, *, nodes: int = 5, threshold: int | None = None
         mpc_threshold=(nodes - 1) // 2,
     )
     env.save()
+    create_pki(env)  # node PKI: CA, node/client certificates, job-signing key
     return env

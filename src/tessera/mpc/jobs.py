@@ -1,0 +1,105 @@
+"""MPC job specs: canonical bytes for signing, validation, the program registry.
+
+A job is a JSON object::
+
+    {"version": 1, "type": "sql", "job_id": "<32 hex>", "issued_at": <unix seconds>,
+     "parties": [["host", port], ...],          # MPyC party i listens at parties[i]
+     "inputs": [{"alias": "a", "table": "cohort", "parts": ["age.th", ...]}],
+     "noise": {"cells": 12, "mechanism": "..."} | null,   # per-party private DP noise
+     "params": {...}}                           # program-specific (the SQL plan, ...)
+
+The requester signs :func:`canonical_bytes` of the job with ML-DSA-65 under
+:data:`SIGNING_CONTEXT`; custodians refuse unsigned, replayed or malformed jobs.
+
+Programs: ``PROGRAMS`` maps a job type to the module that runs it inside each party
+process (``async def run(ctx: tessera.mpc.party.PartyContext) -> None``).  To add a job
+type, add one entry here and write the module (see docs/nodes.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from tessera.errors import InputError
+
+__all__ = [
+    "PROGRAMS",
+    "SIGNING_CONTEXT",
+    "canonical_bytes",
+    "program_module",
+    "validate_job",
+]
+
+SIGNING_CONTEXT = b"tessera-mpc-job-v1"
+
+PROGRAMS: dict[str, str] = {
+    "sql": "tessera.mpc.sql_program",
+    "knn": "tessera.mpc.knn",  # issue 6 (recommend): module owned by that feature
+}
+
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}\.[a-z]{1,8}[0-9]{0,2}$")
+
+
+def program_module(job_type: str) -> str:
+    """The module that runs ``job_type``; InputError if unknown or not installed."""
+    module = PROGRAMS.get(job_type)
+    if module is None or importlib.util.find_spec(module) is None:
+        raise InputError(f"unknown job type {job_type[:40]!r}")
+    return module
+
+
+def canonical_bytes(job: Mapping[str, Any]) -> bytes:
+    """The exact bytes a job signature covers (sorted keys, no spaces, UTF-8)."""
+    return json.dumps(job, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def validate_job(job: Any, *, parties: int) -> dict[str, Any]:
+    """``job`` as a dict if well formed for ``parties`` custodians; InputError otherwise."""
+    if not isinstance(job, dict):
+        raise InputError("job is not an object")
+    if job.get("version") != 1:
+        raise InputError("unsupported job version")
+    program_module(str(job.get("type")))
+    if not isinstance(job.get("job_id"), str) or not _JOB_ID.match(job["job_id"]):
+        raise InputError("job_id must be 32 hex digits")
+    if not isinstance(job.get("issued_at"), int | float):
+        raise InputError("issued_at missing")
+    ps = job.get("parties")
+    if not isinstance(ps, list) or len(ps) != parties:
+        raise InputError(f"parties must list {parties} addresses")
+    for p in ps:
+        if not (
+            isinstance(p, list)
+            and len(p) == 2
+            and isinstance(p[0], str)
+            and isinstance(p[1], int)
+            and 0 < p[1] < 65536
+        ):
+            raise InputError("a party address is [host, port]")
+    inputs = job.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) > 8:
+        raise InputError("inputs must be a list")
+    for item in inputs:
+        if not isinstance(item, dict):
+            raise InputError("an input is an object")
+        if not (
+            _NAME.match(str(item.get("alias", ""))) and _NAME.match(str(item.get("table", "")))
+        ):
+            raise InputError("an input needs an alias and a table name")
+        pts = item.get("parts")
+        if not isinstance(pts, list) or not all(isinstance(x, str) and _PART.match(x) for x in pts):
+            raise InputError("input parts must be COLUMN.PART names")
+    noise = job.get("noise")
+    if noise is not None and not (
+        isinstance(noise, dict) and isinstance(noise.get("cells"), int) and noise["cells"] >= 0
+    ):
+        raise InputError("noise must be null or {'cells': int, ...}")
+    if not isinstance(job.get("params"), dict):
+        raise InputError("params must be an object")
+    return job

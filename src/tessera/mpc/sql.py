@@ -1,0 +1,499 @@
+"""Compile a SQL subset (parsed with sqlglot) into a secure plan for the SQL program.
+
+Supported::
+
+    SELECT item, ... FROM t [AS a] [[INNER] JOIN u [AS b] ON a.key = b.key]
+      [WHERE cond] [GROUP BY col, ...] [HAVING cond] [ORDER BY expr [ASC|DESC], ...]
+      [LIMIT n]
+
+items: group columns; COUNT(*), COUNT(col), SUM, AVG, VARIANCE/VAR_SAMP, VAR_POP,
+STDDEV/STDDEV_SAMP, STDDEV_POP, MIN, MAX of a column.  cond: =, <>, <, <=, >, >=,
+BETWEEN, IN, IS [NOT] NULL, AND, OR, NOT comparing a column with constants.  GROUP BY:
+categorical, boolean and ``hospital`` (each row's public origin).  JOIN: equality of
+pseudonym key columns.  Anything else raises UnsupportedError naming the construct.
+
+The plan (JSON) names the shared *parts* each input needs (see
+:mod:`tessera.tables.encode`) and lists the secure sums (``measures``) and extremes the
+MPC releases per group; HAVING, ORDER BY, LIMIT and the AVG/VARIANCE arithmetic are
+applied by the requester to the released, group-size-suppressed aggregates
+(:mod:`tessera.mpc.result`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import sqlglot
+import sqlglot.expressions as exp
+
+from tessera.errors import InputError, UnsupportedError
+
+__all__ = ["ORIGIN", "compile_sql"]
+
+ORIGIN = "hospital"
+_EPOCH = _dt.date(1970, 1, 1)
+_AGG: dict[type[Any], str] = {
+    exp.Count: "count",
+    exp.Sum: "sum",
+    exp.Avg: "avg",
+    exp.Variance: "var_samp",
+    exp.VariancePop: "var_pop",
+    exp.Stddev: "stddev_samp",
+    exp.StddevSamp: "stddev_samp",
+    exp.StddevPop: "stddev_pop",
+    exp.Min: "min",
+    exp.Max: "max",
+}
+_CMP = {exp.EQ: "=", exp.NEQ: "<>", exp.LT: "<", exp.LTE: "<=", exp.GT: ">", exp.GTE: ">="}
+_FLIP = {"=": "=", "<>": "<>", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+def _name(node: Any) -> str:
+    kind = type(node).__name__.upper()
+    text = node.sql()
+    return f"{kind} ({text[:60]})" if text else kind
+
+
+class _Compiler:
+    def __init__(self, tables: Mapping[str, Mapping[str, Any]], min_group: int) -> None:
+        self.tables = tables
+        self.min_group = min_group
+        self.sources: list[dict[str, Any]] = []  # alias, table, manifest
+        self.parts: dict[str, set[str]] = {}
+        self.measures: list[dict[str, Any]] = []
+        self.extremes: list[dict[str, Any]] = []
+        self.aggregates: dict[str, dict[str, Any]] = {}
+        self.cols: dict[str, dict[str, Any]] = {}
+
+    # ----- names -------------------------------------------------------------------
+    def _source(self, alias: str) -> dict[str, Any]:
+        for s in self.sources:
+            if s["alias"].lower() == alias.lower() or s["table"].lower() == alias.lower():
+                return s
+        raise InputError(f"unknown table or alias {alias!r}")
+
+    def resolve(self, col: exp.Column) -> str:
+        """'alias.column' for a column reference (checked against the schemas)."""
+        name = col.name
+        if col.table:
+            srcs = [self._source(col.table)]
+        else:
+            srcs = [
+                s for s in self.sources if name.lower() == ORIGIN or name.lower() in s["columns"]
+            ]
+            if len(srcs) > 1 and name.lower() != ORIGIN:
+                raise InputError(f"column {name!r} is ambiguous; qualify it")
+            if not srcs:
+                raise InputError(f"no column {name!r}")
+        src = srcs[0]
+        if name.lower() == ORIGIN:
+            ref = f"{src['alias']}.{ORIGIN}"
+            self.cols[ref] = {"kind": "origin", "labels": src["hospitals"]}
+            return ref
+        info = src["columns"].get(name.lower())
+        if info is None:
+            raise InputError(f"table {src['table']} has no column {name!r}")
+        ref = f"{src['alias']}.{info['name']}"
+        self.cols[ref] = info
+        return ref
+
+    def need(self, ref: str, part: str) -> str:
+        alias, col = ref.split(".", 1)
+        info = self.cols[ref]
+        if part not in info["parts"]:
+            raise UnsupportedError(f"column {col} ({info['kind']}) has no {part!r} encoding")
+        self.parts.setdefault(alias, set()).add(f"{col}.{part}")
+        return f"{ref}.{part}"
+
+    def need_range(self, ref: str) -> None:
+        info = self.cols[ref]
+        self.need(ref, "valid")
+        for p in info["parts"]:
+            if p.startswith("th"):
+                self.need(ref, p)
+
+    # ----- constants -----------------------------------------------------------------
+    def units(self, ref: str, lit: exp.Expression) -> Decimal:
+        info = self.cols[ref]
+        if isinstance(lit, exp.Neg):
+            return -self.units(ref, lit.this)
+        if isinstance(lit, exp.Cast):
+            lit = lit.this
+        if not isinstance(lit, exp.Literal):
+            raise UnsupportedError(f"comparison with {_name(lit)}: only constants are supported")
+        text = lit.this
+        try:
+            if info["kind"] == "date":
+                return Decimal((_dt.date.fromisoformat(str(text)) - _EPOCH).days)
+            if lit.is_string:
+                raise InputError(f"column {info['name']} is numeric; {text!r} is text")
+            return Decimal(str(text)).scaleb(int(info.get("scale", 0)))
+        except (ValueError, InvalidOperation):
+            raise InputError(f"{text!r} is not a valid {info['kind']} constant") from None
+
+    # ----- WHERE ---------------------------------------------------------------------
+    def cond(self, node: exp.Expression) -> dict[str, Any]:
+        if isinstance(node, exp.Paren):
+            return self.cond(node.this)
+        if isinstance(node, exp.And):
+            return {"op": "and", "args": [self.cond(node.this), self.cond(node.expression)]}
+        if isinstance(node, exp.Or):
+            return {"op": "or", "args": [self.cond(node.this), self.cond(node.expression)]}
+        if isinstance(node, exp.Not):
+            return {"op": "not", "arg": self.cond(node.this)}
+        if isinstance(node, exp.Boolean):
+            return {"op": "const", "value": bool(node.this)}
+        if isinstance(node, exp.Column):
+            ref = self.resolve(node)
+            if self.cols[ref]["kind"] != "boolean":
+                raise UnsupportedError(f"bare column {node.sql()} in WHERE (not a boolean)")
+            self.need(ref, "valid")
+            self.need(ref, "val")
+            return {"op": "bool", "ref": ref, "value": 1}
+        if isinstance(node, exp.Is):
+            if not isinstance(node.this, exp.Column):
+                raise UnsupportedError(f"IS on {_name(node.this)}")
+            ref = self.resolve(node.this)
+            if isinstance(node.expression, exp.Null):
+                return self._isnull(ref)
+            if isinstance(node.expression, exp.Boolean) and self.cols[ref]["kind"] == "boolean":
+                self.need(ref, "valid")
+                self.need(ref, "val")
+                return {"op": "bool", "ref": ref, "value": int(bool(node.expression.this))}
+            raise UnsupportedError(f"IS {node.expression.sql()}")
+        if isinstance(node, exp.Between):
+            ref = self._column_of(node.this)
+            lo = self._bound(ref, ">=", node.args["low"])
+            hi = self._bound(ref, "<=", node.args["high"])
+            return self._range(ref, lo, hi)
+        if isinstance(node, exp.In):
+            if node.args.get("query") is not None:
+                raise UnsupportedError("IN (subquery)")
+            ref = self._column_of(node.this)
+            return self._in(ref, node.expressions)
+        for cls, op in _CMP.items():
+            if isinstance(node, cls):
+                left, right = node.this, node.expression
+                if isinstance(right, exp.Column) and not isinstance(left, exp.Column):
+                    left, right, op = right, left, _FLIP[op]
+                if isinstance(right, exp.Column):
+                    raise UnsupportedError(f"comparison of two columns ({node.sql()})")
+                ref = self._column_of(left)
+                return self._compare(ref, op, right)
+        raise UnsupportedError(f"{_name(node)} in WHERE")
+
+    def _column_of(self, node: exp.Expression) -> str:
+        if not isinstance(node, exp.Column):
+            raise UnsupportedError(f"{_name(node)}: only columns compared with constants")
+        return self.resolve(node)
+
+    def _isnull(self, ref: str) -> dict[str, Any]:
+        if self.cols[ref]["kind"] == "origin":
+            return {"op": "const", "value": False}
+        self.need(ref, "valid")
+        return {"op": "isnull", "ref": ref}
+
+    def _category(self, ref: str, lit: exp.Expression) -> int | None:
+        info = self.cols[ref]
+        labels = info["labels"] if info["kind"] == "origin" else info["categories"]
+        if not isinstance(lit, exp.Literal) or not lit.is_string:
+            raise InputError(f"compare {info.get('name', ORIGIN)} with a quoted category")
+        text = str(lit.this)
+        return labels.index(text) if text in labels else None
+
+    def _cat_leaf(self, ref: str, idxs: list[int]) -> dict[str, Any]:
+        if self.cols[ref]["kind"] == "origin":
+            return {"op": "origin", "ref": ref, "idx": sorted(set(idxs))}
+        self.need(ref, "valid")
+        self.need(ref, "oh")
+        return {"op": "cat", "ref": ref, "idx": sorted(set(idxs))}
+
+    def _bool_value(self, ref: str, lit: exp.Expression) -> int:
+        if isinstance(lit, exp.Boolean):
+            return int(bool(lit.this))
+        if isinstance(lit, exp.Literal) and str(lit.this).lower() in ("0", "1", "true", "false"):
+            return int(str(lit.this).lower() in ("1", "true"))
+        raise InputError(f"compare boolean {self.cols[ref]['name']} with TRUE or FALSE")
+
+    def _bound(self, ref: str, op: str, lit: exp.Expression) -> int:
+        """Integer unit bound: v op c  <=>  v >= bound (op '>=' / '>') or v <= bound."""
+        c = self.units(ref, lit)
+        if op == ">=":
+            return int(c.to_integral_value(rounding="ROUND_CEILING"))
+        if op == ">":
+            return int(c.to_integral_value(rounding="ROUND_FLOOR")) + 1
+        if op == "<=":
+            return int(c.to_integral_value(rounding="ROUND_FLOOR"))
+        return int(c.to_integral_value(rounding="ROUND_CEILING")) - 1  # "<"
+
+    def _range(self, ref: str, lo: int | None, hi: int | None) -> dict[str, Any]:
+        info = self.cols[ref]
+        if info["kind"] not in ("integer", "decimal", "date"):
+            raise UnsupportedError(f"range comparison on {info['kind']} column {info['name']}")
+        self.need_range(ref)
+        return {"op": "range", "ref": ref, "lo": lo, "hi": hi}
+
+    def _compare(self, ref: str, op: str, lit: exp.Expression) -> dict[str, Any]:
+        kind = self.cols[ref]["kind"]
+        if kind in ("categorical", "origin"):
+            if op not in ("=", "<>"):
+                raise UnsupportedError(f"{op} on categorical column {ref.split('.')[1]}")
+            idx = self._category(ref, lit)
+            leaf = self._cat_leaf(ref, [] if idx is None else [idx])
+            return leaf if op == "=" else {"op": "not", "arg": leaf}
+        if kind == "boolean":
+            if op not in ("=", "<>"):
+                raise UnsupportedError(f"{op} on boolean column {ref.split('.')[1]}")
+            v = self._bool_value(ref, lit)
+            self.need(ref, "valid")
+            self.need(ref, "val")
+            return {"op": "bool", "ref": ref, "value": v if op == "=" else 1 - v}
+        if kind == "pseudonym":
+            raise UnsupportedError("conditions on pseudonym key columns")
+        if op == "=":
+            c = self.units(ref, lit)
+            if c != c.to_integral_value():
+                return self._range(ref, 1, 0)  # never equal
+            return self._range(ref, int(c), int(c))
+        if op == "<>":
+            return {"op": "not", "arg": self._compare(ref, "=", lit)}
+        if op in (">=", ">"):
+            return self._range(ref, self._bound(ref, op, lit), None)
+        return self._range(ref, None, self._bound(ref, op, lit))
+
+    def _in(self, ref: str, items: list[exp.Expression]) -> dict[str, Any]:
+        kind = self.cols[ref]["kind"]
+        if kind in ("categorical", "origin"):
+            idxs = [i for i in (self._category(ref, x) for x in items) if i is not None]
+            return self._cat_leaf(ref, idxs)
+        if kind == "boolean":
+            vals = {self._bool_value(ref, x) for x in items}
+            self.need(ref, "valid")
+            self.need(ref, "val")
+            if vals == {0, 1}:
+                return {"op": "not", "arg": {"op": "isnull", "ref": ref}}
+            return {"op": "bool", "ref": ref, "value": vals.pop()}
+        values = sorted({self.units(ref, x) for x in items})
+        ints = [int(v) for v in values if v == v.to_integral_value()]
+        self.need_range(ref)
+        return {"op": "in", "ref": ref, "values": ints}
+
+    # ----- aggregates ----------------------------------------------------------------
+    def measure(self, kind: str, part: str | None) -> int:
+        spec = {"kind": kind, "part": part}
+        if spec not in self.measures:
+            self.measures.append(spec)
+        return self.measures.index(spec)
+
+    def extreme(self, ref: str, op: str) -> int:
+        info = self.cols[ref]
+        self.need_range(ref)
+        self.need(ref, "val")
+        spec = {"ref": ref, "op": op}
+        if spec not in self.extremes:
+            self.extremes.append(spec)
+        del info
+        return self.extremes.index(spec)
+
+    def aggregate(self, node: Any) -> dict[str, Any]:
+        func = _AGG[type(node)]
+        arg = node.this
+        if isinstance(node, exp.Count) and (arg is None or isinstance(arg, exp.Star)):
+            key = "COUNT(*)"
+            spec: dict[str, Any] = {"func": "count_star", "count": self.measure("count", None)}
+            self.aggregates[key] = spec
+            return spec
+        if isinstance(arg, exp.Distinct) or node.args.get("distinct"):
+            raise UnsupportedError("DISTINCT inside an aggregate")
+        if not isinstance(arg, exp.Column):
+            raise UnsupportedError(f"aggregate of {_name(arg)}: only plain columns")
+        ref = self.resolve(arg)
+        info = self.cols[ref]
+        kind = info["kind"]
+        if kind in ("origin", "pseudonym", "categorical") and func != "count":
+            raise UnsupportedError(f"{func.upper()} of {kind} column {info.get('name', ORIGIN)}")
+        if kind == "date" and func not in ("count", "min", "max"):
+            raise UnsupportedError(f"{func.upper()} of date column {info['name']}")
+        spec = {"func": func, "ref": ref}
+        if kind == "origin":
+            spec["count"] = self.measure("count", None)
+        else:
+            spec["count"] = self.measure("count", self.need(ref, "valid"))
+        if func in ("sum", "avg", "var_samp", "var_pop", "stddev_samp", "stddev_pop"):
+            spec["sum"] = self.measure("sum", self.need(ref, "val"))
+        if func.startswith(("var", "stddev")):
+            spec["sumsq"] = self.measure(
+                "sum", self.need(ref, "sq" if kind != "boolean" else "val")
+            )
+        if func in ("min", "max"):
+            spec["extreme"] = self.extreme(ref, func)
+        self.aggregates[node.sql()] = spec
+        return spec
+
+    def collect(self, node: exp.Expression) -> None:
+        """Register every aggregate inside ``node`` (SELECT/HAVING/ORDER expressions)."""
+        for sub in node.find_all(*_AGG.keys()):
+            self.aggregate(sub)
+
+    # ----- statement -----------------------------------------------------------------
+    def compile(self, sql: str) -> dict[str, Any]:
+        try:
+            tree = sqlglot.parse_one(sql, read="duckdb")
+        except sqlglot.errors.ParseError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else "syntax error"
+            raise InputError(f"SQL does not parse: {first}") from None
+        if not isinstance(tree, exp.Select):
+            raise UnsupportedError(f"{_name(tree)} statements (only SELECT)")
+        for key in ("with", "distinct", "qualify", "windows", "offset", "laterals", "pivots"):
+            if tree.args.get(key):
+                raise UnsupportedError(f"{key.upper()} clause")
+        if tree.find(exp.Subquery, exp.Window, exp.Union):
+            raise UnsupportedError("subqueries, window functions and set operations")
+        from_ = tree.args.get("from_") or tree.args.get("from")
+        if from_ is None or not isinstance(from_.this, exp.Table):
+            raise UnsupportedError("a query needs FROM table")
+        self._add_source(from_.this)
+        join_spec = None
+        joins = tree.args.get("joins") or []
+        if len(joins) > 1:
+            raise UnsupportedError("more than one JOIN")
+        if joins:
+            join_spec = self._join(joins[0])
+        where = tree.args.get("where")
+        cond = self.cond(where.this) if where is not None else None
+        groups = []
+        group = tree.args.get("group")
+        if group is not None:
+            for g in group.expressions:
+                if not isinstance(g, exp.Column):
+                    raise UnsupportedError(f"GROUP BY {_name(g)} (only columns)")
+                ref = self.resolve(g)
+                info = self.cols[ref]
+                labels: list[Any]
+                if info["kind"] == "categorical":
+                    self.need(ref, "oh")
+                    self.need(ref, "valid")
+                    labels = [*info["categories"], *([None] if info["nullable"] else [])]
+                elif info["kind"] == "boolean":
+                    self.need(ref, "val")
+                    self.need(ref, "valid")
+                    labels = [False, True, *([None] if info["nullable"] else [])]
+                elif info["kind"] == "origin":
+                    labels = list(info["labels"])
+                else:
+                    raise UnsupportedError(
+                        f"GROUP BY {info['kind']} column {info.get('name')} "
+                        "(only categorical, boolean and hospital)"
+                    )
+                groups.append({"ref": ref, "kind": info["kind"], "labels": labels, "name": g.name})
+        self.measure("count", None)  # measure 0 is COUNT(*): group-size suppression
+        items = []
+        group_refs = [g["ref"] for g in groups]
+        for item in tree.expressions:
+            alias = item.alias_or_name if isinstance(item, exp.Alias) else None
+            node = item.this if isinstance(item, exp.Alias) else item
+            if isinstance(node, exp.Star):
+                raise UnsupportedError("SELECT * (only aggregates and group columns)")
+            if isinstance(node, exp.Column):
+                ref = self.resolve(node)
+                if ref not in group_refs:
+                    raise UnsupportedError(f"column {node.sql()} outside GROUP BY and aggregates")
+                items.append({"name": alias or node.name, "group": group_refs.index(ref)})
+                continue
+            if not node.find(*_AGG.keys()):
+                raise UnsupportedError(f"{_name(node)} in SELECT (needs an aggregate)")
+            self.collect(node)
+            items.append({"name": alias or node.sql(), "expr": node.sql(dialect="duckdb")})
+        having = tree.args.get("having")
+        if having is not None:
+            self.collect(having.this)
+        order = []
+        if tree.args.get("order") is not None:
+            for o in tree.args["order"].expressions:
+                self.collect(o.this)
+                order.append(
+                    {"expr": o.this.sql(dialect="duckdb"), "desc": bool(o.args.get("desc"))}
+                )
+        limit = None
+        if tree.args.get("limit") is not None:
+            lim = tree.args["limit"].expression
+            if not isinstance(lim, exp.Literal) or lim.is_string:
+                raise UnsupportedError("LIMIT must be a number")
+            limit = int(lim.this)
+        return {
+            "version": 1,
+            "sources": [
+                {
+                    "alias": s["alias"],
+                    "table": s["table"],
+                    "parts": sorted(self.parts.get(s["alias"], ())),
+                }
+                for s in self.sources
+            ],
+            "join": join_spec,
+            "where": cond,
+            "cols": self.cols,
+            "groups": groups,
+            "measures": self.measures,
+            "extremes": self.extremes,
+            "aggregates": self.aggregates,
+            "items": items,
+            "having": having.this.sql(dialect="duckdb") if having is not None else None,
+            "order": order,
+            "limit": limit,
+            "min_group": self.min_group,
+        }
+
+    def _add_source(self, table: exp.Table) -> None:
+        name = table.name
+        manifest = next((m for k, m in self.tables.items() if k.lower() == name.lower()), None)
+        if manifest is None:
+            raise InputError(f"no table {name!r}")
+        alias = table.alias_or_name
+        if any(s["alias"].lower() == alias.lower() for s in self.sources):
+            raise UnsupportedError("a self-join (alias the tables differently)")
+        self.sources.append(
+            {
+                "alias": alias,
+                "table": manifest["name"],
+                "columns": {c["name"].lower(): c for c in manifest["columns"]},
+                "hospitals": list(manifest["hospitals"]),
+            }
+        )
+
+    def _join(self, join: exp.Join) -> dict[str, Any]:
+        kind = (join.args.get("kind") or "").upper()
+        side = (join.args.get("side") or "").upper()
+        if side or kind not in ("", "INNER"):
+            raise UnsupportedError(f"{(side + ' ' + kind).strip()} JOIN (only inner equi-joins)")
+        if not isinstance(join.this, exp.Table):
+            raise UnsupportedError("JOIN on a subquery")
+        self._add_source(join.this)
+        on = join.args.get("on")
+        if not isinstance(on, exp.EQ) or not (
+            isinstance(on.this, exp.Column) and isinstance(on.expression, exp.Column)
+        ):
+            raise UnsupportedError("JOIN needs ON a.key = b.key")
+        left, right = self.resolve(on.this), self.resolve(on.expression)
+        if left.split(".")[0] == right.split(".")[0]:
+            raise UnsupportedError("JOIN condition within one table")
+        for ref in (left, right):
+            if self.cols[ref]["kind"] != "pseudonym":
+                raise UnsupportedError(
+                    f"JOIN on {ref.split('.')[1]}: only pseudonymous key columns can be joined"
+                )
+        if left.split(".")[0] != self.sources[0]["alias"]:
+            left, right = right, left
+        return {"left": left, "right": right}
+
+
+def compile_sql(
+    sql: str, tables: Mapping[str, Mapping[str, Any]], *, min_group: int = 5
+) -> dict[str, Any]:
+    """The secure plan for ``sql`` over ``tables`` (name -> catalogue manifest)."""
+    if min_group < 1:
+        raise ValueError("min_group must be >= 1")
+    return _Compiler(tables, min_group).compile(sql)

@@ -1,0 +1,303 @@
+"""The secure SQL program, run inside every MPyC party (job type ``sql``).
+
+Input: the plan from :mod:`tessera.mpc.sql` (``params["plan"]``) and this party's shares
+of the parts it names.  Output, released to the requester only (re-randomised shares):
+``[flag_g ...] + [measure_m,g ...] + [extreme_e,g ...]`` where ``flag_g`` is 1 iff group
+``g`` has at least ``min_group`` rows; every other cell of a suppressed group is 0.
+
+Costs (rows N): a WHERE leaf on a categorical, boolean or small integer is a local
+sum of shared columns; each AND/OR is one batched multiplication of N values; a range
+on a wide column costs one multiplication round per base-16 digit; COUNT/SUM per group
+are inner products (one resharing per output cell); MIN/MAX of a small integer are
+inner products with its thermometer plus one comparison per step; the group-size check
+is one comparison per group.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["run"]
+
+Value = Any  # a public numpy int64 array or an MPyC secure array
+
+
+class _Eval:
+    def __init__(self, ctx: Any, plan: dict[str, Any]) -> None:
+        self.ctx = ctx
+        self.mpc = ctx.mpc
+        self.plan = plan
+        self.raw: dict[str, np.ndarray] = {}
+        self.origin_idx: dict[str, np.ndarray] = {}
+        self.cache: dict[Any, Value] = {}
+        sel: dict[str, np.ndarray | None] = {}
+        keys: dict[str, dict[str, list[str]]] = {}
+        origins: dict[str, list[str]] = {}
+        for src in plan["sources"]:
+            parts, ks, origs = ctx.input(src["alias"])
+            for name, arr in parts.items():
+                self.raw[f"{src['alias']}.{name}"] = arr
+            keys[src["alias"]] = ks
+            origins[src["alias"]] = origs
+            sel[src["alias"]] = None
+        join = plan.get("join")
+        if join:
+            la, lc = join["left"].split(".", 1)
+            ra, rc = join["right"].split(".", 1)
+            where: dict[str, list[int]] = {}
+            for j, k in enumerate(keys[ra][rc]):
+                where.setdefault(k, []).append(j)
+            ia: list[int] = []
+            ib: list[int] = []
+            for i, k in enumerate(keys[la][lc]):
+                for j in where.get(k, ()):
+                    ia.append(i)
+                    ib.append(j)
+            sel[la] = np.array(ia, dtype=np.int64)
+            sel[ra] = np.array(ib, dtype=np.int64)
+            self.rows = len(ia)
+        else:
+            self.rows = len(origins[plan["sources"][0]["alias"]])
+        for name in list(self.raw):
+            idx = sel[name.split(".", 1)[0]]
+            if idx is not None:
+                self.raw[name] = self.raw[name][idx]
+        for src in plan["sources"]:
+            labels = plan["cols"].get(f"{src['alias']}.hospital", {}).get("labels", [])
+            o = origins[src["alias"]]
+            idx = sel[src["alias"]]
+            arr = np.array([labels.index(x) if x in labels else -1 for x in o], dtype=np.int64)
+            self.origin_idx[src["alias"]] = arr if idx is None else arr[idx]
+
+    # ----- values ------------------------------------------------------------------
+    def part(self, name: str) -> Value:
+        if name not in self.cache:
+            self.cache[name] = self.ctx.shared(self.raw[name])
+        return self.cache[name]
+
+    def column(self, name: str, k: int) -> Value:
+        key = (name, k)
+        if key not in self.cache:
+            self.cache[key] = self.part(name)[:, k]
+        return self.cache[key]
+
+    def ones(self) -> np.ndarray:
+        return np.ones(self.rows, dtype=np.int64)
+
+    def zeros(self) -> np.ndarray:
+        return np.zeros(self.rows, dtype=np.int64)
+
+    @staticmethod
+    def public(v: Value) -> bool:
+        return isinstance(v, np.ndarray)
+
+    def secure(self, v: Value) -> Value:
+        """A secure array for ``v`` (a public vector becomes a constant sharing)."""
+        return self.ctx.shared(np.mod(v.astype(object), self.ctx.prime)) if self.public(v) else v
+
+    def mul(self, a: Value, b: Value) -> Value:
+        if self.public(a) and self.public(b):
+            return a * b
+        if self.public(a):
+            a, b = b, a
+        return a * b
+
+    def add(self, a: Value, b: Value) -> Value:
+        if self.public(a) and not self.public(b):
+            a, b = b, a
+        return a + b
+
+    def sub(self, a: Value, b: Value) -> Value:
+        if self.public(a) and not self.public(b):
+            return -b + a
+        return a - b
+
+    # ----- predicates ---------------------------------------------------------------
+    def valid(self, ref: str) -> Value:
+        if self.plan["cols"][ref]["kind"] == "origin":
+            return self.ones()
+        return self.part(f"{ref}.valid")
+
+    def th_ge(self, ref: str, j: int | None, k: int, base: int) -> Value:
+        """[digit_j >= k] (j None: the whole offset in a one-part thermometer)."""
+        name = f"{ref}.th" if j is None else f"{ref}.th{j}"
+        if k <= 0:
+            return self.valid(ref)
+        if k >= base:
+            return self.zeros()
+        return self.column(name, k - 1)
+
+    def ge(self, ref: str, c: int) -> Value:
+        """[v >= c] for v in units (0 for NULL)."""
+        key = ("ge", ref, c)
+        if key in self.cache:
+            return self.cache[key]
+        info = self.plan["cols"][ref]
+        off = c - int(info["min"])
+        width = int(info["max"]) - int(info["min"])
+        digits = int(info["digits"])
+        if off <= 0:
+            result = self.valid(ref)
+        elif off > width:
+            result = self.zeros()
+        elif digits == 0:
+            result = self.th_ge(ref, None, off, width + 1)
+        else:
+            base = 16
+            ds = [(off // base ** (digits - 1 - j)) % base for j in range(digits)]
+            total: Value = self.th_ge(ref, 0, ds[0] + 1, base)
+            prefix: Value = self.sub(self.th_ge(ref, 0, ds[0], base), total)  # digit_0 == ds[0]
+            for j in range(1, digits):
+                gt = self.th_ge(ref, j, ds[j] + 1, base)
+                eq = self.sub(self.th_ge(ref, j, ds[j], base), gt)
+                total = self.add(total, self.mul(prefix, gt))
+                prefix = self.mul(prefix, eq)
+            result = self.add(total, prefix)
+        self.cache[key] = result
+        return result
+
+    def leaf(self, node: dict[str, Any]) -> tuple[Value, Value]:
+        op = node["op"]
+        if op == "const":
+            return (self.ones(), self.zeros()) if node["value"] else (self.zeros(), self.ones())
+        if op == "origin":
+            alias = node["ref"].split(".", 1)[0]
+            pub = np.isin(self.origin_idx[alias], node["idx"]).astype(np.int64)
+            return pub, 1 - pub
+        ref = node["ref"]
+        valid = self.valid(ref)
+        if op == "isnull":
+            return self.sub(self.ones(), valid), valid
+        if op == "cat":
+            t: Value = self.zeros()
+            for i in node["idx"]:
+                t = self.add(t, self.column(f"{ref}.oh", i))
+        elif op == "bool":
+            val = self.part(f"{ref}.val")
+            t = val if node["value"] else self.sub(valid, val)
+        elif op == "range":
+            lo, hi = node["lo"], node["hi"]
+            upper = self.zeros() if hi is None else self.ge(ref, hi + 1)
+            lower = valid if lo is None else self.ge(ref, lo)
+            t = (
+                self.zeros()
+                if (lo is not None and hi is not None and lo > hi)
+                else self.sub(lower, upper)
+            )
+        elif op == "in":
+            t = self.zeros()
+            for v in node["values"]:
+                t = self.add(t, self.sub(self.ge(ref, v), self.ge(ref, v + 1)))
+        else:
+            raise ValueError(f"unknown predicate {op}")
+        return t, self.sub(valid, t)
+
+    def cond(self, node: dict[str, Any], want_false: bool) -> tuple[Value, Value | None]:
+        op = node["op"]
+        if op == "not":
+            t, f = self.cond(node["arg"], True)
+            return f, t
+        if op in ("and", "or"):
+            (t1, f1), (t2, f2) = (self.cond(a, want_false) for a in node["args"])
+            if op == "and":
+                t = self.mul(t1, t2)
+                f = self.sub(self.add(f1, f2), self.mul(f1, f2)) if want_false else None
+            else:
+                t = self.sub(self.add(t1, t2), self.mul(t1, t2))
+                f = self.mul(f1, f2) if want_false else None
+            return t, f
+        t, f = self.leaf(node)
+        return t, (f if want_false else None)
+
+    # ----- groups ---------------------------------------------------------------------
+    def group_indicators(self) -> list[Value]:
+        combos: list[Value] = [self.ones()]
+        for g in self.plan["groups"]:
+            ref = g["ref"]
+            if g["kind"] == "origin":
+                alias = ref.split(".", 1)[0]
+                inds = [
+                    (self.origin_idx[alias] == i).astype(np.int64) for i in range(len(g["labels"]))
+                ]
+            elif g["kind"] == "boolean":
+                val = self.part(f"{ref}.val")
+                inds = [self.sub(self.valid(ref), val), val]
+            else:
+                inds = [
+                    self.column(f"{ref}.oh", i)
+                    for i in range(len(g["labels"]))
+                    if g["labels"][i] is not None
+                ]
+            if None in g["labels"]:  # the NULL group, as SQL has it
+                inds.append(self.sub(self.ones(), self.valid(ref)))
+            combos = [self.mul(c, ind) for c in combos for ind in inds]
+        return combos
+
+
+def _bits(n: int) -> int:
+    return max(2, int(n).bit_length() + 2)
+
+
+async def _extreme(ev: _Eval, spec: dict[str, Any], sel: Value, groups: list[Value]) -> Value:
+    """Per group: MAX -> max offset (+1 for wide columns), MIN -> likewise (see result.py)."""
+    mpc, ctx = ev.mpc, ev.ctx
+    ref, op = spec["ref"], spec["op"]
+    info = ev.plan["cols"][ref]
+    width = int(info["max"]) - int(info["min"])
+    sv = ev.mul(sel, ev.valid(ref))
+    per_group = [ev.secure(ev.mul(sv, g)) for g in groups]
+    gn = len(groups)
+    if width == 0:
+        return ev.secure(np.zeros(gn, dtype=np.int64))
+    if int(info["digits"]) == 0:
+        th = ev.part(f"{ref}.th")  # rows x width
+        c = mpc.np_stack(per_group)  # G x rows
+        counts = c @ th  # G x width: rows selected with offset >= k
+        if op == "max":
+            diff = counts - 1
+        else:
+            totals = mpc.np_sum(c, axis=1).reshape(gn, 1)
+            diff = counts - totals
+        ok = 1 - mpc.np_sgn(diff.reshape(-1), l=_bits(ev.rows), LT=True)
+        return mpc.np_sum(ok.reshape(gn, width), axis=1)
+    val = ev.part(f"{ref}.val")
+    shifted = (val + (1 - int(info["min"]))) if op == "max" else (-val + (int(info["max"]) + 1))
+    ys = mpc.np_stack([g * shifted for g in per_group])  # 0 where not selected
+    sec = mpc.SecInt(_bits(width + 1), p=ctx.prime)
+    share = await mpc.gather(ys)
+    best = mpc.np_amax(sec.array(share), axis=1)
+    share = await mpc.gather(best)
+    return ctx.secint.array(share)
+
+
+async def run(ctx: Any) -> None:
+    """Evaluate the plan and release the result cells to the requester."""
+    mpc = ctx.mpc
+    plan = ctx.params["plan"]
+    ev = _Eval(ctx, plan)
+    sel: Value = ev.ones()
+    if plan.get("where"):
+        sel, _ = ev.cond(plan["where"], False)
+    groups = ev.group_indicators()
+    gn = len(groups)
+    weights = []
+    for m in plan["measures"]:
+        w = sel if m["part"] is None else ev.mul(sel, ev.part(m["part"]))
+        weights.append(ev.secure(w))
+    wmat = mpc.np_stack(weights)  # K x rows
+    if all(ev.public(g) for g in groups):
+        cells = wmat @ np.stack(groups, axis=1)  # local: public group indicators
+    else:
+        cells = wmat @ mpc.np_stack([ev.secure(g) for g in groups], axis=1)  # K x G
+    extremes = [await _extreme(ev, e, sel, groups) for e in plan["extremes"]]
+    counts = cells[0]  # measure 0 is COUNT(*)
+    flags = 1 - mpc.np_sgn(counts - int(plan["min_group"]), l=_bits(ev.rows), LT=True)
+    flat = await ctx.add_noise(cells.reshape(-1))
+    kept = flat.reshape(len(weights), gn) * flags.reshape(1, gn)
+    pieces = [flags, kept.reshape(-1)]
+    if extremes:
+        pieces.append((mpc.np_stack(extremes) * flags.reshape(1, gn)).reshape(-1))
+    out = mpc.np_concatenate(pieces)
+    await ctx.release(out, {"rows": ev.rows, "groups": gn})

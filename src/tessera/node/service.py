@@ -1,0 +1,243 @@
+"""A custodian node's work: table shares, signed-job checks, MPyC party processes.
+
+The HTTP layer (:mod:`tessera.node.app`) is a thin shell over :class:`NodeService`.
+
+DP hook: a job whose ``noise`` is not null needs one private integer per released cell
+from this custodian.  :class:`NodeService` takes a ``noise_source`` callable
+``(spec, party, parties) -> Sequence[int]``; by default it uses
+``tessera.dp.node_noise`` when the DP package provides it, and refuses the job otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+
+from tessera.config import Environment
+from tessera.errors import (
+    BackendError,
+    ConfigError,
+    InputError,
+    IntegrityError,
+    PolicyError,
+)
+from tessera.keys.signing import VerifyKey
+from tessera.mpc.jobs import SIGNING_CONTEXT, canonical_bytes, validate_job
+from tessera.tables.store import ShareStore
+
+__all__ = ["JOB_WINDOW_S", "NodeService", "NoiseSource", "ReplayError", "store_root"]
+
+JOB_WINDOW_S = 300
+NoiseSource = Callable[[Mapping[str, Any], int, int], Sequence[int]]
+
+
+class ReplayError(IntegrityError):
+    """A job id was seen before or the job is outside its time window."""
+
+    code = "job_replayed"
+
+
+def store_root(env: Environment, node_id: int) -> Path:
+    """The local folder of node ``node_id``'s store (file:// URLs only)."""
+    store = next((s for s in env.stores if s.id == node_id), None)
+    if store is None:
+        raise ConfigError(f"no store for node {node_id}")
+    url = urlparse(store.url)
+    if url.scheme not in ("", "file"):
+        raise ConfigError(f"node {node_id}: table shares need a file:// store, not {url.scheme}")
+    return Path(unquote(url.path))
+
+
+def _default_noise_source() -> NoiseSource | None:
+    try:
+        from tessera import dp
+    except ImportError:  # pragma: no cover - dp is part of the distribution
+        return None
+    fn = getattr(dp, "node_noise", None)
+    if fn is None:
+        return None
+
+    def source(spec: Mapping[str, Any], party: int, parties: int) -> Sequence[int]:
+        result: Sequence[int] = fn(spec, party=party, parties=parties)
+        return result
+
+    return source
+
+
+class NodeService:
+    """Custodian ``node_id`` of environment ``env``."""
+
+    def __init__(
+        self,
+        env: Environment,
+        node_id: int,
+        *,
+        noise_source: NoiseSource | None = None,
+        party_timeout: float = 600.0,
+    ) -> None:
+        if not any(n.id == node_id for n in env.nodes):
+            raise ConfigError(f"node {node_id} is not in {env.path}")
+        self.env = env
+        self.node_id = node_id
+        self.party = node_id - 1
+        self.root = store_root(env, node_id)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.store = ShareStore(self.root)
+        self.pki = env.home / "pki"
+        self.noise_source = noise_source if noise_source is not None else _default_noise_source()
+        self.party_timeout = party_timeout
+        self._lock = threading.Lock()
+        self._replay = sqlite3.connect(self.root / "replay.sqlite", check_same_thread=False)
+        self._replay.execute(
+            "CREATE TABLE IF NOT EXISTS seen (job_id TEXT PRIMARY KEY, issued_at REAL)"
+        )
+        self._replay.commit()
+        self.requesters = self._load_requesters()
+
+    def _load_requesters(self) -> list[VerifyKey]:
+        keys = []
+        paths = [self.pki / "requester.pub", *sorted((self.pki / "requesters").glob("*.pub"))]
+        for path in paths:
+            if path.exists():
+                keys.append(VerifyKey.from_bytes(path.read_bytes()))
+        if not keys:
+            raise ConfigError(f"node {self.node_id}: no trusted requester key in {self.pki}")
+        return keys
+
+    # ----- tables --------------------------------------------------------------------
+    def tables(self) -> list[dict[str, Any]]:
+        """Manifests of the tables this node holds shares of."""
+        return self.store.tables()
+
+    def append_chunk(self, name: str, chunk_id: str, manifest: dict[str, Any], data: bytes) -> None:
+        """Store one appended chunk of shares (the manifest names this node's party)."""
+        if int(manifest.get("party", -1)) != self.party:
+            raise InputError("these shares are for another custodian")
+        self.store.append(name, manifest, chunk_id, data)
+
+    # ----- jobs ----------------------------------------------------------------------
+    def verify(self, envelope: Any) -> dict[str, Any]:
+        """The job inside a signed envelope; IntegrityError/ReplayError/InputError if not."""
+        if not isinstance(envelope, dict) or not isinstance(envelope.get("signature"), str):
+            raise IntegrityError("unsigned job")
+        job = envelope.get("job")
+        try:
+            signature = bytes.fromhex(envelope["signature"])
+        except ValueError:
+            raise IntegrityError("unsigned job") from None
+        if not isinstance(job, dict):
+            raise InputError("malformed job")
+        message = canonical_bytes(job)
+        for key in self.requesters:
+            try:
+                key.verify(message, signature, context=SIGNING_CONTEXT)
+                break
+            except IntegrityError:
+                continue
+        else:
+            raise IntegrityError("job signature does not verify")
+        validate_job(job, parties=len(self.env.nodes))
+        now = time.time()
+        if abs(now - float(job["issued_at"])) > JOB_WINDOW_S:
+            raise ReplayError("job is outside its time window")
+        with self._lock:
+            self._replay.execute("DELETE FROM seen WHERE issued_at < ?", (now - 2 * JOB_WINDOW_S,))
+            try:
+                self._replay.execute(
+                    "INSERT INTO seen VALUES (?, ?)", (job["job_id"], float(job["issued_at"]))
+                )
+                self._replay.commit()
+            except sqlite3.IntegrityError:
+                raise ReplayError("job replayed") from None
+        return job
+
+    def free_port(self, host: str) -> int:
+        """A currently free TCP port on ``host`` for an MPyC party."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            return int(s.getsockname()[1])
+
+    def _prepare(self, folder: Path, job: dict[str, Any]) -> None:
+        cfg = folder / ".config"
+        cfg.mkdir(parents=True)
+        shutil.copyfile(self.pki / f"node-{self.node_id}.crt", cfg / f"party_{self.party}.crt")
+        shutil.copyfile(self.pki / f"node-{self.node_id}.key", cfg / f"party_{self.party}.key")
+        os.chmod(cfg / f"party_{self.party}.key", 0o600)
+        shutil.copyfile(self.pki / "ca.crt", cfg / "mpyc_ca.crt")
+        for item in job["inputs"]:
+            wanted = set(item["parts"])
+            chunks = item.get("chunks")
+            if chunks is not None and not (
+                isinstance(chunks, list) and all(isinstance(c, str) for c in chunks)
+            ):
+                raise InputError("input chunks must be a list of ids")
+            shares = self.store.load(item["table"], wanted, chunks)
+            missing = wanted - set(shares.parts)
+            if missing and shares.rows:
+                raise InputError(f"table {item['table']} has no part {sorted(missing)[0]}")
+            meta = json.dumps({"keys": shares.keys, "origins": shares.origins}).encode()
+            arrays: dict[str, Any] = {f"p:{k}": v for k, v in shares.parts.items()}
+            arrays["meta"] = np.frombuffer(meta, dtype=np.uint8)
+            np.savez(folder / f"input-{item['alias']}.npz", **arrays)
+        noise = job.get("noise")
+        if noise:
+            if self.noise_source is None:
+                raise PolicyError("this custodian has no DP noise source for noisy jobs")
+            values = np.array(
+                [int(v) for v in self.noise_source(noise, self.party, len(self.env.nodes))],
+                dtype=np.int64,
+            )
+            if values.shape != (int(noise["cells"]),):
+                raise BackendError("the noise source returned the wrong number of cells")
+            np.save(folder / "noise.npy", values)
+        (folder / "job.json").write_text(json.dumps(job))
+
+    def run_job(self, envelope: Any) -> dict[str, Any]:
+        """Verify and run a signed job; return this party's result shares."""
+        job = self.verify(envelope)
+        folder = self.root / "jobs" / job["job_id"]
+        started = time.time()
+        try:
+            self._prepare(folder, job)
+            args = [sys.executable, "-m", "tessera.mpc.party", "-I", str(self.party)]
+            for host, port in job["parties"]:
+                args += ["-P", f"{host}:{port}"]
+            args += ["--ssl", "--no-log"]
+            env = dict(os.environ, TESSERA_MPC_JOB=str(folder))
+            with open(folder / "party.log", "wb") as log:
+                try:
+                    proc = subprocess.run(
+                        args,
+                        cwd=folder,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        timeout=self.party_timeout,
+                        check=False,
+                    )
+                except subprocess.TimeoutExpired:
+                    raise BackendError("the MPC party timed out") from None
+            result_path = folder / "result.json"
+            if proc.returncode != 0 or not result_path.exists():
+                tail = (folder / "party.log").read_text(errors="replace").strip().splitlines()
+                last = tail[-1][:200] if tail else f"exit status {proc.returncode}"
+                raise BackendError(f"the MPC party failed: {last}")
+            result: dict[str, Any] = json.loads(result_path.read_text())
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        result["node"] = self.node_id
+        result["seconds"] = round(time.time() - started, 3)
+        return result

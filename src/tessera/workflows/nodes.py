@@ -1,0 +1,350 @@
+"""Talk to the custodian nodes: start local ones, upload shares, run signed MPC jobs.
+
+In the embedded default every node runs on loopback; :func:`ensure_nodes` starts the
+ones that are not answering (``python -m tessera.node``), on their configured port or a
+free one when that is taken, and finds them again through ``HOME/run/node-I.json``.
+All traffic is HTTPS with client certificates from the environment's CA.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from tessera.config import Environment
+from tessera.core.prime import InconsistentSharesError, reconstruct_array, to_signed
+from tessera.errors import (
+    BackendError,
+    ConfigError,
+    IntegrityError,
+    StorageUnavailableError,
+    TesseraError,
+)
+from tessera.keys.signing import SigningKey
+from tessera.mpc.jobs import SIGNING_CONTEXT, canonical_bytes
+
+__all__ = [
+    "NodeClient",
+    "ensure_nodes",
+    "node_status",
+    "run_job",
+    "sign_job",
+    "stop_nodes",
+]
+
+_LOCAL = {"127.0.0.1", "localhost", "::1"}
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}  # nodes this process started (reaped on stop)
+_ERRORS: dict[str, type[TesseraError]] = {}
+
+
+def _error_class(code: str) -> type[TesseraError]:
+    if not _ERRORS:
+        import tessera.errors as errs
+
+        for obj in vars(errs).values():
+            if isinstance(obj, type) and issubclass(obj, TesseraError):
+                _ERRORS[obj.code] = obj
+    return _ERRORS.get(code, BackendError)
+
+
+class NodeClient:
+    """HTTPS client for one node (mutual TLS with the environment's client certificate)."""
+
+    def __init__(self, env: Environment, node_id: int, host: str, port: int) -> None:
+        pki = env.home / "pki"
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        ctx.load_cert_chain(str(pki / "client.crt"), str(pki / "client.key"))
+        self.node_id = node_id
+        self.host = host
+        self.port = port
+        self.base = f"https://{host}:{port}"
+        self.http = httpx.Client(
+            base_url=self.base, verify=ctx, timeout=httpx.Timeout(900.0, connect=5.0)
+        )
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.http.close()
+
+    def _check(self, resp: httpx.Response) -> Any:
+        if resp.status_code >= 400:
+            try:
+                doc = resp.json()
+                cls = _error_class(str(doc.get("error")))
+                message = str(doc.get("message", "failed"))
+            except ValueError:
+                cls, message = BackendError, f"HTTP {resp.status_code}"
+            raise cls(f"node {self.node_id}: {message}")
+        return resp.json()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One API call; node errors come back as the matching TesseraError."""
+        try:
+            resp = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise StorageUnavailableError(
+                f"node {self.node_id} at {self.host}:{self.port} is unreachable "
+                f"({exc.__class__.__name__})"
+            ) from None
+        return self._check(resp)
+
+    def healthy(self) -> bool:
+        """Whether the node answers its health check."""
+        try:
+            resp = self.http.get("/v1/health", timeout=3.0)
+        except httpx.HTTPError:
+            return False
+        return resp.status_code == 200 and resp.json().get("node") == self.node_id
+
+    def append(self, table: str, chunk: str, manifest: dict[str, Any], data: bytes) -> None:
+        """Upload one chunk of this node's shares."""
+        header = base64.urlsafe_b64encode(json.dumps(manifest).encode()).decode()
+        self.request(
+            "PUT",
+            f"/v1/tables/{table}/chunks/{chunk}",
+            content=data,
+            headers={"X-Tessera-Manifest": header, "Content-Type": "application/octet-stream"},
+        )
+
+
+def _run_file(env: Environment, node_id: int) -> Path:
+    return env.home / "run" / f"node-{node_id}.json"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _known(env: Environment, node_id: int) -> dict[str, Any] | None:
+    try:
+        info: dict[str, Any] = json.loads(_run_file(env, node_id).read_text())
+    except (OSError, ValueError):
+        return None
+    return info
+
+
+def ensure_nodes(
+    env: Environment, *, start: bool = True, timeout: float = 30.0
+) -> dict[int, NodeClient]:
+    """A client per node, starting local nodes that do not answer (embedded default)."""
+    clients: dict[int, NodeClient] = {}
+    to_start = []
+    for node in env.nodes:
+        info = _known(env, node.id)
+        if info is not None:
+            client = NodeClient(env, node.id, node.host, int(info["port"]))
+            if client.healthy():
+                clients[node.id] = client
+                continue
+            client.close()
+        client = NodeClient(env, node.id, node.host, node.port)
+        if node.port and info is None and client.healthy():
+            clients[node.id] = client
+            continue
+        client.close()
+        if not start or node.host not in _LOCAL:
+            raise StorageUnavailableError(
+                f"node {node.id} at {node.host}:{node.port} is not running"
+            )
+        to_start.append(node.id)
+    for node_id in to_start:
+        start_node(env, node_id)
+    deadline = time.monotonic() + timeout
+    for node_id in to_start:
+        node = next(n for n in env.nodes if n.id == node_id)
+        while True:
+            info = _known(env, node_id)
+            if info is not None:
+                client = NodeClient(env, node_id, node.host, int(info["port"]))
+                if client.healthy():
+                    clients[node_id] = client
+                    break
+                client.close()
+            if time.monotonic() > deadline:
+                log = env.home / "run" / f"node-{node_id}.log"
+                tail = (
+                    log.read_text(errors="replace").strip().splitlines()[-1:]
+                    if log.exists()
+                    else []
+                )
+                raise StorageUnavailableError(
+                    f"node {node_id} did not start" + (f": {tail[0][:200]}" if tail else "")
+                )
+            time.sleep(0.1)
+    return dict(sorted(clients.items()))
+
+
+def start_node(env: Environment, node_id: int) -> int:
+    """Start node ``node_id`` as a background process; its pid."""
+    run_dir = env.home / "run"
+    run_dir.mkdir(exist_ok=True)
+    stale = _run_file(env, node_id)
+    if stale.exists():
+        stale.unlink()
+    with open(run_dir / f"node-{node_id}.log", "ab") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tessera.node",
+                "--home",
+                str(env.home),
+                "--id",
+                str(node_id),
+                "--any-port",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    _CHILDREN[proc.pid] = proc
+    return proc.pid
+
+
+def node_status(env: Environment) -> list[dict[str, Any]]:
+    """Per node: id, host, port, pid and whether it answers."""
+    out = []
+    for node in env.nodes:
+        info = _known(env, node.id)
+        port = int(info["port"]) if info else node.port
+        client = NodeClient(env, node.id, node.host, port)
+        try:
+            ok = client.healthy()
+        finally:
+            client.close()
+        out.append(
+            {
+                "id": node.id,
+                "host": node.host,
+                "port": port,
+                "pid": info.get("pid") if info else None,
+                "running": ok,
+            }
+        )
+    return out
+
+
+def stop_nodes(env: Environment, *, timeout: float = 10.0) -> list[int]:
+    """Stop the local nodes this environment started; the ids stopped."""
+    stopped = []
+    for node in env.nodes:
+        info = _known(env, node.id)
+        if info is None:
+            continue
+        pid = int(info.get("pid", 0))
+        child = _CHILDREN.pop(pid, None)
+        if child is not None:
+            child.terminate()
+            try:
+                child.wait(timeout)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+            stopped.append(node.id)
+        elif pid > 0 and _pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+                time.sleep(0.05)
+            if _pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+            stopped.append(node.id)
+        _run_file(env, node.id).unlink(missing_ok=True)
+    return stopped
+
+
+def sign_job(env: Environment, job: dict[str, Any]) -> dict[str, Any]:
+    """The signed envelope for ``job`` (requester's ML-DSA-65 key from HOME/pki)."""
+    path = env.home / "pki" / "requester.seed"
+    try:
+        key = SigningKey(path.read_bytes())
+    except (OSError, ValueError):
+        raise ConfigError(f"no job-signing key at {path}") from None
+    signature = key.sign(canonical_bytes(job), context=SIGNING_CONTEXT)
+    return {"job": job, "signature": signature.hex()}
+
+
+def run_job(
+    env: Environment,
+    job_type: str,
+    inputs: Sequence[dict[str, Any]],
+    params: dict[str, Any],
+    *,
+    prime: int,
+    noise: dict[str, Any] | None = None,
+) -> tuple[list[int], list[dict[str, Any]]]:
+    """Run one MPC job on every node; the reconstructed (signed) outputs and node metas.
+
+    Each node returns only its own re-randomised share; the shares are reconstructed here
+    with a check that all of them lie on one polynomial of degree t.
+    """
+    clients = ensure_nodes(env)
+    try:
+        ports = {i: int(c.request("GET", "/v1/mpc-port")["port"]) for i, c in clients.items()}
+        job = {
+            "version": 1,
+            "type": job_type,
+            "job_id": secrets.token_hex(16),
+            "issued_at": int(time.time()),
+            "parties": [[n.host, ports[n.id]] for n in sorted(env.nodes, key=lambda n: n.id)],
+            "inputs": list(inputs),
+            "noise": noise,
+            "params": params,
+        }
+        envelope = sign_job(env, job)
+        with ThreadPoolExecutor(max_workers=len(clients)) as pool:
+            futures = {
+                i: pool.submit(c.request, "POST", "/v1/jobs", json=envelope)
+                for i, c in clients.items()
+            }
+            results = {}
+            errors = []
+            for i, fut in futures.items():
+                try:
+                    results[i] = fut.result()
+                except TesseraError as exc:
+                    errors.append(exc)
+            if errors:
+                raise errors[0]
+    finally:
+        for c in clients.values():
+            c.close()
+    shares = {}
+    lengths = set()
+    for i, res in results.items():
+        if int(res.get("party", -1)) != i - 1:
+            raise IntegrityError(f"node {i} answered for another party")
+        arr = np.array([int(v) for v in res["shares"]], dtype=object)
+        lengths.add(arr.shape)
+        shares[i - 1] = arr
+    if len(lengths) != 1:
+        raise IntegrityError("nodes returned results of different lengths")
+    try:
+        values = reconstruct_array(shares, t=env.mpc_threshold, p=prime, check=True)
+    except InconsistentSharesError:
+        raise IntegrityError("the nodes' result shares disagree") from None
+    return [int(v) for v in to_signed(values, prime)], [results[i] for i in sorted(results)]

@@ -1,0 +1,165 @@
+"""Node PKI of an embedded environment: a CA, one TLS certificate per custodian node,
+a TLS client certificate and an ML-DSA-65 job-signing key for the requester.
+
+Layout under ``HOME/pki``::
+
+    ca.crt  ca.key                  the environment's CA (ECDSA P-256)
+    node-I.crt  node-I.key          node I: TLS server/client cert, also its MPyC party cert
+    client.crt  client.key          the requester's TLS client certificate
+    requester.seed  requester.pub   ML-DSA-65 key that signs MPC jobs (seed kept 0600)
+
+A node certificate names the node's host (IP or DNS) and ``MPyC party {I-1}``, the
+server name MPyC checks when its parties connect with ``--ssl``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import ipaddress
+import os
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tessera.config import Environment
+from tessera.keys import signing
+
+__all__ = ["PKI_DIR", "create_pki", "issue_node_certificates", "pki_dir"]
+
+PKI_DIR = "pki"
+_VALIDITY = _dt.timedelta(days=3650)
+
+
+def pki_dir(home: Path) -> Path:
+    """The PKI folder of an environment."""
+    return home / PKI_DIR
+
+
+def _write(path: Path, data: bytes, *, secret: bool = False) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if secret else 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.UTC) - _dt.timedelta(minutes=5)
+
+
+def _load_ca(folder: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    cert = x509.load_pem_x509_certificate((folder / "ca.crt").read_bytes())
+    key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise TypeError("ca.key is not an EC key")
+    return cert, key
+
+
+def _san_for_host(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def _issue(
+    folder: Path, stem: str, cn: str, names: list[x509.GeneralName], *, server: bool
+) -> None:
+    ca_cert, ca_key = _load_ca(folder)
+    key = ec.generate_private_key(ec.SECP256R1())
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    if server:
+        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_now())
+        .not_valid_after(_now() + _VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    _write(folder / f"{stem}.key", _key_pem(key), secret=True)
+    _write(folder / f"{stem}.crt", cert.public_bytes(serialization.Encoding.PEM))
+
+
+def issue_node_certificates(env: Environment) -> None:
+    """(Re-)issue every node's certificate for its configured host (after hosts change)."""
+    folder = pki_dir(env.home)
+    for node in env.nodes:
+        names: list[x509.GeneralName] = [
+            _san_for_host(node.host),
+            x509.DNSName(f"tessera-node-{node.id}"),
+            x509.DNSName(f"MPyC party {node.id - 1}"),
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        ]
+        _issue(folder, f"node-{node.id}", f"tessera-node-{node.id}", names, server=True)
+
+
+def create_pki(env: Environment) -> None:
+    """Make the CA, node certificates, the client certificate and the job-signing key."""
+    folder = pki_dir(env.home)
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    subject = _name(f"Tessera CA {env.name}")
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_now())
+        .not_valid_after(_now() + _VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write(folder / "ca.key", _key_pem(ca_key), secret=True)
+    _write(folder / "ca.crt", ca_cert.public_bytes(serialization.Encoding.PEM))
+    issue_node_certificates(env)
+    _issue(folder, "client", "tessera-requester", [], server=False)
+    sk = signing.generate()
+    _write(folder / "requester.seed", sk.seed_bytes(), secret=True)
+    _write(folder / "requester.pub", sk.verify_key.to_bytes())
