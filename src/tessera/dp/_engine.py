@@ -35,4 +35,5 @@ def opendp() -> SimpleNamespace:
         vector_domain=domains.vector_domain,
         absolute_distance=metrics.absolute_distance,
         l2_distance=metrics.l2_distance,
+        OpenDPException=mod.OpenDPException,
     )
