@@ -187,11 +187,13 @@ class FragmentHeader:
                 raise InputError("truncated fragment header")
             raise InputError("not a Tessera fragment")
         fields = _FIELDS.unpack_from(data)
-        magic, version, scheme, k, n, index, _flags, generation, block_size, padded, oid = fields
+        magic, version, scheme, k, n, index, flags, generation, block_size, padded, oid = fields
         if magic != MAGIC:
             raise InputError("not a Tessera fragment")
         if version != VERSION:
             raise InputError(f"unsupported fragment format version {version}")
+        if flags:
+            raise InputError("fragment header has unknown flags")
         if scheme not in _SCHEME_NAMES:
             raise InputError(f"unknown sharing scheme {scheme}")
         if not (2 <= k <= n and 1 <= index <= n):

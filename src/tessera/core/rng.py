@@ -45,13 +45,16 @@ class Drbg:
         self._lock = threading.Lock()
         self._zeros = b""
         self._scratch = bytearray()
+        self.deterministic = False
 
     @classmethod
     def from_seed(cls, seed: bytes) -> Drbg:
         """A deterministic generator for tests and known-answer vectors only."""
         if len(seed) != 32:
             raise ValueError("seed must be 32 bytes")
-        return cls(seed, bytes(16))
+        rng = cls(seed, bytes(16))
+        rng.deterministic = True  # consumers keep their draws in a fixed order
+        return rng
 
     def random_bytes(self, n: int) -> bytes:
         """n random bytes."""
