@@ -18,8 +18,10 @@ raised: callers write to a temporary name and rename after success.
 from __future__ import annotations
 
 import hmac
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 import numpy as np
@@ -35,6 +37,7 @@ from tessera.core.fragfmt import (
     TagKeys,
     fragment_length,
     parse_inner_header,
+    payload_length,
     piece_length,
 )
 from tessera.core.fragread import (
@@ -51,6 +54,7 @@ from tessera.core.fragread import (
 )
 from tessera.core.fragsplit import (
     DEFAULT_BLOCK_SIZE,
+    WORKERS,
     gcm_nonce,
     make_headers,
     share_keys,
@@ -97,8 +101,17 @@ class _Restorer:
         self.spares = list(range(self.h.k, len(self.readers)))
         self.bad = list(opened.bad)
         self.gcm = AESGCM(opened.keys.data_key) if self.h.scheme == "ssms" else None
-        self.out = np.empty(self.h.block_size, dtype=np.uint8)
-        self.ct = np.empty(piece_length(self.h.block_size, self.h.k) * self.h.k, dtype=np.uint8)
+        self.slot = self.new_slot()
+
+    def new_slot(self) -> _Slot:
+        """Buffers for one block in flight."""
+        h = self.h
+        record = payload_length(h.scheme, h.block_size, h.k) + TAG_SIZE * (h.n + 1)
+        return _Slot(
+            records=[np.empty(record, dtype=np.uint8) for _ in range(h.k)],
+            out=np.empty(h.block_size, dtype=np.uint8),
+            ct=np.empty(piece_length(h.block_size, h.k) * h.k, dtype=np.uint8),
+        )
 
     def _drop(self, reader_pos: int, reason: str) -> None:
         src = self.o.sources[reader_pos]
@@ -109,37 +122,21 @@ class _Restorer:
         self.active.append(self.spares.pop(0))
         self.active.sort()
 
-    def block(self, b: int) -> memoryview:
-        """The verified plaintext of block ``b``."""
-        blen = self.readers[0].lengths[b]
-        while True:
-            reads = [self.readers[i].read(b) for i in self.active]
-            payloads = [p for p, _t in reads]
-            tags = consensus([t for _p, t in reads], self.h.n)
-            if self._restore(b, blen, payloads, [t for _p, t in reads]):
-                return self.out.data[:blen]
-            # The restored block failed its check: find the damaged fragment(s).
-            culprits = [
-                pos
-                for pos, payload in zip(self.active, payloads, strict=True)
-                if not fragment_ok(
-                    self.o.keys,
-                    self.o.sources[pos].header.index,
-                    b,
-                    payload,
-                    tags[self.o.sources[pos].header.index - 1],
-                )
-            ]
-            if not culprits:
-                raise IntegrityError(f"block {b} does not authenticate and no fragment is named")
-            for pos in culprits:
-                self._drop(pos, f"damaged data in block {b}")
-
-    def _restore(
-        self, b: int, blen: int, payloads: list[np.ndarray], tag_lists: list[bytes]
-    ) -> bool:
+    def read(self, b: int, slot: _Slot) -> _Job:
+        """Read block ``b`` of the active fragments into ``slot``."""
+        reads = [
+            self.readers[i].read(b, into=rec)
+            for i, rec in zip(self.active, slot.records, strict=False)
+        ]
         xs = [self.o.sources[i].header.index for i in self.active]
-        out = self.out[:blen]
+        return _Job(b, self.readers[0].lengths[b], xs, reads, slot)
+
+    def restore(self, job: _Job) -> bool:
+        """Restore and authenticate a block read by :meth:`read` (thread-safe)."""
+        payloads = [p for p, _t in job.reads]
+        tag_lists = [t for _p, t in job.reads]
+        out = job.slot.out[: job.blen]
+        xs, b, blen = job.xs, job.b, job.blen
         if self.gcm is None:
             interpolate_block(xs, [as_planes(p) for p in payloads], [0], [as_planes(out)])
             mine = self.o.keys.plaintext_tag(b, self.o.keys.inner_planes(out))
@@ -149,7 +146,7 @@ class _Restorer:
             return any(hmac.compare_digest(mine, t[slot : slot + TAG_SIZE]) for t in set(tag_lists))
         k = self.h.k
         plen = payloads[0].size
-        ct = self.ct[: plen * k]
+        ct = job.slot.ct[: plen * k]
         missing = [x for x in range(1, k + 1) if x not in xs]
         for j, x in enumerate(xs):
             if x <= k:
@@ -167,29 +164,107 @@ class _Restorer:
             return False
         return True
 
+    def block(self, b: int) -> memoryview:
+        """The verified plaintext of block ``b``, setting damaged fragments aside."""
+        while True:
+            job = self.read(b, self.slot)
+            if self.restore(job):
+                return self.slot.out.data[: job.blen]
+            # The restored block failed its check: find the damaged fragment(s).
+            tags = consensus([t for _p, t in job.reads], self.h.n)
+            culprits = [
+                pos
+                for pos, (payload, _t) in zip(self.active, job.reads, strict=True)
+                if not fragment_ok(
+                    self.o.keys,
+                    self.o.sources[pos].header.index,
+                    b,
+                    payload,
+                    tags[self.o.sources[pos].header.index - 1],
+                )
+            ]
+            if not culprits:
+                raise IntegrityError(f"block {b} does not authenticate and no fragment is named")
+            for pos in culprits:
+                self._drop(pos, f"damaged data in block {b}")
+
+
+@dataclass
+class _Slot:
+    records: list[np.ndarray]
+    out: np.ndarray
+    ct: np.ndarray
+
+
+@dataclass
+class _Job:
+    b: int
+    blen: int
+    xs: list[int]
+    reads: list[tuple[np.ndarray, bytes]]
+    slot: _Slot
+
+
+class _Writer:
+    """Writes restored blocks in order, dropping the inner header and the padding."""
+
+    def __init__(self, dst: BinaryIO, padded: int, progress: Progress | None) -> None:
+        self.dst, self.padded, self.progress = dst, padded, progress
+        self.size = -1
+        self.left = 0
+
+    def write(self, b: int, data: memoryview) -> None:
+        start = 0
+        if b == 0:
+            self.size = parse_inner_header(data[:INNER_HEADER_SIZE].tobytes(), self.padded)
+            self.left = self.size
+            start = INNER_HEADER_SIZE
+        take = min(self.left, len(data) - start)
+        if take:
+            self.dst.write(data[start : start + take])
+            self.left -= take
+            if self.progress:
+                self.progress(take)
+
 
 def combine_stream(
     srcs: Sequence[BinaryIO], dst: BinaryIO, *, progress: Progress | None = None
 ) -> CombineReport:
-    """Restore the file from ``k`` or more fragments into ``dst``."""
+    """Restore the file from ``k`` or more fragments into ``dst``.
+
+    The calling thread reads and writes; two workers restore and authenticate blocks.
+    A block that fails its check is redone in order by :meth:`_Restorer.block`, which
+    names the damaged fragments and swaps in spares.
+    """
     opened = open_fragments(srcs)
     r = _Restorer(opened)
     h = opened.header
-    first = r.block(0)
-    size = parse_inner_header(first[:INNER_HEADER_SIZE].tobytes(), h.padded_size)
-    left = size
+    writer = _Writer(dst, h.padded_size, progress)
     nblocks = len(r.readers[0].lengths)
-    for b in range(nblocks):
-        data = first if b == 0 else r.block(b)
-        start = INNER_HEADER_SIZE if b == 0 else 0
-        take = min(left, len(data) - start)
-        if take:
-            dst.write(data[start : start + take])
-            left -= take
-        if progress and take:
-            progress(take)
+    slots = [r.new_slot() for _ in range(min(WORKERS + 1, nblocks))]
+    pending: deque[tuple[Future[bool], _Job]] = deque()
+
+    def drain_one() -> None:
+        future, job = pending.popleft()
+        if future.result():
+            writer.write(job.b, job.slot.out.data[: job.blen])
+        else:
+            writer.write(job.b, r.block(job.b))
+
+    with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="tessera-combine") as pool:
+        try:
+            for b in range(nblocks):
+                if len(pending) == len(slots):
+                    drain_one()
+                job = r.read(b, slots[b % len(slots)])
+                pending.append((pool.submit(r.restore, job), job))
+            while pending:
+                drain_one()
+        finally:
+            for future, _job in pending:
+                future.cancel()
     used = tuple(opened.sources[i].header.index for i in r.active)
-    return CombineReport(h.object_id, size, used, tuple(r.bad))
+    return CombineReport(h.object_id, writer.size, used, tuple(r.bad))
 
 
 # -------------------------------------------------------------------------- verify

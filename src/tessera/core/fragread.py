@@ -234,23 +234,28 @@ class Blocks:
             off += record_length(h, blen)
         self.buf = np.empty(0, dtype=np.uint8)
 
-    def read(self, b: int) -> tuple[np.ndarray, bytes]:
-        """(payload array, tag list bytes) of block ``b``."""
+    def read(self, b: int, into: np.ndarray | None = None) -> tuple[np.ndarray, bytes]:
+        """(payload array, tag list bytes) of block ``b``, in ``into`` or a buffer of
+        this reader's own (overwritten by the next read)."""
         h = self.source.header
         plen = payload_length(h.scheme, self.lengths[b], h.k)
         total = plen + TAG_SIZE * (h.n + 1)
-        if self.buf.size != total:
-            self.buf = np.empty(total, dtype=np.uint8)
+        if into is None:
+            if self.buf.size != total:
+                self.buf = np.empty(total, dtype=np.uint8)
+            buf = self.buf
+        else:
+            buf = into[:total]
         f = self.source.f
         f.seek(self.offsets[b])
-        view = self.buf.data
+        view = buf.data
         pos = 0
         while pos < total:
             got = f.readinto(view[pos:])  # type: ignore[attr-defined]
             if not got:
                 raise InputError("fragment ended early")
             pos += got
-        return self.buf[:plen], self.buf[plen:].tobytes()
+        return buf[:plen], buf[plen:].tobytes()
 
 
 def consensus(tag_lists: Sequence[bytes], n: int) -> list[bytes]:
