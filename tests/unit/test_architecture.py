@@ -13,15 +13,29 @@ SRC = Path(tessera.__file__).parent
 LAYERS = {
     "errors": 0,
     "core": 1,
-    **{p: 2 for p in ("keys", "vault", "tables", "mpc", "dp", "he", "dicom", "risk", "audit", "monitor")},
+    **{
+        p: 2
+        for p in ("keys", "vault", "tables", "mpc", "dp", "he", "dicom", "risk", "audit", "monitor")
+    },
     "config": 3,
     "workflows": 4,
     "cli": 5,
     "server": 5,
     "node": 5,
 }
-HEAVY = ("mpyc", "opendp", "tenseal", "pydicom", "pynetdicom", "fastapi", "sklearn", "duckdb",
-         "polars", "s3fs", "stix2")
+HEAVY = (
+    "mpyc",
+    "opendp",
+    "tenseal",
+    "pydicom",
+    "pynetdicom",
+    "fastapi",
+    "sklearn",
+    "duckdb",
+    "polars",
+    "s3fs",
+    "stix2",
+)
 
 
 def _package(module: str) -> str | None:
@@ -62,14 +76,29 @@ def test_layers_import_only_downward() -> None:
 
 def test_import_linter_contracts_hold() -> None:
     lint = Path(sys.executable).with_name("lint-imports")
-    done = subprocess.run([str(lint)], capture_output=True, text=True, check=False,
-                          cwd=SRC.parents[1])
+    done = subprocess.run(
+        [str(lint)], capture_output=True, text=True, check=False, cwd=SRC.parents[1]
+    )
     assert done.returncode == 0, done.stdout[-3000:]
 
 
 def test_core_stays_pure() -> None:
-    banned = {"fsspec", "mpyc", "opendp", "pydicom", "fastapi", "pydantic", "typer", "rich",
-              "random", "logging", "requests", "httpx", "socket", "subprocess"}
+    banned = {
+        "fsspec",
+        "mpyc",
+        "opendp",
+        "pydicom",
+        "fastapi",
+        "pydantic",
+        "typer",
+        "rich",
+        "random",
+        "logging",
+        "requests",
+        "httpx",
+        "socket",
+        "subprocess",
+    }
     for path in (SRC / "core").rglob("*.py"):
         for module in _imports(path):
             assert module.split(".")[0] not in banned, f"{path.name} imports {module}"
@@ -81,8 +110,7 @@ def test_cli_starts_without_heavy_engines() -> None:
         "import sys; from tessera.cli.main import build_app; build_app('share'); "
         f"print([m for m in {HEAVY!r} if m in sys.modules])"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 
 

@@ -19,11 +19,21 @@ def main() -> None:
     plaintext = b"Tessera fragment format v1 known answer"
     seed = bytes(range(32))
     dsts = [io.BytesIO() for _ in range(3)]
-    split_stream(io.BytesIO(plaintext), dsts, k=2, size=len(plaintext), block_size=4096,
-                 rng=Drbg.from_seed(seed))
+    split_stream(
+        io.BytesIO(plaintext),
+        dsts,
+        k=2,
+        size=len(plaintext),
+        block_size=4096,
+        rng=Drbg.from_seed(seed),
+    )
     frags = [d.getvalue() for d in dsts]
     doc = {
-        "scheme": "shamir", "k": 2, "n": 3, "seed": seed.hex(), "plaintext": plaintext.hex(),
+        "scheme": "shamir",
+        "k": 2,
+        "n": 3,
+        "seed": seed.hex(),
+        "plaintext": plaintext.hex(),
         "header_fields": frags[0][:48].hex(),
         "sha256": [hashlib.sha256(f).hexdigest() for f in frags],
     }

@@ -29,9 +29,22 @@ def _frags(out: Path) -> list[Path]:
 def test_split_and_combine_via_subprocess(sample: Path, tmp_path: Path) -> None:
     out = tmp_path / "frags"
     done = subprocess.run(
-        [*TESSERA, "share", "split", str(sample), "--threshold", "3", "--shares", "5",
-         "--out", str(out), "--json"],
-        capture_output=True, text=True, check=False,
+        [
+            *TESSERA,
+            "share",
+            "split",
+            str(sample),
+            "--threshold",
+            "3",
+            "--shares",
+            "5",
+            "--out",
+            str(out),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     info = json.loads(done.stdout)
@@ -40,18 +53,37 @@ def test_split_and_combine_via_subprocess(sample: Path, tmp_path: Path) -> None:
     restored = tmp_path / "restored.bin"
     done = subprocess.run(
         [*TESSERA, "share", "combine", *map(str, frags[2:]), "--out", str(restored)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert restored.read_bytes() == sample.read_bytes()
 
 
 @pytest.mark.parametrize("scheme", ["shamir", "ssms"])
-def test_lost_and_corrupted_fragments(sample: Path, tmp_path: Path, scheme: str,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_lost_and_corrupted_fragments(
+    sample: Path, tmp_path: Path, scheme: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "frags"
-    assert main(["share", "split", str(sample), "-k", "3", "-n", "5", "--out", str(out),
-                 "--scheme", scheme]) == 0
+    assert (
+        main(
+            [
+                "share",
+                "split",
+                str(sample),
+                "-k",
+                "3",
+                "-n",
+                "5",
+                "--out",
+                str(out),
+                "--scheme",
+                scheme,
+            ]
+        )
+        == 0
+    )
     frags = _frags(out)
     frags[0].unlink()  # lost
     data = bytearray(frags[2].read_bytes())
@@ -66,8 +98,9 @@ def test_lost_and_corrupted_fragments(sample: Path, tmp_path: Path, scheme: str,
     assert report["bad"][0]["problem"].startswith("damaged data")
 
 
-def test_refusals_leave_no_output(sample: Path, tmp_path: Path,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_refusals_leave_no_output(
+    sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "frags"
     assert main(["share", "split", str(sample), "-k", "3", "-n", "4", "--out", str(out)]) == 0
     frags = _frags(out)
@@ -86,8 +119,19 @@ def test_refusals_leave_no_output(sample: Path, tmp_path: Path,
     other = tmp_path / "other"
     assert main(["share", "split", str(sample), "-k", "2", "-n", "2", "--out", str(other)]) == 0
     capsys.readouterr()
-    assert main(["share", "combine", str(frags[0]), *map(str, _frags(other)[:1]),
-                 "--out", str(restored)]) == 1
+    assert (
+        main(
+            [
+                "share",
+                "combine",
+                str(frags[0]),
+                *map(str, _frags(other)[:1]),
+                "--out",
+                str(restored),
+            ]
+        )
+        == 1
+    )
     assert "different objects" in capsys.readouterr().err
     # Damage beyond repair: the output must not exist, and no temporary is left.
     for offset, f in zip((-500, -700), frags[:2], strict=True):
@@ -102,14 +146,45 @@ def test_refusals_leave_no_output(sample: Path, tmp_path: Path,
 def test_usage_errors_exit_2(sample: Path, tmp_path: Path) -> None:
     assert main(["share", "split", str(sample), "--out", str(tmp_path)]) == 2
     assert main(["share", "split", str(sample), "-k", "4", "-n", "3", "--out", str(tmp_path)]) == 2
-    assert main(["share", "split", str(sample), "-k", "2", "-n", "3", "--out", str(tmp_path),
-                 "--scheme", "rot13"]) == 2
-    assert main(["share", "split", str(tmp_path / "missing"), "-k", "2", "-n", "3",
-                 "--out", str(tmp_path)]) == 1
+    assert (
+        main(
+            [
+                "share",
+                "split",
+                str(sample),
+                "-k",
+                "2",
+                "-n",
+                "3",
+                "--out",
+                str(tmp_path),
+                "--scheme",
+                "rot13",
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "share",
+                "split",
+                str(tmp_path / "missing"),
+                "-k",
+                "2",
+                "-n",
+                "3",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 1
+    )
 
 
-def test_inspect_shows_public_header(sample: Path, tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_inspect_shows_public_header(
+    sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "frags"
     assert main(["share", "split", str(sample), "-k", "2", "-n", "3", "--out", str(out)]) == 0
     capsys.readouterr()
