@@ -25,6 +25,7 @@ GROUPS: dict[str, str] = {
     "share": "tessera.cli.share",
     "vault": "tessera.cli.vault",
     "audit": "tessera.cli.audit",
+    "monitor": "tessera.cli.monitor",
     "budget": "tessera.cli.budget",
     "table": "tessera.cli.table",
     "node": "tessera.cli.node",
