@@ -1,0 +1,270 @@
+"""MPyC party program: secure k-nearest-neighbour treatment recommendation.
+
+Run only as its own process, one per custodian::
+
+    python -m tessera.mpc.knn --job JOB.json --inputs SHARES.npz --result RESULT.npz \\
+        -P host:port -P host:port -P host:port -I i [--ssl]
+
+``SHARES.npz`` holds this party's Shamir shares (uint64, GF(p), MPyC's convention) of
+the table parts named by the job and of the patient's secret inputs (``patient``).
+``RESULT.npz`` receives this party's share of the result (``result``: treatments x 3 —
+count, summed time to failure, events); only the requester, who collects every
+party's file, can reconstruct it.  The custodians open nothing but uniformly masked
+values (bit decomposition and comparisons), so they learn neither the patient, k, the
+selected records nor how many there are.
+
+Algorithm (see :mod:`tessera.mpc.knn_spec` for the definition):
+
+1. distances: ``d = sq @ w + x @ v + offset`` — one matrix-vector product with the
+   patient's secret ``v = -2 w q`` (one resharing per record);
+2. bits: ``d`` is masked with random bits (MPyC's ``np_random_bits``), opened, and
+   its L bits recovered with a ripple-carry adder against the public masked value
+   (one multiplication per record per bit);
+3. threshold: the k-th smallest (distance, row index) pair is found most significant
+   bit first.  Per level a secret count of records below the candidate prefix decides
+   the bit with one secure comparison; per record a "prefix equal" flag costs two
+   multiplications per distance bit and one per (public) index bit.  "Already smaller"
+   is never kept per level: it is the inner product of each record's per-level
+   "equal so far and bit 0" flags with the threshold's bits, one resharing per record;
+4. aggregates: one-hot treatments transposed times [selected, selected * time,
+   selected * event] — one resharing per output.
+
+Tables of 20,000 rows need fast local arithmetic: see :mod:`tessera.mpc.knn_fast`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mpyc import asyncoro, thresha  # neither parses sys.argv (mpyc.runtime does)
+
+from tessera.mpc import knn_fast
+from tessera.mpc.knn_spec import SEC_PARAM, KnnJob
+
+__all__ = ["main"]
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="tessera.mpc.knn")
+    ap.add_argument("--job", required=True, type=Path)
+    ap.add_argument("--inputs", required=True, type=Path)
+    ap.add_argument("--result", required=True, type=Path)
+    ap.add_argument("--timings", action="store_true", help="print phase timings on stderr")
+    return ap.parse_args(argv)
+
+
+class _Program:
+    """One party's run; ``mpc`` is MPyC's runtime (imported only in :func:`main`)."""
+
+    def __init__(self, mpc: Any, job: KnnJob, timings: bool) -> None:
+        self.mpc = mpc
+        self.job = job
+        self.secint = mpc.SecInt(job.count_bits, p=job.prime)
+        self.field = self.secint.field
+        self.timings = timings
+        self._t0 = time.perf_counter()
+
+    def _phase(self, name: str) -> None:
+        if self.timings:
+            now = time.perf_counter()
+            sys.stderr.write(f"knn party {self.mpc.pid}: {name} {now - self._t0:.2f}s\n")
+            self._t0 = now
+
+    def load(self, shares: Any) -> Any:
+        """A secure array whose local share is ``shares`` (uint64 values in GF(p))."""
+        return self.secint.array(self.field.array(np.asarray(shares).astype(object)))
+
+    def matmul(self, a: Any, b: Any) -> Any:
+        """Secure a @ b (2-D) with the limb product; reshared when both are secret."""
+        return _matmul(self.mpc, self.secint, a, b)
+
+    async def distances(self, parts: dict[str, Any], v: Any, offset: Any) -> Any:
+        """Secure distances of every record to the patient."""
+        job = self.job
+        cols_x, cols_sq = [], []
+        for f in job.features:
+            x = parts[f"{f.name}.val"]
+            cols_x.append(x)
+            cols_sq.append(parts[f"{f.name}.sq"] if f.kind == "numeric" else x)
+        w = np.array([[f.weight] for f in job.features], dtype=object)
+        p = job.prime
+        sq = np.stack(cols_sq, axis=1)
+        x = self.load(np.stack(cols_x, axis=1))
+        public = self.load(knn_fast.matmul_mod(sq, w % p, p).reshape(job.rows))
+        cross = self.matmul(x, v.reshape(len(job.features), 1)).reshape(job.rows)
+        return public + cross + offset
+
+    async def to_bits(self, d: Any) -> list[Any]:
+        """Secure bits of d (least significant first); d must lie in [0, 2^L)."""
+        mpc, secint, n, bits_l = self.mpc, self.secint, self.job.rows, self.job.distance_bits
+        r_bits = mpc.np_random_bits(secint, n * bits_l).reshape(n, bits_l)
+        weights = np.array([1 << j for j in range(bits_l)], dtype=object)
+        r_lo = r_bits @ weights
+        r_hi = mpc._np_randoms(self.field, n, 1 << (secint.bit_length + SEC_PARAM - bits_l))
+        if not isinstance(r_hi, secint.array):
+            r_hi = secint.array(r_hi)
+        # c = d - r_lo + 2^L r_hi + 2^l is positive, statistically hides d; opening it
+        # gives d = (c + r_lo) mod 2^L: an addition of secret bits to public ones.
+        masked = d - r_lo + r_hi * (1 << bits_l) + (1 << secint.bit_length)
+        c = await mpc.output(masked, raw=True)
+        c_lo = np.asarray(c.value, dtype=object) % (1 << bits_l)
+        out: list[Any] = []
+        carry = None
+        for j in range(bits_l):
+            cj = (c_lo >> j) & 1
+            r = r_bits[:, j]
+            x = r + cj - r * (2 * cj)  # r xor c_j, c_j public: local
+            if carry is None:
+                out.append(x)
+                carry = r * cj
+            else:
+                xc = x * carry
+                out.append(x + carry - xc * 2)
+                carry = r * cj + xc
+        return out
+
+    def select_k(self, bits: list[Any], k: Any) -> Any:
+        """0/1 flags of the k records first in (distance, row index) order."""
+        mpc, n = self.mpc, self.job.rows
+        eq = None
+        below = self.secint(0)
+        flags, thresholds = [], []
+        index = np.arange(n)
+        levels: list[tuple[bool, int]] = [(True, b) for b in reversed(range(len(bits)))]
+        levels += [(False, b) for b in reversed(range(self.job.index_bits))]
+        for secret, b in levels:
+            if secret:
+                db = bits[b]
+                if eq is None:
+                    e, f = db, 1 - db
+                else:
+                    e = eq * db
+                    f = eq - e
+            else:
+                ib = ((index >> b) & 1).astype(object)
+                f = eq * (1 - ib)  # public bit: local
+                e = eq - f
+            zeros = mpc.np_sum(f)
+            t_b = below + zeros < k  # threshold bit: 1 when fewer than k are <= prefix|0
+            below = below + t_b * zeros
+            eq = f + t_b * (e - f)
+            flags.append(f)
+            thresholds.append(t_b)
+        smaller = self.matmul(mpc.np_stack(flags, axis=1), mpc.np_fromlist(thresholds)[:, None])
+        return smaller.reshape(n) + eq
+
+    def select_radius(self, bits: list[Any], bound_bits: Any) -> Any:
+        """0/1 flags of the records with distance < bound (bound = radius + 1, secret bits)."""
+        mpc, n = self.mpc, self.job.rows
+        eq = None
+        flags = []
+        thresholds = []
+        for b in reversed(range(len(bits))):
+            db = bits[b]
+            t_b = bound_bits[b]
+            if eq is None:
+                e, f = db, 1 - db
+            else:
+                e = eq * db
+                f = eq - e
+            eq = f + t_b * (e - f)
+            flags.append(f)
+            thresholds.append(t_b)
+        column = mpc.np_fromlist(thresholds)[:, None]
+        return self.matmul(mpc.np_stack(flags, axis=1), column).reshape(n)
+
+    async def run(self, inputs: dict[str, Any]) -> Any:
+        """This party's share of the (treatments x 3) result."""
+        job, mpc = self.job, self.mpc
+        nf = len(job.features)
+        patient = self.load(inputs["patient"])
+        v, offset = patient[:nf], patient[nf]
+        parts = {name: inputs[name] for name in job.part_names()}
+        await mpc.barrier()
+        self._phase("load")
+        d = await self.distances(parts, v, offset)
+        self._phase("distances")
+        bits = await self.to_bits(d)
+        self._phase("bits")
+        if job.mode == "k":
+            selected = self.select_k(bits, patient[nf + 1])
+        else:
+            selected = self.select_radius(bits, patient[nf + 2 :])
+        selected = await mpc.gather(selected)
+        self._phase("select")
+        sel = self.secint.array(selected)
+        cols = [sel, sel * self.load(parts[f"{job.time}.val"])]
+        if job.event is not None:
+            cols.append(sel * self.load(parts[f"{job.event}.val"]))
+        else:
+            cols.append(sel * 0)
+        onehot_t = self.load(np.ascontiguousarray(parts[f"{job.treatment}.oh"].T))
+        result = await mpc.gather(self.matmul(onehot_t, mpc.np_stack(cols, axis=1)))
+        self._phase("aggregate")
+        return np.asarray(result.value, dtype=object).astype(np.uint64)
+
+
+def _matmul(mpc: Any, secint: Any, a: Any, b: Any) -> Any:
+    shape = (a.shape[0], b.shape[1])
+    both = isinstance(a, secint.array) and isinstance(b, secint.array)
+    p = secint.field.modulus
+
+    @asyncoro.mpc_coro
+    async def product(a, b):  # type: ignore[no-untyped-def]  # mpc_coro reads annotations
+        await mpc.returnType((secint.array, shape))
+        if both:
+            a, b = await mpc.gather(a, b)
+            c = secint.field.array(knn_fast.matmul_mod(a.value, b.value, p), check=False)
+            return mpc._reshare(c)
+        if isinstance(a, secint.array):
+            a = await mpc.gather(a)
+            return secint.field.array(knn_fast.matmul_mod(a.value, b % p, p), check=False)
+        b = await mpc.gather(b)
+        return secint.field.array(knn_fast.matmul_mod(a % p, b.value, p), check=False)
+
+    return product(a, b)
+
+
+def _load_inputs(path: Path) -> dict[str, Any]:
+    with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as z:
+        return {k: np.asarray(z[k], dtype=np.uint64) for k in z.files}
+
+
+def _write_result(path: Path, result: Any) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, result=result)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    """Entry point of one party process (parses MPyC's options first, then ours)."""
+    from mpyc.runtime import mpc  # parses and strips MPyC's options from sys.argv
+
+    args = _parse(sys.argv[1:])
+    job = KnnJob.from_json(args.job.read_text())
+    inputs = _load_inputs(args.inputs)
+    knn_fast.install(thresha)
+    program = _Program(mpc, job, args.timings)
+
+    async def _run() -> Any:
+        await mpc.start()
+        try:
+            return await program.run(inputs)
+        finally:
+            await mpc.shutdown()
+
+    result = mpc.run(_run())
+    _write_result(args.result, result)
+
+
+if __name__ == "__main__":
+    main()
