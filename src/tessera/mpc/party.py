@@ -28,15 +28,29 @@ from tessera.mpc.jobs import program_module
 __all__ = ["JOB_ENV", "PartyContext", "load_input", "main"]
 
 JOB_ENV = "TESSERA_MPC_JOB"
+PROFILE_ENV = "TESSERA_MPC_PROFILE"
 PRIME = 2**61 - 1
 
 
 def load_input(folder: Path, alias: str) -> tuple[dict[str, Any], dict[str, list[str]], list[str]]:
-    """This party's shares (uint64 arrays), clear keys and row origins for ``alias``."""
-    with np.load(folder / f"input-{alias}.npz", allow_pickle=False) as z:
-        parts = {k[2:]: np.asarray(z[k]) for k in z.files if k.startswith("p:")}
-        meta = json.loads(bytes(z["meta"]).decode())
-    return parts, meta["keys"], meta["origins"]
+    """This party's shares (uint64 arrays), clear keys and row origins for ``alias``.
+
+    The node lists, in ``inputs.json``, the chunk folders of its store (one
+    ``PART.npy`` per part and ``keys.json``); they are read in place.
+    """
+    spec = json.loads((folder / "inputs.json").read_text())[alias]
+    chunks = spec["chunks"]
+    parts: dict[str, Any] = {}
+    for part in spec["parts"]:
+        arrays = [np.load(Path(c["dir"]) / f"{part}.npy", allow_pickle=False) for c in chunks]
+        parts[part] = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.uint64)
+    keys: dict[str, list[str]] = {}
+    origins: list[str] = []
+    for c in chunks:
+        for k, v in json.loads((Path(c["dir"]) / "keys.json").read_text()).items():
+            keys.setdefault(k, []).extend(v)
+        origins.extend([str(c["hospital"])] * int(c["rows"]))
+    return parts, keys, origins
 
 
 class PartyContext:
@@ -110,15 +124,59 @@ def main() -> None:
     """Entry point inside a party process."""
     folder = Path(os.environ[JOB_ENV])
     job = json.loads((folder / "job.json").read_text())
-    from tessera.mpc import _fastrand
+    from tessera.mpc import _speedups
 
-    _fastrand.install()
+    _speedups.install()
     sys.stdout = io.TextIOWrapper(sys.stdout.buffer, line_buffering=True)
     from mpyc.runtime import mpc
 
     ctx = PartyContext(mpc, folder, job)
+    profile_dir = os.environ.get(PROFILE_ENV)
+    if profile_dir:  # developer aid: cProfile stats per party
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+        try:
+            mpc.run(_run(mpc, ctx))
+        finally:
+            prof.disable()
+            prof.dump_stats(str(Path(profile_dir) / f"party-{ctx.pid}-{job['job_id'][:8]}.prof"))
+        return
     mpc.run(_run(mpc, ctx))
 
 
-if __name__ == "__main__":
+def zygote() -> None:
+    """Pre-import everything but ``mpyc.runtime``, then wait for one job on stdin.
+
+    The node keeps one such process ready so that a job does not pay for interpreter
+    start-up and imports.  Stdin carries one JSON line ``{"folder": ..., "argv": [...]}``
+    with MPyC's arguments; ``mpyc.runtime`` is imported only after ``sys.argv`` is set.
+    """
+    import importlib
+
+    from tessera.mpc import _speedups, jobs
+
+    for module in jobs.PROGRAMS.values():
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)
+    import mpyc.asyncoro
+    import mpyc.sectypes  # noqa: F401
+
+    _speedups.install()
+    line = sys.stdin.readline()
+    if not line:
+        return
+    order = json.loads(line)
+    folder = str(order["folder"])
+    os.chdir(folder)
+    os.environ[JOB_ENV] = folder
+    sys.argv = [sys.argv[0], *[str(a) for a in order["argv"]]]
     main()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--zygote"]:
+        zygote()
+    else:
+        main()

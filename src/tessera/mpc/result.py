@@ -62,13 +62,8 @@ def _aggregate_value(spec: dict[str, Any], plan: dict[str, Any], cell: Any, extr
             return None
         r = extreme(spec["extreme"])
         lo, hi = int(info["min"]), int(info["max"])
-        if int(info["digits"]) == 0:
-            units = lo + r
-        elif func == "max":
-            units = r - 1 + lo
-        else:
-            units = hi + 1 - r
-        return _units_to_value(info, units)
+        del hi
+        return _units_to_value(info, lo + r)
     raise ValueError(func)
 
 

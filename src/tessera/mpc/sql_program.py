@@ -80,7 +80,7 @@ class _Eval:
     def column(self, name: str, k: int) -> Value:
         key = (name, k)
         if key not in self.cache:
-            self.cache[key] = self.part(name)[:, k]
+            self.cache[key] = self.ctx.shared(self.raw[name][:, k])
         return self.cache[key]
 
     def ones(self) -> np.ndarray:
@@ -240,36 +240,68 @@ def _bits(n: int) -> int:
     return max(2, int(n).bit_length() + 2)
 
 
+def _select_digit(
+    ev: _Eval, th: Value, c: Value, op: str, base: int, gn: int
+) -> tuple[Value, Value]:
+    """One digit of MIN/MAX over the rows selected in ``c`` (G x rows, 0/1).
+
+    ``th`` (rows x (base-1)) holds [digit >= k].  Returns the chosen digit per group and
+    its one-hot (G x base); only inner products and base-1 small comparisons per group.
+    """
+    mpc = ev.mpc
+    counts = c @ th  # G x (base-1): selected rows with digit >= k
+    if op == "max":
+        diff = counts - 1  # some selected row has digit >= k
+    else:
+        totals = mpc.np_sum(c, axis=1).reshape(gn, 1)
+        diff = counts - totals  # every selected row has digit >= k
+    ok = 1 - mpc.np_sgn(diff.reshape(-1), l=_bits(ev.rows), LT=True)
+    ok = ok.reshape(gn, base - 1)
+    digit = mpc.np_sum(ok, axis=1)
+    one = ev.secure(np.ones((gn, 1), dtype=np.int64))
+    zero = ev.secure(np.zeros((gn, 1), dtype=np.int64))
+    upper = mpc.np_concatenate([one, ok], axis=1)  # [digit >= k], k = 0..base-1
+    lower = mpc.np_concatenate([ok, zero], axis=1)  # [digit >= k+1]
+    return digit, upper - lower  # one-hot of the chosen digit
+
+
 async def _extreme(ev: _Eval, spec: dict[str, Any], sel: Value, groups: list[Value]) -> Value:
-    """Per group: MAX -> max offset (+1 for wide columns), MIN -> likewise (see result.py)."""
-    mpc, ctx = ev.mpc, ev.ctx
+    """Per group: the offset (units - min) of MIN or MAX over selected non-NULL rows.
+
+    One-part thermometers: one inner product per step plus one small comparison each.
+    Base-16 digits, most significant first: choose the extreme digit as above, keep the
+    rows that have it (one matrix product with the digit's one-hot and one
+    multiplication per row), go on with the next digit.  No comparison on row values.
+    """
+    mpc = ev.mpc
     ref, op = spec["ref"], spec["op"]
     info = ev.plan["cols"][ref]
     width = int(info["max"]) - int(info["min"])
-    sv = ev.mul(sel, ev.valid(ref))
-    per_group = [ev.secure(ev.mul(sv, g)) for g in groups]
     gn = len(groups)
     if width == 0:
         return ev.secure(np.zeros(gn, dtype=np.int64))
-    if int(info["digits"]) == 0:
-        th = ev.part(f"{ref}.th")  # rows x width
-        c = mpc.np_stack(per_group)  # G x rows
-        counts = c @ th  # G x width: rows selected with offset >= k
-        if op == "max":
-            diff = counts - 1
-        else:
-            totals = mpc.np_sum(c, axis=1).reshape(gn, 1)
-            diff = counts - totals
-        ok = 1 - mpc.np_sgn(diff.reshape(-1), l=_bits(ev.rows), LT=True)
-        return mpc.np_sum(ok.reshape(gn, width), axis=1)
-    val = ev.part(f"{ref}.val")
-    shifted = (val + (1 - int(info["min"]))) if op == "max" else (-val + (int(info["max"]) + 1))
-    ys = mpc.np_stack([g * shifted for g in per_group])  # 0 where not selected
-    sec = mpc.SecInt(_bits(width + 1), p=ctx.prime)
-    share = await mpc.gather(ys)
-    best = mpc.np_amax(sec.array(share), axis=1)
-    share = await mpc.gather(best)
-    return ctx.secint.array(share)
+    sv = ev.mul(sel, ev.valid(ref))
+    c = mpc.np_stack([ev.secure(ev.mul(sv, g)) for g in groups])  # G x rows
+    digits = int(info["digits"])
+    if digits == 0:
+        value, _ = _select_digit(ev, ev.part(f"{ref}.th"), c, op, width + 1, gn)
+        return value
+    total: Value = None
+    valid = ev.secure(ev.valid(ref))
+    for j in range(digits):
+        th = ev.part(f"{ref}.th{j}")  # rows x 15
+        digit, onehot = _select_digit(ev, th, c, op, 16, gn)
+        weight = 16 ** (digits - 1 - j)
+        total = digit * weight if total is None else total + digit * weight
+        if j == digits - 1:
+            break
+        # rows whose digit j equals the chosen one: their one-hot (rows x 16) . onehot_g
+        rows_onehot = mpc.np_concatenate([valid.reshape(-1, 1), th], axis=1) - mpc.np_concatenate(
+            [th, ev.secure(np.zeros((ev.rows, 1), dtype=np.int64))], axis=1
+        )
+        keep = onehot @ rows_onehot.T  # G x rows
+        c = c * keep
+    return total
 
 
 async def run(ctx: Any) -> None:

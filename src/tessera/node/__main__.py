@@ -69,6 +69,7 @@ def serve(home: Path, node_id: int, port: int | None = None, *, any_port: bool =
     try:
         server.run(sockets=[sock])
     finally:
+        service.close()
         try:
             current = json.loads((run_dir / f"node-{node_id}.json").read_text())
             if current.get("pid") == os.getpid():

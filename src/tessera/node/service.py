@@ -87,6 +87,7 @@ class NodeService:
         *,
         noise_source: NoiseSource | None = None,
         party_timeout: float = 600.0,
+        warm: bool = True,
     ) -> None:
         if not any(n.id == node_id for n in env.nodes):
             raise ConfigError(f"node {node_id} is not in {env.path}")
@@ -106,6 +107,10 @@ class NodeService:
         )
         self._replay.commit()
         self.requesters = self._load_requesters()
+        self._closed = False
+        self._zygote: tuple[subprocess.Popen[bytes], Path] | None = None
+        if warm:
+            self._spawn_zygote()
 
     def _load_requesters(self) -> list[VerifyKey]:
         keys = []
@@ -177,21 +182,19 @@ class NodeService:
         shutil.copyfile(self.pki / f"node-{self.node_id}.key", cfg / f"party_{self.party}.key")
         os.chmod(cfg / f"party_{self.party}.key", 0o600)
         shutil.copyfile(self.pki / "ca.crt", cfg / "mpyc_ca.crt")
+        inputs: dict[str, Any] = {}
         for item in job["inputs"]:
-            wanted = set(item["parts"])
             chunks = item.get("chunks")
             if chunks is not None and not (
                 isinstance(chunks, list) and all(isinstance(c, str) for c in chunks)
             ):
                 raise InputError("input chunks must be a list of ids")
-            shares = self.store.load(item["table"], wanted, chunks)
-            missing = wanted - set(shares.parts)
-            if missing and shares.rows:
-                raise InputError(f"table {item['table']} has no part {sorted(missing)[0]}")
-            meta = json.dumps({"keys": shares.keys, "origins": shares.origins}).encode()
-            arrays: dict[str, Any] = {f"p:{k}": v for k, v in shares.parts.items()}
-            arrays["meta"] = np.frombuffer(meta, dtype=np.uint8)
-            np.savez(folder / f"input-{item['alias']}.npz", **arrays)
+            located = self.store.chunk_dirs(item["table"], chunks)
+            for part in item["parts"]:
+                if located and not (Path(located[0]["dir"]) / f"{part}.npy").exists():
+                    raise InputError(f"table {item['table']} has no part {part}")
+            inputs[item["alias"]] = {"parts": item["parts"], "chunks": located}
+        (folder / "inputs.json").write_text(json.dumps(inputs))
         noise = job.get("noise")
         if noise:
             if self.noise_source is None:
@@ -205,39 +208,95 @@ class NodeService:
             np.save(folder / "noise.npy", values)
         (folder / "job.json").write_text(json.dumps(job))
 
+    def _spawn_zygote(self) -> None:
+        """Start a warm party process for the next job (see ``party.zygote``)."""
+        logs = self.root / "jobs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"zygote-{time.monotonic_ns()}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tessera.mpc.party", "--zygote"],
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=logs,
+            )
+        self._zygote = (proc, log_path)
+
+    def _take_party(self, folder: Path, argv: list[str]) -> tuple[subprocess.Popen[bytes], Path]:
+        """A party process running ``argv`` in ``folder``: the warm one if ready."""
+        with self._lock:
+            warm, self._zygote = self._zygote, None
+        if warm is not None and warm[0].poll() is None and warm[0].stdin is not None:
+            proc, log_path = warm
+            stdin = warm[0].stdin
+            try:
+                stdin.write(json.dumps({"folder": str(folder), "argv": argv}).encode() + b"\n")
+                stdin.close()
+            except OSError:
+                proc.kill()
+                proc.wait()
+            else:
+                threading.Thread(target=self._refill, daemon=True).start()
+                return proc, log_path
+        log_path = folder / "party.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tessera.mpc.party", *argv],
+                cwd=folder,
+                env=dict(os.environ, TESSERA_MPC_JOB=str(folder)),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        threading.Thread(target=self._refill, daemon=True).start()
+        return proc, log_path
+
+    def _refill(self) -> None:
+        with self._lock:
+            if self._zygote is not None or self._closed:
+                return
+            self._spawn_zygote()
+
+    def close(self) -> None:
+        """Stop the warm party process."""
+        with self._lock:
+            self._closed = True
+            warm, self._zygote = self._zygote, None
+        if warm is not None:
+            warm[0].kill()
+            warm[0].wait()
+            warm[1].unlink(missing_ok=True)
+
     def run_job(self, envelope: Any) -> dict[str, Any]:
         """Verify and run a signed job; return this party's result shares."""
         job = self.verify(envelope)
         folder = self.root / "jobs" / job["job_id"]
         started = time.time()
+        log_path: Path | None = None
         try:
             self._prepare(folder, job)
-            args = [sys.executable, "-m", "tessera.mpc.party", "-I", str(self.party)]
+            argv = ["-I", str(self.party)]
             for host, port in job["parties"]:
-                args += ["-P", f"{host}:{port}"]
-            args += ["--ssl", "--no-log"]
-            env = dict(os.environ, TESSERA_MPC_JOB=str(folder))
-            with open(folder / "party.log", "wb") as log:
-                try:
-                    proc = subprocess.run(
-                        args,
-                        cwd=folder,
-                        env=env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        timeout=self.party_timeout,
-                        check=False,
-                    )
-                except subprocess.TimeoutExpired:
-                    raise BackendError("the MPC party timed out") from None
+                argv += ["-P", f"{host}:{port}"]
+            argv += ["--ssl", "--no-log"]
+            proc, log_path = self._take_party(folder, argv)
+            try:
+                code = proc.wait(timeout=self.party_timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise BackendError("the MPC party timed out") from None
             result_path = folder / "result.json"
-            if proc.returncode != 0 or not result_path.exists():
-                tail = (folder / "party.log").read_text(errors="replace").strip().splitlines()
-                last = tail[-1][:200] if tail else f"exit status {proc.returncode}"
+            if code != 0 or not result_path.exists():
+                tail = log_path.read_text(errors="replace").strip().splitlines()
+                last = tail[-1][:200] if tail else f"exit status {code}"
                 raise BackendError(f"the MPC party failed: {last}")
             result: dict[str, Any] = json.loads(result_path.read_text())
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+            if log_path is not None:
+                log_path.unlink(missing_ok=True)
         result["node"] = self.node_id
         result["seconds"] = round(time.time() - started, 3)
         return result

@@ -27,6 +27,7 @@ __all__ = ["Catalog", "ShareStore", "TableShares", "check_table_name", "pack_chu
 
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _CHUNK = re.compile(r"^[0-9a-f]{8,64}$")
+_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}\.[a-z]{1,8}[0-9]{0,2}$")
 U64Array = npt.NDArray[np.uint64]
 
 
@@ -53,11 +54,18 @@ def pack_chunk(parts: dict[str, U64Array], keys: dict[str, list[str]]) -> bytes:
     return buf.getvalue()
 
 
-def unpack_chunk(data: bytes) -> tuple[dict[str, U64Array], dict[str, list[str]]]:
-    """Inverse of :func:`pack_chunk`; InputError if malformed."""
+def unpack_chunk(
+    data: bytes | Path, wanted: set[str] | None = None
+) -> tuple[dict[str, U64Array], dict[str, list[str]]]:
+    """Inverse of :func:`pack_chunk` (only the parts in ``wanted`` when given)."""
+    source: Any = data if isinstance(data, Path) else io.BytesIO(data)
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            parts = {k[2:]: np.asarray(z[k], dtype=np.uint64) for k in z.files if k[:2] == "p:"}
+        with np.load(source, allow_pickle=False) as z:
+            parts = {
+                k[2:]: np.asarray(z[k], dtype=np.uint64)
+                for k in z.files
+                if k[:2] == "p:" and (wanted is None or k[2:] in wanted)
+            }
             keys = json.loads(bytes(z["keys"]).decode()) if "keys" in z.files else {}
     except (ValueError, OSError, KeyError, json.JSONDecodeError) as exc:
         raise InputError(f"malformed table chunk ({exc.__class__.__name__})") from None
@@ -66,7 +74,7 @@ def unpack_chunk(data: bytes) -> tuple[dict[str, U64Array], dict[str, list[str]]
 
 @dataclass
 class TableShares:
-    """A table's shares at one custodian, chunks concatenated in manifest order."""
+    """A table's shares at one custodian, chunks concatenated in order."""
 
     manifest: dict[str, Any]
     parts: dict[str, U64Array]
@@ -107,45 +115,71 @@ class ShareStore:
         ]
 
     def append(self, name: str, manifest: dict[str, Any], chunk_id: str, data: bytes) -> None:
-        """Store one chunk's shares then the new manifest (which must list the chunk)."""
+        """Store one chunk's shares (one ``PART.npy`` per part) then the new manifest."""
         if not _CHUNK.match(chunk_id):
             raise InputError("invalid chunk id")
         if not any(c.get("id") == chunk_id for c in manifest.get("chunks", [])):
             raise InputError("the manifest does not list this chunk")
-        parts, _ = unpack_chunk(data)  # validate before storing anything
-        rows = {int(v.shape[0]) for v in parts.values()}
+        parts, keys = unpack_chunk(data)  # validate before storing anything
         listed = next(c for c in manifest["chunks"] if c["id"] == chunk_id)
-        if rows and rows != {int(listed["rows"])}:
-            raise InputError("chunk row count does not match the manifest")
+        rows = int(listed["rows"])
+        for part, arr in parts.items():
+            if not _PART.match(part) or arr.ndim not in (1, 2) or arr.shape[0] != rows:
+                raise InputError(f"malformed part {part[:70]!r} in the chunk")
+        if any(len(v) != rows for v in keys.values()) or not all(
+            _PART.match(f"{k}.key") for k in keys
+        ):
+            raise InputError("malformed keys in the chunk")
         folder = self._dir(name)
-        _atomic_write(folder / f"{chunk_id}.npz", data)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{chunk_id}.{os.getpid()}.tmp"
+        tmp.mkdir()
+        for part, arr in parts.items():
+            np.save(tmp / f"{part}.npy", arr)
+        (tmp / "keys.json").write_text(json.dumps(keys))
+        final = folder / chunk_id
+        if final.exists():
+            raise InputError(f"chunk {chunk_id[:12]} is already stored")
+        os.replace(tmp, final)
         _atomic_write(folder / "manifest.json", json.dumps(manifest, indent=1).encode())
+
+    def chunk_dirs(self, name: str, chunk_ids: list[str] | None = None) -> list[dict[str, Any]]:
+        """``{"dir", "rows", "hospital"}`` of the listed chunks (all when None), in order."""
+        manifest = self.manifest(name)
+        folder = self._dir(name)
+        by_id = {c["id"]: c for c in manifest["chunks"]}
+        out = []
+        for cid in list(by_id) if chunk_ids is None else chunk_ids:
+            chunk = by_id.get(cid)
+            path = folder / str(cid)
+            if chunk is None or not _CHUNK.match(str(cid)) or not path.is_dir():
+                raise NotFoundError(
+                    f"table {name}: chunk {str(cid)[:12]} is missing at this custodian"
+                )
+            out.append(
+                {"dir": str(path), "rows": int(chunk["rows"]), "hospital": chunk["hospital"]}
+            )
+        return out
 
     def load(
         self, name: str, wanted: set[str] | None = None, chunk_ids: list[str] | None = None
     ) -> TableShares:
-        """Shares of table ``name``: only parts in ``wanted`` and chunks in ``chunk_ids``
-        (in that order) when given; NotFoundError if a listed chunk is missing here."""
+        """Shares of table ``name``: only parts in ``wanted`` and chunks in ``chunk_ids``."""
         manifest = self.manifest(name)
-        folder = self._dir(name)
-        chunks: list[dict[str, U64Array]] = []
+        chunks = self.chunk_dirs(name, chunk_ids)
+        parts: dict[str, list[U64Array]] = {}
         keys: dict[str, list[str]] = {}
         origins: list[str] = []
-        by_id = {c["id"]: c for c in manifest["chunks"]}
-        order = list(by_id) if chunk_ids is None else chunk_ids
-        for cid in order:
-            chunk = by_id.get(cid)
-            path = folder / f"{cid}.npz"
-            if chunk is None or not path.exists():
-                raise NotFoundError(f"table {name}: chunk {cid[:12]} is missing at this custodian")
-            parts, ks = unpack_chunk(path.read_bytes())
-            if wanted is not None:
-                parts = {k: v for k, v in parts.items() if k in wanted}
-            chunks.append(parts)
-            for k, v in ks.items():
+        for chunk in chunks:
+            folder = Path(chunk["dir"])
+            for path in sorted(folder.glob("*.npy")):
+                part = path.name[: -len(".npy")]
+                if wanted is None or part in wanted:
+                    parts.setdefault(part, []).append(np.load(path, allow_pickle=False))
+            for k, v in json.loads((folder / "keys.json").read_text()).items():
                 keys.setdefault(k, []).extend(v)
-            origins.extend([str(chunk["hospital"])] * int(chunk["rows"]))
-        merged = {k: np.concatenate([c[k] for c in chunks]) for k in (chunks[0] if chunks else {})}
+            origins.extend([str(chunk["hospital"])] * chunk["rows"])
+        merged = {k: np.concatenate(v) for k, v in parts.items()}
         return TableShares(manifest, merged, keys, origins)
 
 
