@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tessera.errors import InputError, UnsupportedError
+from tessera.mpc.sql import compile_sql
+from tessera.tables.encode import column_info
+from tessera.tables.schema import Column
+
+COLS = [
+    Column("pid", "pseudonym", nullable=False),
+    Column("age", "integer", 18, 100),
+    Column("load", "integer", 0, 100000),
+    Column("bmi", "decimal", 120, 600, scale=1),
+    Column("sex", "categorical", categories=("F", "M")),
+    Column("smoker", "boolean"),
+    Column("visit", "date", 16000, 20000),
+]
+TABLES: dict[str, Any] = {
+    "t": {"name": "t", "columns": [column_info(c) for c in COLS], "hospitals": ["H1", "H2"]},
+    "u": {
+        "name": "u",
+        "columns": [column_info(c) for c in COLS[:3]],
+        "hospitals": ["H1"],
+    },
+}
+
+
+def plan(sql: str) -> dict[str, Any]:
+    return compile_sql(sql, TABLES)
+
+
+def test_count_where_needs_only_thermometer() -> None:
+    p = plan("SELECT COUNT(*) FROM t WHERE age > 60")
+    assert p["sources"][0]["parts"] == ["age.th", "age.valid"]
+    assert p["where"] == {"op": "range", "ref": "t.age", "lo": 61, "hi": None}
+    assert p["measures"][0] == {"kind": "count", "part": None}
+
+
+def test_decimal_and_date_constants_in_units() -> None:
+    p = plan("SELECT COUNT(*) FROM t WHERE bmi > 30.25 AND visit < '2020-01-01'")
+    left, right = p["where"]["args"]
+    assert left["lo"] == 303  # 30.25 -> 302.5 units; > means >= 303
+    assert right["hi"] == 18261  # days before 2020-01-01
+
+
+def test_aggregates_decompose_into_measures() -> None:
+    p = plan("SELECT sex, AVG(bmi), STDDEV(bmi), MAX(load) FROM t GROUP BY sex")
+    kinds = [(m["kind"], m["part"]) for m in p["measures"]]
+    assert ("sum", "t.bmi.val") in kinds and ("sum", "t.bmi.sq") in kinds
+    assert p["groups"][0]["labels"] == ["F", "M", None]
+    assert p["extremes"] == [{"ref": "t.load", "op": "max"}]
+
+
+def test_join_on_pseudonyms() -> None:
+    p = plan("SELECT COUNT(*) FROM t a JOIN u b ON a.pid = b.pid WHERE b.age > 40")
+    assert p["join"] == {"left": "a.pid", "right": "b.pid"}
+
+
+@pytest.mark.parametrize(
+    ("sql", "named"),
+    [
+        ("SELECT COUNT(*) FROM t WHERE age < load", "comparison of two columns"),
+        ("SELECT * FROM t", "SELECT \\*"),
+        ("SELECT age FROM t", "outside GROUP BY"),
+        ("SELECT COUNT(*) FROM t GROUP BY age", "GROUP BY integer"),
+        ("SELECT SUM(sex) FROM t", "SUM of categorical"),
+        ("SELECT COUNT(*) FROM t WHERE sex > 'F'", "> on categorical"),
+        ("SELECT COUNT(*) FROM t a JOIN u b ON a.age = b.age", "only pseudonymous key"),
+        ("SELECT COUNT(*) FROM t LEFT JOIN u ON t.pid = u.pid", "LEFT JOIN"),
+        ("SELECT COUNT(DISTINCT age) FROM t", "DISTINCT"),
+        ("DELETE FROM t", "DELETE"),
+        ("SELECT COUNT(*) FROM (SELECT * FROM t)", "subquer"),
+        ("SELECT AVG(visit) FROM t", "AVG of date"),
+    ],
+)
+def test_unsupported_constructs_are_named(sql: str, named: str) -> None:
+    with pytest.raises(UnsupportedError, match=named):
+        plan(sql)
+
+
+def test_unknown_names_are_input_errors() -> None:
+    with pytest.raises(InputError, match="no table"):
+        plan("SELECT COUNT(*) FROM nope")
+    with pytest.raises(InputError, match="no column"):
+        plan("SELECT COUNT(*) FROM t WHERE weight > 3")
+    with pytest.raises(InputError, match="does not parse"):
+        plan("SELEC COUNT(*) FROM t")

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tessera.errors import InputError, IntegrityError
+from tessera.keys.signing import generate
+from tessera.mpc.jobs import SIGNING_CONTEXT, canonical_bytes
+from tessera.node.service import NodeService, ReplayError
+from tessera.workflows.environment import init_environment
+from tessera.workflows.nodes import sign_job
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return init_environment(tmp_path_factory.mktemp("node") / "home", nodes=3)
+
+
+@pytest.fixture
+def service(env: Any) -> Any:
+    svc = NodeService(env, 2, warm=False)
+    yield svc
+    svc.close()
+
+
+def job(**over: Any) -> dict[str, Any]:
+    import secrets
+
+    base: dict[str, Any] = {
+        "version": 1,
+        "type": "sql",
+        "job_id": secrets.token_hex(16),
+        "issued_at": int(time.time()),
+        "parties": [["127.0.0.1", 1000], ["127.0.0.1", 1001], ["127.0.0.1", 1002]],
+        "inputs": [],
+        "noise": None,
+        "params": {},
+    }
+    base.update(over)
+    return base
+
+
+def test_signed_job_accepted_once(env: Any, service: Any) -> None:
+    envelope = sign_job(env, job())
+    assert service.verify(envelope)["job_id"] == envelope["job"]["job_id"]
+    with pytest.raises(ReplayError, match="replayed"):
+        service.verify(envelope)
+
+
+def test_unsigned_and_forged_jobs_refused(env: Any, service: Any) -> None:
+    with pytest.raises(IntegrityError, match="unsigned"):
+        service.verify({"job": job()})
+    envelope = sign_job(env, job())
+    envelope["job"]["params"] = {"plan": "changed"}
+    with pytest.raises(IntegrityError, match="does not verify"):
+        service.verify(envelope)
+    stranger = generate()
+    forged = job()
+    sig = stranger.sign(canonical_bytes(forged), context=SIGNING_CONTEXT)
+    with pytest.raises(IntegrityError, match="does not verify"):
+        service.verify({"job": forged, "signature": sig.hex()})
+
+
+def test_stale_and_malformed_jobs_refused(env: Any, service: Any) -> None:
+    with pytest.raises(ReplayError, match="time window"):
+        service.verify(sign_job(env, job(issued_at=int(time.time()) - 3600)))
+    with pytest.raises(InputError, match="parties"):
+        service.verify(sign_job(env, job(parties=[["127.0.0.1", 1000]])))
+    with pytest.raises(InputError, match="unknown job type"):
+        service.verify(sign_job(env, job(type="shell")))
+
+
+def test_replay_memory_survives_restart(env: Any) -> None:
+    envelope = sign_job(env, job())
+    first = NodeService(env, 3, warm=False)
+    first.verify(envelope)
+    first.close()
+    again = NodeService(env, 3, warm=False)
+    try:
+        with pytest.raises(ReplayError):
+            again.verify(envelope)
+    finally:
+        again.close()
+
+
+def test_shares_for_another_custodian_refused(service: Any) -> None:
+    with pytest.raises(InputError, match="another custodian"):
+        service.append_chunk("t", "ab" * 8, {"party": 0, "chunks": []}, b"")
+
+
+def test_pki_made_at_init(env: Any) -> None:
+    pki = Path(env.home) / "pki"
+    for name in ("ca.crt", "node-1.crt", "node-3.key", "client.crt", "requester.pub"):
+        assert (pki / name).exists()
+    assert (pki / "node-1.key").stat().st_mode & 0o077 == 0
