@@ -1,0 +1,205 @@
+"""``tessera vault``: files kept as k-of-n fragments across the environment's stores."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tessera.cli._common import HomeOption, JsonOption, byte_progress, emit_json, resolve_home
+from tessera.config import Environment
+from tessera.errors import UsageError
+from tessera.vault import Vault
+from tessera.vault import refresh as refresh_objects
+from tessera.vault import repair as repair_objects
+from tessera.vault import verify as verify_objects
+from tessera.vault.vault import SCHEMES
+from tessera.workflows.vault import open_vault, vault_settings
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Store files as k-of-n fragments across independent stores.", no_args_is_help=True
+)
+
+NameArg = Annotated[str, typer.Argument(help="Name of the file in the vault.")]
+OptionalName = Annotated[
+    str | None, typer.Argument(help="Only this file (default: every file).", show_default=False)
+]
+
+
+def _vault(home: Path | None, *, write: bool = False) -> tuple[Environment, Vault]:
+    env = Environment.load(resolve_home(home))
+    return env, open_vault(env, write=write)
+
+
+@contextmanager
+def _progress(total: int, what: str) -> Iterator[Callable[[int], None] | None]:
+    bar = byte_progress(total, what)
+    if bar is None:
+        yield None
+        return
+    with bar:
+        task = bar.add_task(what, total=total)
+        yield lambda done: bar.advance(task, done)
+
+
+def _say(text: str, json_out: bool) -> None:
+    if not json_out:
+        typer.echo(text)
+
+
+@app.command("put")
+def put(
+    file: Annotated[Path, typer.Argument(help="File to store.", show_default=False)],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Name in the vault (default: the file name).")
+    ] = None,
+    scheme: Annotated[
+        str | None, typer.Option("--scheme", help="shamir (default) or ssms.")
+    ] = None,
+    home: HomeOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Split FILE into fragments and commit one to every store."""
+    env, vault = _vault(home, write=True)
+    scheme = scheme or str(vault_settings(env)["scheme"])
+    if scheme not in SCHEMES:
+        raise UsageError(f"--scheme must be one of {', '.join(SCHEMES)}")
+    name = name if name is not None else file.name
+    if not name or len(name.encode()) > 1024 or any(ord(c) < 32 for c in name):
+        raise UsageError("--name must be 1 to 1024 bytes of printable text")
+    if not file.is_file():
+        raise UsageError(f"{file} is not a file")
+    with open(file, "rb") as source:
+        size = os.fstat(source.fileno()).st_size
+        with _progress(size, "put") as progress:
+            result = vault.put(source, size, name, scheme=scheme, progress=progress)
+    if json_out:
+        emit_json(result.to_json())
+        return
+    typer.echo(
+        f"stored {name} ({size} bytes, {scheme} {result.k}-of-{result.n}) on stores "
+        f"{', '.join(map(str, result.stores_written))}"
+    )
+    for sid, problem in result.stores_failed.items():
+        typer.echo(f"degraded: store {sid} has no fragment ({problem}); run 'tessera vault repair'")
+
+
+@app.command("get")
+def get(
+    name: NameArg,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the file.")],
+    home: HomeOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Restore NAME from the fastest k stores (falling back to the others)."""
+    _env, vault = _vault(home)
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; give a file name")
+    manifest = vault.lookup(name)
+    with _progress(manifest.size, "get") as progress:
+        result = vault.get(name, out, progress=progress, manifest=manifest)
+    if json_out:
+        emit_json(result.to_json())
+        return
+    typer.echo(f"restored {name} ({result.size} bytes) to {out}")
+    for sid, problem in result.missing.items():
+        typer.echo(f"store {sid} was not used: {problem}")
+    for sid, problem in result.corrected.items():
+        typer.echo(f"store {sid}'s fragment was bad and corrected around: {problem}")
+
+
+@app.command("ls")
+def ls(home: HomeOption = None, json_out: JsonOption = False) -> None:
+    """List the files in the vault."""
+    _env, vault = _vault(home)
+    listing = vault.ls()
+    if json_out:
+        emit_json(
+            [
+                {
+                    "name": m.name,
+                    "size": m.size,
+                    "scheme": m.scheme,
+                    "k": m.k,
+                    "n": m.n,
+                    "created": m.created,
+                    "generation": m.generation,
+                }
+                for m in listing
+            ]
+        )
+        return
+    for m in listing:
+        typer.echo(f"{m.size:>14}  {m.created}  {m.scheme} {m.k}-of-{m.n}  {m.name}")
+
+
+@app.command("rm")
+def rm(name: NameArg, home: HomeOption = None, json_out: JsonOption = False) -> None:
+    """Remove NAME from every store (succeeds if it is already gone)."""
+    _env, vault = _vault(home)
+    result = vault.rm(name)
+    if json_out:
+        emit_json(result.to_json())
+        return
+    typer.echo(f"removed {name}" if result.removed else f"{name} was not in the vault")
+
+
+@app.command("verify")
+def verify(
+    name: OptionalName = None, home: HomeOption = None, json_out: JsonOption = False
+) -> None:
+    """Check every fragment; exit 0 healthy, 1 damaged but recoverable, 2 something lost."""
+    _env, vault = _vault(home)
+    result = verify_objects(vault, name)
+    if json_out:
+        emit_json(result.to_json())
+    else:
+        for obj in result.objects:
+            typer.echo(f"{obj.status:<9} {obj.name}")
+            for problem in obj.problems:
+                typer.echo(f"          store {problem.store}: {problem.problem}")
+        for sid, reason in result.unreachable.items():
+            typer.echo(f"unreachable store {sid}: {reason}")
+        typer.echo(f"vault {result.status}")
+    raise typer.Exit(result.exit_code)
+
+
+@app.command("repair")
+def repair(
+    name: OptionalName = None, home: HomeOption = None, json_out: JsonOption = False
+) -> None:
+    """Rewrite missing or damaged fragments from k good ones (no plaintext is formed)."""
+    _env, vault = _vault(home)
+    result = repair_objects(vault, name)
+    if json_out:
+        emit_json(result.to_json())
+    else:
+        for p in result.repaired:
+            typer.echo(f"repaired store {p.store}: {p.problem}")
+        for obj in result.failed:
+            for p in obj.problems:
+                typer.echo(f"could not repair {obj.name} on store {p.store}: {p.problem}")
+        if not result.repaired and not result.failed:
+            typer.echo("nothing to repair")
+    if result.failed:
+        raise typer.Exit(2 if any(o.status == "lost" for o in result.failed) else 1)
+
+
+@app.command("refresh")
+def refresh(
+    name: OptionalName = None, home: HomeOption = None, json_out: JsonOption = False
+) -> None:
+    """Re-randomise every fragment; fragments taken before are useless with those after."""
+    _env, vault = _vault(home, write=True)
+    result = refresh_objects(vault, name)
+    if json_out:
+        emit_json(result.to_json())
+        return
+    for n in result.refreshed:
+        typer.echo(f"refreshed {n} (generation {result.generations[n]})")

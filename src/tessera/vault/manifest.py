@@ -1,0 +1,118 @@
+"""Vault manifests: what a name means, signed with the owner's key (ML-DSA-65).
+
+A manifest binds a file name to the object holding its fragments.  Encoded form
+(``tessera-manifest`` version 1)::
+
+    b"TSMF" | version (1 byte) | body length (4 bytes, big endian) | body (canonical JSON)
+           | signature length (2 bytes) | signature
+
+The body is ``{"name", "size", "created", "created_ns", "object_id", "generation",
+"scheme", "k", "n", "entry_id", "key_id"}``; the signature covers magic, version and
+body under the context ``tessera-vault-manifest-v1``.  The vault never stores a manifest
+in the clear: each is secret-shared k-of-n across the stores (``catalog/<entry id>``),
+so the catalogue of names, sizes and dates is as protected as the files.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from tessera.errors import IntegrityError, InvalidShareError
+
+__all__ = ["SIGNING_CONTEXT", "Manifest", "Signer", "Verifier", "decode", "encode"]
+
+MAGIC = b"TSMF"
+VERSION = 1
+SIGNING_CONTEXT = b"tessera-vault-manifest-v1"
+
+
+class Signer(Protocol):
+    """Signs manifests (``tessera.keys.SigningKey`` is one)."""
+
+    @property
+    def key_id(self) -> str:
+        """Fingerprint of the public key."""
+        ...
+
+    def sign(self, message: bytes, *, context: bytes = b"") -> bytes:
+        """A signature of ``message`` under ``context``."""
+        ...
+
+
+class Verifier(Protocol):
+    """Checks manifest signatures (``tessera.keys.VerifyKey`` is one)."""
+
+    def verify(self, message: bytes, signature: bytes, *, context: bytes = b"") -> None:
+        """Return if valid, else raise IntegrityError."""
+        ...
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One version of one named file in the vault."""
+
+    name: str
+    size: int
+    created: str  # ISO 8601, UTC
+    created_ns: int
+    object_id: str  # 32 hex digits
+    generation: int
+    scheme: str
+    k: int
+    n: int
+    entry_id: str  # 32 hex digits: the catalogue entry holding this manifest
+    key_id: str
+
+    def data_path(self) -> str:
+        """Where each store keeps its fragment of this object."""
+        return f"data/{self.object_id}.{self.generation}"
+
+    def catalog_path(self) -> str:
+        """Where each store keeps its fragment of this manifest."""
+        return f"catalog/{self.entry_id}"
+
+    def order_key(self) -> tuple[int, str]:
+        """Newer versions of a name sort later (ties broken by entry id)."""
+        return (self.created_ns, self.entry_id)
+
+
+def _body(manifest: Manifest) -> bytes:
+    return json.dumps(asdict(manifest), sort_keys=True, separators=(",", ":")).encode()
+
+
+def encode(manifest: Manifest, signer: Signer) -> bytes:
+    """The signed manifest bytes."""
+    body = _body(manifest)
+    head = MAGIC + bytes([VERSION]) + struct.pack(">I", len(body))
+    signature = signer.sign(head + body, context=SIGNING_CONTEXT)
+    return head + body + struct.pack(">H", len(signature)) + signature
+
+
+def decode(data: bytes, verifier: Verifier) -> Manifest:
+    """Check the signature and parse; InvalidShareError if the bytes are not a manifest."""
+    if len(data) < 9 or data[:4] != MAGIC:
+        raise InvalidShareError("catalogue entry is not a Tessera manifest")
+    if data[4] != VERSION:
+        raise InvalidShareError(f"unsupported manifest version {data[4]}")
+    (length,) = struct.unpack(">I", data[5:9])
+    body = data[9 : 9 + length]
+    rest = data[9 + length :]
+    if len(body) != length or len(rest) < 2:
+        raise InvalidShareError("catalogue entry is truncated")
+    (sig_len,) = struct.unpack(">H", rest[:2])
+    signature = rest[2 : 2 + sig_len]
+    if len(signature) != sig_len:
+        raise InvalidShareError("catalogue entry is truncated")
+    try:
+        verifier.verify(data[: 9 + length], signature, context=SIGNING_CONTEXT)
+    except IntegrityError:
+        raise IntegrityError("manifest signature does not verify (not the owner's key?)") from None
+    try:
+        fields: dict[str, Any] = json.loads(body)
+        manifest = Manifest(**fields)
+    except (ValueError, TypeError):
+        raise InvalidShareError("signed manifest has an unexpected shape") from None
+    return manifest

@@ -1,0 +1,188 @@
+"""Moving fragment bytes to and from several stores at once.
+
+:class:`StoreWriter` is a file-like sink whose writes go to a store from its own thread
+through a short bounded queue, so a splitter writing n fragments block by block keeps
+all n stores busy at once while holding only a few blocks per store in memory.  A store
+that fails stops receiving data but never stops the others: its error is reported when
+the writer is finished, and the caller decides whether the write quorum still holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, Any, TypeVar, cast
+
+from tessera.errors import StorageUnavailableError, TesseraError
+from tessera.vault.store import Store
+
+__all__ = ["StoreReader", "StoreWriter", "on_each"]
+
+T = TypeVar("T")
+K = TypeVar("K")
+
+_END = object()
+
+
+class StoreWriter:
+    """Write one file on one store from a background thread (write-only, sequential)."""
+
+    def __init__(self, store: Store, relative: str, *, depth: int = 8, stall_s: float = 120.0):
+        self.store = store
+        self.relative = relative
+        self.error: BaseException | None = None
+        self._stall_s = stall_s
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._position = 0
+        self._closed = False
+        self._thread = threading.Thread(
+            target=self._run, name=f"vault-write-{store.id}", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        target: IO[bytes] | None = None
+        try:
+            target = self.store.open_write(self.relative)
+        except BaseException as exc:
+            self.error = exc
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                break
+            if target is not None and self.error is None:
+                try:
+                    target.write(cast(bytes, item))
+                except BaseException as exc:
+                    self.error = self.store._fail(f"write {self.relative}", exc)
+        if target is not None:
+            try:
+                target.close()
+            except BaseException as exc:
+                if self.error is None:
+                    self.error = self.store._fail(f"write {self.relative}", exc)
+
+    # -- the file-like surface the splitter uses -------------------------------------
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Queue a copy of ``data`` for the store; never raises for store failures."""
+        view = memoryview(data)
+        size = view.nbytes
+        if self.error is None:
+            try:
+                self._queue.put(view.tobytes(), timeout=self._stall_s)
+            except queue.Full:
+                self.error = StorageUnavailableError(f"store {self.store.label}: write stalled")
+        self._position += size
+        return size
+
+    def tell(self) -> int:
+        """Bytes written so far."""
+        return self._position
+
+    def writable(self) -> bool:
+        """Always True."""
+        return True
+
+    def readable(self) -> bool:
+        """Always False."""
+        return False
+
+    def seekable(self) -> bool:
+        """Always False: fragments are written front to back."""
+        return False
+
+    def flush(self) -> None:
+        """Nothing to do: the background thread writes as it can."""
+
+    def finish(self) -> BaseException | None:
+        """Wait until everything is written and the file closed; the store's error, if any."""
+        if not self._closed:
+            self._closed = True
+            try:
+                self._queue.put(_END, timeout=self._stall_s)
+            except queue.Full:
+                self.error = self.error or StorageUnavailableError(
+                    f"store {self.store.label}: write stalled"
+                )
+            self._thread.join(self._stall_s)
+            if self._thread.is_alive() and self.error is None:
+                self.error = StorageUnavailableError(f"store {self.store.label}: write stalled")
+        return self.error
+
+    def close(self) -> None:
+        """Same as :meth:`finish`, ignoring the result."""
+        self.finish()
+
+
+class StoreReader:
+    """A fragment being read from a store; remembers whether the store failed mid-stream.
+
+    Adds ``readinto`` for backends whose files lack it (sshfs).
+    """
+
+    def __init__(self, store: Store, handle: IO[bytes]) -> None:
+        self.store = store
+        self.handle = handle
+        self.failure: str | None = None
+
+    def _guard(self, action: str, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except Exception as exc:
+            error = self.store._fail(action, exc)
+            self.failure = str(error)
+            raise error from exc
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes."""
+        return self._guard("read", lambda: self.handle.read(size))
+
+    def readinto(self, buffer: Any) -> int:
+        """Fill ``buffer`` as far as the file allows; the count."""
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        """Move the read position."""
+        return self._guard("seek", lambda: self.handle.seek(offset, whence))
+
+    def tell(self) -> int:
+        """The read position."""
+        return self._guard("tell", self.handle.tell)
+
+    def seekable(self) -> bool:
+        """Always True."""
+        return True
+
+    def readable(self) -> bool:
+        """Always True."""
+        return True
+
+    def close(self) -> None:
+        """Let go of the file (a failed store's errors are ignored here)."""
+        with contextlib.suppress(Exception):
+            self.handle.close()
+
+
+def on_each(
+    items: Iterable[K], action: Callable[[K], T], *, workers: int = 16
+) -> dict[K, T | TesseraError]:
+    """Run ``action`` on every item concurrently; TesseraErrors are returned, not raised."""
+    todo = list(items)
+    if not todo:
+        return {}
+
+    def guarded(item: K) -> T | TesseraError:
+        try:
+            return action(item)
+        except TesseraError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo)))) as pool:
+        results = list(pool.map(guarded, todo))
+    return dict(zip(todo, results, strict=True))

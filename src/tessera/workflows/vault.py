@@ -1,0 +1,89 @@
+"""The vault use cases: wire the environment's stores and the owner's keys to the vault.
+
+``tessera init`` calls :func:`init_vault` after creating the environment: it makes the
+owner's ML-DSA-65 key pair under ``keys/`` and writes the ``[vault]`` table::
+
+    [vault]
+    write_quorum = 5          # stores that must take a fragment for a put to commit (k+1..n)
+    open_timeout_s = 30.0     # how long get waits for a store before using the others
+    scheme = "shamir"         # default for 'vault put'
+    signing_key = "keys/owner.key"
+    verify_key = "keys/owner.pub"
+
+The private key is encrypted with ``$TESSERA_PASSPHRASE`` (scrypt + AES-256-GCM) unless
+the owner explicitly chose an unencrypted key (the embedded demo).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tessera import keys
+from tessera.config import Environment
+from tessera.errors import ConfigError
+from tessera.vault import Store, Vault
+
+__all__ = ["init_vault", "open_vault", "vault_settings"]
+
+DEFAULTS: dict[str, Any] = {
+    "open_timeout_s": 30.0,
+    "scheme": "shamir",
+    "signing_key": "keys/owner.key",
+    "verify_key": "keys/owner.pub",
+}
+
+
+def vault_settings(env: Environment) -> dict[str, Any]:
+    """The ``[vault]`` table with defaults filled in."""
+    table = env.extra.get("vault", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{env.path}: [vault] must be a table")
+    return {**DEFAULTS, "write_quorum": env.n, **table}
+
+
+def init_vault(env: Environment, *, passphrase: bytes | None) -> Path:
+    """Create the owner's signing key (encrypted unless ``passphrase`` is None) and [vault]."""
+    settings = vault_settings(env)
+    private = env.home / str(settings["signing_key"])
+    if private.exists():
+        raise ConfigError(f"{private} already exists; refusing to replace the owner's key")
+    key = keys.generate()
+    keys.write_signing_key(private, key, passphrase=passphrase)
+    keys.write_verify_key(env.home / str(settings["verify_key"]), key.verify_key)
+    env.extra["vault"] = settings
+    env.save()
+    return private
+
+
+def open_vault(env: Environment, *, write: bool = False) -> Vault:
+    """The environment's vault, after crash recovery; ``write`` loads the signing key."""
+    settings = vault_settings(env)
+    verify_key = keys.read_verify_key(env.home / str(settings["verify_key"]))
+    signer = None
+    if write:
+        signer = keys.read_signing_key(
+            env.home / str(settings["signing_key"]), passphrase=keys.passphrase_from_env()
+        )
+        if signer.verify_key != verify_key:
+            raise ConfigError("the owner's signing key does not match its public key")
+    try:
+        quorum = int(settings["write_quorum"])
+        timeout = float(settings["open_timeout_s"])
+    except (TypeError, ValueError):
+        raise ConfigError(f"{env.path}: [vault] write_quorum/open_timeout_s invalid") from None
+    low = min(env.threshold + 1, env.n)
+    if not low <= quorum <= env.n:
+        raise ConfigError(f"{env.path}: [vault] write_quorum must be between {low} and {env.n}")
+    stores = [Store(s.id, s.url, s.options) for s in sorted(env.stores, key=lambda s: s.id)]
+    vault = Vault(
+        stores,
+        k=env.threshold,
+        verifier=verify_key,
+        signer=signer,
+        state_dir=env.home / "vault",
+        write_quorum=quorum,
+        open_timeout_s=timeout,
+    )
+    vault.recover()  # finish or undo what a killed process left behind
+    return vault
