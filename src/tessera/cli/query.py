@@ -44,7 +44,7 @@ def query(
     Console().print(out)
     if result["suppressed_groups"]:
         stderr.print(
-            f"{result['suppressed_groups']} group(s) with fewer than "
+            f"{result['suppressed_groups']} group(s) empty or with fewer than "
             f"{result['min_group']} rows suppressed"
         )
 

@@ -4,8 +4,8 @@ The HTTP layer (:mod:`tessera.node.app`) is a thin shell over :class:`NodeServic
 
 DP hook: a job whose ``noise`` is not null needs one private integer per released cell
 from this custodian.  :class:`NodeService` takes a ``noise_source`` callable
-``(spec, party, parties) -> Sequence[int]``; by default it uses
-``tessera.dp.node_noise`` when the DP package provides it, and refuses the job otherwise.
+``(spec, party, parties) -> Sequence[int]``; by default it samples with
+``tessera.dp.sample_noise_share`` from the job's ``noise.release_plan``.
 """
 
 from __future__ import annotations
@@ -62,17 +62,23 @@ def store_root(env: Environment, node_id: int) -> Path:
 
 
 def _default_noise_source() -> NoiseSource | None:
+    """This custodian's DP noise from :mod:`tessera.dp` (OpenDP's exact samplers).
+
+    The job's ``noise`` spec carries ``release_plan`` (``tessera.dp.ReleasePlan.to_dict``,
+    one statistic per plan measure, in order) and ``groups``; the noise is
+    ``sample_noise_share(plan, cells=groups)`` flattened measure-major.
+    """
     try:
-        from tessera import dp
+        from tessera.dp import ReleasePlan, sample_noise_share
     except ImportError:  # pragma: no cover - dp is part of the distribution
-        return None
-    fn = getattr(dp, "node_noise", None)
-    if fn is None:
         return None
 
     def source(spec: Mapping[str, Any], party: int, parties: int) -> Sequence[int]:
-        result: Sequence[int] = fn(spec, party=party, parties=parties)
-        return result
+        if not isinstance(spec.get("release_plan"), dict):
+            raise InputError("noise spec without a release_plan")
+        plan = ReleasePlan.from_dict(spec["release_plan"])
+        noise = sample_noise_share(plan, cells=int(spec.get("groups", 1)))
+        return [int(v) for v in noise.reshape(-1)]
 
     return source
 
