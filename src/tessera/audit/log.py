@@ -98,8 +98,11 @@ class AuditLog:
             raise InputError(f"{meta_path} is not an audit log description")
         if meta.get("version") != VERSION:
             raise InputError(f"audit log version {meta.get('version')} is not supported")
-        self.origin = str(meta["origin"])
-        self.public_key = bytes.fromhex(str(meta["public_key"]))
+        try:
+            self.origin = str(meta["origin"])
+            self.public_key = bytes.fromhex(str(meta["public_key"]))
+        except (KeyError, ValueError):
+            raise InputError(f"{meta_path} lacks a valid origin or public key") from None
         self._signer = signer
         self._clock = clock
         self._builder = merkle.TreeBuilder()
@@ -284,6 +287,65 @@ class AuditLog:
         return _verify(self, trusted_key, witnessed)
 
 
+_CHUNK = 32 << 20
+
+
+def _check_entries(path: Path, stored: bytes, findings: list[tuple[int, str]]) -> tuple[int, bytes]:
+    """Check each line's sequence number and leaf hash, reading ``path`` in chunks.
+
+    Returns the entry count and the leaf hashes of entries beyond ``stored``.
+    """
+    sha = hashlib.sha256
+    step = merkle.HASH_SIZE
+    n = 0
+    extra: list[bytes] = []
+    misplaced = modified = False
+    carry = b""
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(_CHUNK)
+            data = carry + block
+            if not block:
+                if not data:
+                    break
+                findings.append((n, "the last entry is incomplete"))
+                lines = [data]
+            else:
+                lines = data.split(b"\n")
+                carry = lines.pop()
+            base = n
+            if not misplaced:
+                wrong = next(
+                    (
+                        k
+                        for k, line in enumerate(lines)
+                        if not line.startswith(b"%012d " % (base + k))
+                    ),
+                    None,
+                )
+                if wrong is not None:
+                    misplaced = True
+                    findings.append(
+                        (base + wrong, "entry is out of place (deleted, inserted or reordered)")
+                    )
+            hashes = b"".join([sha(b"\x00" + line).digest() for line in lines])
+            lo, hi = base * step, min((base + len(lines)) * step, len(stored))
+            if not modified and lo < hi and hashes[: hi - lo] != stored[lo:hi]:
+                modified = True
+                k = next(
+                    k
+                    for k in range(0, hi - lo, step)
+                    if hashes[k : k + step] != stored[lo + k : lo + k + step]
+                )
+                findings.append((base + k // step, "entry does not match its leaf hash (modified)"))
+            if (base + len(lines)) * step > len(stored):
+                extra.append(hashes[max(0, len(stored) - lo) :])
+            n += len(lines)
+            if not block:
+                break
+    return n, b"".join(extra)
+
+
 def _verify(
     log: AuditLog, trusted_key: bytes | None, witnessed: Sequence[TreeHead]
 ) -> VerifyReport:
@@ -294,36 +356,11 @@ def _verify(
         findings.append((0, "the log's signing key is not the trusted key"))
         key = trusted_key
 
-    data = (folder / "records.jsonl").read_bytes()
-    lines = data.split(b"\n")
-    if lines[-1] == b"":
-        lines.pop()
-    elif data:
-        findings.append((len(lines) - 1, "the last entry is incomplete"))
-    n = len(lines)
     stored = (folder / "leaves.bin").read_bytes()
     n_leaves = len(stored) // merkle.HASH_SIZE
     if len(stored) % merkle.HASH_SIZE:
         findings.append((n_leaves, "the leaf index ends with a partial hash"))
-
-    # Entries against their sequence numbers and stored leaf hashes (bulk comparisons).
-    sha = hashlib.sha256
-    prefixes = [b"%012d " % i for i in range(n)]
-    wrong_place = next(
-        (i for i, (a, b) in enumerate(zip(lines, prefixes, strict=True)) if not a.startswith(b)),
-        None,
-    )
-    if wrong_place is not None:
-        findings.append((wrong_place, "entry is out of place (deleted, inserted or reordered)"))
-    recomputed = b"".join([sha(b"\x00" + line).digest() for line in lines])
-    common = min(len(recomputed), len(stored)) // merkle.HASH_SIZE * merkle.HASH_SIZE
-    if recomputed[:common] != stored[:common]:
-        mismatch = next(
-            i // merkle.HASH_SIZE
-            for i in range(0, common, merkle.HASH_SIZE)
-            if recomputed[i : i + merkle.HASH_SIZE] != stored[i : i + merkle.HASH_SIZE]
-        )
-        findings.append((mismatch, "entry does not match its leaf hash (modified)"))
+    n, recomputed = _check_entries(folder / "records.jsonl", stored, findings)
     if n_leaves != n:
         findings.append((min(n, n_leaves), f"{n} entries but {n_leaves} leaf hashes"))
 
@@ -353,7 +390,7 @@ def _verify(
     roots: dict[int, list[bytes]] = {}
     for head, _ in checks:
         roots.setdefault(head.size, []).append(head.root)
-    leaf_source = stored[: n_leaves * merkle.HASH_SIZE] + recomputed[n_leaves * merkle.HASH_SIZE :]
+    leaf_source = stored[: n_leaves * merkle.HASH_SIZE] + recomputed
     total = len(leaf_source) // merkle.HASH_SIZE
     builder = merkle.TreeBuilder()
     previous = 0
