@@ -35,6 +35,7 @@ GROUPS: dict[str, str] = {
 COMMANDS: dict[str, str] = {
     "init": "tessera.cli.env",
     "query": "tessera.cli.query",
+    "recommend": "tessera.cli.recommend",
 }
 
 

@@ -48,7 +48,7 @@ from mpyc import asyncoro, thresha  # neither parses sys.argv (mpyc.runtime does
 from tessera.mpc import knn_fast
 from tessera.mpc.knn_spec import SEC_PARAM, KnnJob
 
-__all__ = ["main"]
+__all__ = ["main", "run_program"]
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -180,33 +180,38 @@ class _Program:
         column = mpc.np_fromlist(thresholds)[:, None]
         return self.matmul(mpc.np_stack(flags, axis=1), column).reshape(n)
 
-    async def run(self, inputs: dict[str, Any]) -> Any:
-        """This party's share of the (treatments x 3) result."""
-        job, mpc = self.job, self.mpc
-        nf = len(job.features)
-        patient = self.load(inputs["patient"])
-        v, offset = patient[:nf], patient[nf]
-        parts = {name: inputs[name] for name in job.part_names()}
-        await mpc.barrier()
-        self._phase("load")
-        d = await self.distances(parts, v, offset)
+    async def select(self, parts: dict[str, Any], patient: Any) -> Any:
+        """Secure 0/1 selection flags of the records (k nearest, or within the radius)."""
+        nf = len(self.job.features)
+        d = await self.distances(parts, patient[:nf], patient[nf])
         self._phase("distances")
         bits = await self.to_bits(d)
         self._phase("bits")
-        if job.mode == "k":
-            selected = self.select_k(bits, patient[nf + 1])
-        else:
-            selected = self.select_radius(bits, patient[nf + 2 :])
-        selected = await mpc.gather(selected)
-        self._phase("select")
-        sel = self.secint.array(selected)
+        if self.job.mode == "k":
+            return self.select_k(bits, patient[nf + 1])
+        return self.select_radius(bits, patient[nf + 2 :])
+
+    async def aggregate(self, parts: dict[str, Any], sel: Any) -> Any:
+        """Secure (treatments x 3): count, summed time, events among the selected."""
+        job = self.job
         cols = [sel, sel * self.load(parts[f"{job.time}.val"])]
         if job.event is not None:
             cols.append(sel * self.load(parts[f"{job.event}.val"]))
         else:
             cols.append(sel * 0)
         onehot_t = self.load(np.ascontiguousarray(parts[f"{job.treatment}.oh"].T))
-        result = await mpc.gather(self.matmul(onehot_t, mpc.np_stack(cols, axis=1)))
+        return self.matmul(onehot_t, self.mpc.np_stack(cols, axis=1))
+
+    async def run(self, inputs: dict[str, Any]) -> Any:
+        """This party's share of the (treatments x 3) result."""
+        mpc = self.mpc
+        patient = self.load(inputs["patient"])
+        parts = {name: inputs[name] for name in self.job.part_names()}
+        await mpc.barrier()
+        self._phase("load")
+        selected = await mpc.gather(await self.select(parts, patient))
+        self._phase("select")
+        result = await mpc.gather(await self.aggregate(parts, self.secint.array(selected)))
         self._phase("aggregate")
         return np.asarray(result.value, dtype=object).astype(np.uint64)
 
@@ -245,15 +250,15 @@ def _write_result(path: Path, result: Any) -> None:
     os.replace(tmp, path)
 
 
-def main() -> None:
-    """Entry point of one party process (parses MPyC's options first, then ours)."""
+def run_program(program_type: type[_Program]) -> None:
+    """Run one party of ``program_type`` (parses MPyC's options first, then ours)."""
     from mpyc.runtime import mpc  # parses and strips MPyC's options from sys.argv
 
     args = _parse(sys.argv[1:])
     job = KnnJob.from_json(args.job.read_text())
     inputs = _load_inputs(args.inputs)
     knn_fast.install(thresha)
-    program = _Program(mpc, job, args.timings)
+    program = program_type(mpc, job, args.timings)
 
     async def _run() -> Any:
         await mpc.start()
@@ -264,6 +269,11 @@ def main() -> None:
 
     result = mpc.run(_run())
     _write_result(args.result, result)
+
+
+def main() -> None:
+    """Entry point of one party process."""
+    run_program(_Program)
 
 
 if __name__ == "__main__":

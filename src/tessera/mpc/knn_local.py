@@ -110,6 +110,7 @@ def run_local_parties(
     *,
     timeout: float = 600.0,
     timings: bool = False,
+    module: str = "tessera.mpc.knn",
 ) -> PartyRun:
     """Run ``job.parties`` party processes on loopback and collect their result shares."""
     if len(party_inputs) != job.parties:
@@ -133,7 +134,7 @@ def run_local_parties(
             log = (workdir / f"party_{i}.log").open("wb")
             logs.append(log)
             outs.append(out_path)
-            cmd = [sys.executable, "-m", "tessera.mpc.knn", "--job", str(job_path)]
+            cmd = [sys.executable, "-m", module, "--job", str(job_path)]
             cmd += ["--inputs", str(in_path), "--result", str(out_path)]
             cmd += [*peers, "-I", str(i), "-T", str(job.threshold), "--no-log"]
             if timings:

@@ -1,0 +1,96 @@
+"""``tessera recommend``: treatment effectiveness among the patients most like one patient."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tessera.cli._common import HomeOption, JsonOption, emit_json, resolve_home
+from tessera.errors import UnsupportedError, UsageError
+from tessera.workflows.recommend import read_patient, recommend_local
+
+__all__ = ["recommend", "register"]
+
+
+def recommend(
+    patient: Annotated[
+        Path, typer.Option("--patient", help="Patient JSON: feature values in user units.")
+    ],
+    table: Annotated[
+        str | None, typer.Option("--table", help="Secret-shared table on the custodians.")
+    ] = None,
+    k: Annotated[
+        int | None, typer.Option("--k", help="Number of most similar patients (default 100).")
+    ] = None,
+    radius: Annotated[
+        int | None,
+        typer.Option("--radius", help="Instead of --k: every patient within this distance."),
+    ] = None,
+    csv: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--csv",
+            help="Local mode: the cohort CSV(s); the custodian parties run on this machine.",
+        ),
+    ] = None,
+    schema: Annotated[
+        Path | None,
+        typer.Option("--schema", help="Local mode: table schema YAML with a recommend: section."),
+    ] = None,
+    profile: Annotated[
+        Path | None,
+        typer.Option("--profile", help="Recommendation profile YAML (else the schema's)."),
+    ] = None,
+    home: HomeOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Per treatment: how many of the k most similar patients got it, and how it lasted."""
+    if k is not None and radius is not None:
+        raise UsageError("give --k or --radius, not both")
+    if k is None and radius is None:
+        k = 100
+    resolve_home(home)
+    doc = read_patient(patient)
+    profile_text = profile.read_text(encoding="utf-8") if profile is not None else None
+    if csv:
+        if schema is None:
+            raise UsageError("--csv needs --schema")
+        result = recommend_local(csv, schema, doc, k=k, radius=radius, profile_text=profile_text)
+    else:
+        name = table or "?"
+        raise UnsupportedError(
+            f"recommend --table {name}: running through the custodian nodes is not available "
+            "yet (the node job dispatch has no per-party private inputs for the patient); "
+            "run the custodian parties locally with --csv FILE --schema SCHEMA.yaml"
+        )
+    if json_out:
+        emit_json(result)
+        return
+    _print(result)
+
+
+def _print(result: dict[str, Any]) -> None:
+    out = Table("treatment", "count", "mean time to failure", "failure share")
+    used = [t for t in result["treatments"] if t["count"]]
+    used.sort(key=lambda t: (-t["count"], t["treatment"]))
+    for t in used:
+        mean = t["mean_time_to_failure"]
+        share = t.get("failure_share")
+        out.add_row(
+            t["treatment"],
+            str(t["count"]),
+            "-" if mean is None else f"{mean:.1f}",
+            "-" if share is None else f"{share:.0%}",
+        )
+    console = Console()
+    console.print(f"{result['k']} most similar of {result['rows']} patients")
+    console.print(out)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``tessera recommend`` to the top-level command."""
+    app.command("recommend")(recommend)

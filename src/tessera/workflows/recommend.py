@@ -1,0 +1,259 @@
+"""Personalised treatment recommendation on secret records (``tessera recommend``).
+
+The clinician's client turns a table schema plus its ``recommend:`` profile (similarity
+weights, treatment, time and event columns) into a public :class:`KnnJob`, encodes and
+secret-shares the patient, lets the custodians' MPyC parties find the k most similar
+records and aggregate per treatment, and reconstructs the per-treatment counts, mean
+time to failure and failure share — the only thing anyone learns.
+
+Profile (a top-level ``recommend:`` mapping in the schema YAML, or its own file)::
+
+    recommend:
+      treatment: regimen      # categorical column: one entry per category
+      time: ttf_days          # integer or decimal column
+      event: failed           # optional boolean column (1 = failure observed)
+      weights: {age: 1, cd4_sqrt: 4, M184V: 40, ...}   # integer or decimal -> numeric,
+                                                       # boolean -> binary marker
+
+:func:`recommend_local` runs the parties on this machine on a CSV (every party process
+gets its own shares; the data owner's CSV and the patient never leave the client
+unshared).  Running through custodian nodes needs per-party private inputs for the
+patient's shares in the node job dispatch; see docs/recommend.md.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from tessera.errors import InputError
+from tessera.mpc.knn_local import reconstruct_result, run_local_parties, share_patient
+from tessera.mpc.knn_spec import Feature, KnnJob, PatientQuery, PlainResult
+from tessera.tables.encode import PRIME, encode_rows, read_csv, share_parts
+from tessera.tables.schema import Column, Schema, parse_value
+
+__all__ = [
+    "Profile",
+    "build_job",
+    "patient_units",
+    "read_patient",
+    "read_profile",
+    "recommend_local",
+    "result_document",
+]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Which columns a recommendation uses, and the similarity weights."""
+
+    treatment: str
+    time: str
+    event: str | None
+    weights: dict[str, int]
+
+
+def read_profile(text: str) -> Profile:
+    """The ``recommend:`` section of a schema or profile YAML; InputError if absent/bad."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise InputError("the recommendation profile is not valid YAML") from None
+    section = doc.get("recommend") if isinstance(doc, Mapping) else None
+    if not isinstance(section, Mapping):
+        raise InputError("the schema has no 'recommend:' section (weights, treatment, time)")
+    try:
+        weights = section["weights"]
+        if not isinstance(weights, Mapping) or not weights:
+            raise InputError("recommend.weights must map feature columns to integer weights")
+        clean: dict[str, int] = {}
+        for name, w in weights.items():
+            if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+                raise InputError(f"recommend.weights.{name} must be a non-negative integer")
+            clean[str(name)] = w
+        event = section.get("event")
+        return Profile(
+            str(section["treatment"]),
+            str(section["time"]),
+            None if event is None else str(event),
+            clean,
+        )
+    except KeyError as exc:
+        raise InputError(f"recommend section lacks {exc.args[0]!r}") from None
+
+
+def _require(schema: Schema, name: str, kinds: tuple[str, ...], role: str) -> Column:
+    col = schema.column(name)
+    if col.kind not in kinds:
+        raise InputError(f"{role} column {name} must be {' or '.join(kinds)}, not {col.kind}")
+    if col.nullable:
+        raise InputError(f"{role} column {name} must be declared nullable: false")
+    return col
+
+
+def build_job(
+    schema: Schema,
+    profile: Profile,
+    rows: int,
+    *,
+    mode: str,
+    parties: int = 3,
+    threshold: int = 1,
+) -> KnnJob:
+    """The public job: features (bounds from the schema), columns, sizes."""
+    features = []
+    for name, weight in profile.weights.items():
+        col = _require(schema, name, ("integer", "decimal", "boolean"), "feature")
+        if col.kind == "boolean":
+            features.append(Feature(col.name, "binary", weight))
+        else:
+            features.append(Feature(col.name, "numeric", weight, col.min, col.max))
+    treat = _require(schema, profile.treatment, ("categorical",), "treatment")
+    time_col = _require(schema, profile.time, ("integer", "decimal"), "time")
+    if time_col.min < 0:
+        raise InputError(f"time column {time_col.name} must not be negative")
+    event = None
+    if profile.event is not None:
+        event = _require(schema, profile.event, ("boolean",), "event").name
+    return KnnJob(
+        rows=rows,
+        features=tuple(features),
+        treatment=treat.name,
+        treatments=len(treat.categories),
+        time=time_col.name,
+        event=event,
+        mode=mode,
+        parties=parties,
+        threshold=threshold,
+        prime=PRIME,
+        extra={"time_scale": time_col.scale},
+    )
+
+
+def read_patient(path: Path) -> dict[str, Any]:
+    """The patient JSON (a flat object of feature values in user units)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read the patient file ({exc.__class__.__name__})") from None
+    if isinstance(doc, Mapping) and isinstance(doc.get("features"), Mapping):
+        doc = doc["features"]
+    if not isinstance(doc, Mapping):
+        raise InputError("the patient file must be a JSON object of feature values")
+    return dict(doc)
+
+
+def patient_units(schema: Schema, job: KnnJob, patient: Mapping[str, Any]) -> dict[str, int]:
+    """The patient's feature values in table units (checked against the bounds)."""
+    lower = {str(k).lower(): v for k, v in patient.items()}
+    out: dict[str, int] = {}
+    for f in job.features:
+        if f.name.lower() not in lower:
+            raise InputError(f"the patient has no value for {f.name}")
+        raw = lower[f.name.lower()]
+        text = ("true" if raw else "false") if isinstance(raw, bool) else str(raw)
+        try:
+            units = parse_value(schema.column(f.name), text)
+        except ValueError as exc:
+            raise InputError(f"patient value {f.name}: {exc}") from None
+        if units is None:
+            raise InputError(f"patient value {f.name} is empty")
+        out[f.name] = units
+    return out
+
+
+def result_document(
+    job: KnnJob, schema: Schema, result: PlainResult, seconds: float | None = None
+) -> dict[str, Any]:
+    """The ``--json`` document: {"k", "treatments": [{treatment, count, mean_...}], ...}."""
+    names = schema.column(job.treatment).categories
+    scale = 10 ** int(job.extra.get("time_scale", 0))
+    entries = []
+    for c, name in enumerate(names):
+        count = result.counts[c]
+        mean = result.time_sums[c] / count / scale if count else None
+        entry: dict[str, Any] = {"treatment": name, "count": count, "mean_time_to_failure": mean}
+        if result.events is not None:
+            entry["failures"] = result.events[c]
+            entry["failure_share"] = result.events[c] / count if count else None
+        entries.append(entry)
+    doc: dict[str, Any] = {
+        "k": result.selected,
+        "mode": job.mode,
+        "rows": job.rows,
+        "treatments": entries,
+    }
+    if seconds is not None:
+        doc["seconds"] = round(seconds, 3)
+    return doc
+
+
+def _encode_csvs(schema: Schema, csv_paths: Sequence[Path]) -> dict[str, Any]:
+    parts: dict[str, list[Any]] = {}
+    for path in csv_paths:
+        header, rows = read_csv(path.read_bytes())
+        encoded = encode_rows(schema, header, rows)
+        if encoded.errors:
+            shown = "; ".join(encoded.errors[:3])
+            raise InputError(f"{path.name}: {len(encoded.errors)} invalid rows ({shown})")
+        for name, values in encoded.parts.items():
+            parts.setdefault(name, []).append(values)
+    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+
+
+def recommend_local(
+    csv_paths: Sequence[Path],
+    schema_path: Path,
+    patient: Mapping[str, Any],
+    *,
+    k: int | None = None,
+    radius: str | int | None = None,
+    profile_text: str | None = None,
+    parties: int = 3,
+    workdir: Path | None = None,
+    timeout: float = 600.0,
+) -> dict[str, Any]:
+    """Recommend for ``patient`` from CSVs, the custodian parties running on this machine."""
+    if not csv_paths:
+        raise InputError("give at least one CSV")
+    text = schema_path.read_text(encoding="utf-8")
+    schema = Schema.from_yaml(text)
+    profile = read_profile(profile_text if profile_text is not None else text)
+    all_parts = _encode_csvs(schema, csv_paths)
+    rows = int(next(iter(all_parts.values())).shape[0])
+    mode = "k" if k is not None else "radius"
+    job = build_job(schema, profile, rows, mode=mode, parties=parties, threshold=(parties - 1) // 2)
+    units = patient_units(schema, job, patient)
+    radius_units = None
+    if radius is not None:
+        radius_units = _radius_units(radius)
+    query = PatientQuery.build(job, units, k=k, radius=radius_units)
+    wanted = {name: all_parts[name] for name in job.part_names()}
+    inputs: list[dict[str, Any]] = [
+        dict(p) for p in share_parts(wanted, n=parties, t=job.threshold)
+    ]
+    for i, share in enumerate(share_patient(job, query)):
+        inputs[i]["patient"] = share
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="tessera-knn-") as tmp:
+        run = run_local_parties(job, inputs, workdir or Path(tmp), timeout=timeout)
+    result = reconstruct_result(job, run.shares)
+    return result_document(job, schema, result, time.perf_counter() - start)
+
+
+def _radius_units(radius: str | int) -> int:
+    try:
+        value = int(radius)
+    except ValueError:
+        raise InputError("radius must be a non-negative integer (a distance)") from None
+    if value < 0:
+        raise InputError("radius must be a non-negative integer (a distance)")
+    return value

@@ -1,0 +1,131 @@
+"""`tessera recommend` end to end: CSVs from three hospitals, parties on loopback."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tessera.cli.main import main
+from tessera.mpc.knn_spec import recommend_plain
+from tessera.tables.encode import encode_rows, read_csv
+from tessera.tables.schema import Schema
+from tessera.workflows.recommend import build_job, patient_units, read_profile
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _hiv() -> Any:
+    spec = importlib.util.spec_from_file_location("hiv_cohort", ROOT / "bench/data/hiv.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("hiv")
+    _hiv().write_cohort(folder, 240, hospitals=3, seed=3)
+    return folder
+
+
+def _args(folder: Path, *extra: str) -> list[str]:
+    csvs = [a for h in (1, 2, 3) for a in ("--csv", str(folder / f"hiv-{h}.csv"))]
+    return [
+        "recommend",
+        "--patient",
+        str(folder / "patient.json"),
+        *csvs,
+        "--schema",
+        str(folder / "hiv.schema.yaml"),
+        "--home",
+        str(folder / "home"),
+        *extra,
+    ]
+
+
+def _expected(folder: Path, **mode: int) -> dict[str, Any]:
+    text = (folder / "hiv.schema.yaml").read_text()
+    schema = Schema.from_yaml(text)
+    parts: dict[str, list[Any]] = {}
+    for h in (1, 2, 3):
+        header, rows = read_csv((folder / f"hiv-{h}.csv").read_bytes())
+        for name, v in encode_rows(schema, header, rows).parts.items():
+            parts.setdefault(name, []).append(v)
+    cat = {name: np.concatenate(v) for name, v in parts.items()}
+    job = build_job(schema, read_profile(text), 240, mode="k" if "k" in mode else "radius")
+    patient = patient_units(schema, job, json.loads((folder / "patient.json").read_text()))
+    res = recommend_plain(
+        np.stack([cat[f"{f.name}.val"] for f in job.features], axis=1),
+        [f.weight for f in job.features],
+        [patient[f.name] for f in job.features],
+        cat["regimen.oh"].argmax(axis=1),
+        cat["ttf_days.val"],
+        cat["failed.val"],
+        treatments=job.treatments,
+        **mode,
+    )
+    names = schema.column("regimen").categories
+    return {
+        "k": res.selected,
+        "treatments": [
+            {
+                "treatment": names[c],
+                "count": res.counts[c],
+                "mean_time_to_failure": res.time_sums[c] / res.counts[c] if res.counts[c] else None,
+                "failures": (res.events or ())[c],
+            }
+            for c in range(len(names))
+        ],
+    }
+
+
+def _strip(doc: dict[str, Any]) -> dict[str, Any]:
+    keys = ("treatment", "count", "mean_time_to_failure", "failures")
+    return {"k": doc["k"], "treatments": [{k: t[k] for k in keys} for t in doc["treatments"]]}
+
+
+def test_recommend_json_equals_the_oracle(cohort: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(_args(cohort, "--k", "25", "--json")) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["k"] == 25 and len(doc["treatments"]) == 100
+    assert _strip(doc) == _expected(cohort, k=25)
+
+
+def test_recommend_radius_through_the_real_entry_point(cohort: Path) -> None:
+    exe = Path(sys.executable).with_name("tessera")
+    done = subprocess.run(
+        [str(exe), *_args(cohort, "--radius", "1500", "--json")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["mode"] == "radius"
+    assert _strip(doc) == _expected(cohort, radius=1500)
+
+
+def test_recommend_refusals(cohort: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(_args(cohort, "--k", "5", "--radius", "3")) == 2
+    assert main(_args(cohort, "--k", "0")) == 1
+    assert "between 1 and" in capsys.readouterr().err
+    bad = cohort / "bad-patient.json"
+    bad.write_text(json.dumps({"age": 200}))
+    args = _args(cohort, "--k", "5")
+    args[args.index("--patient") + 1] = str(bad)
+    assert main(args) == 1
+    assert "outside" in capsys.readouterr().err
+    node_mode = ["recommend", "--table", "hiv", "--patient", str(cohort / "patient.json")]
+    assert main([*node_mode, "--home", str(cohort / "home")]) == 1
+    assert "custodian nodes" in capsys.readouterr().err
