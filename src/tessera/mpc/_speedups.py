@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["install", "limb_matmul"]
+__all__ = ["install", "limb_matmul", "random_split"]
 
 _LIMB = 21
 _MASK = (1 << _LIMB) - 1
@@ -29,6 +29,10 @@ _MAX_INNER = 1 << 20
 
 
 def _uniform(count: int, p: int) -> Any:
+    return _uniform_u64(count, p).astype(object)
+
+
+def _uniform_u64(count: int, p: int) -> Any:
     bits = p.bit_length()
     mask = np.uint64((1 << bits) - 1)
     c = np.frombuffer(os.urandom(8 * count), dtype=np.uint64) & mask
@@ -37,7 +41,30 @@ def _uniform(count: int, p: int) -> Any:
         c = c.copy()
         c[bad] = np.frombuffer(os.urandom(8 * int(bad.sum())), dtype=np.uint64) & mask
         bad = c >= np.uint64(p)
-    return c.astype(object)
+    return c
+
+
+def random_split(s: Any, t: int, m: int, p: int) -> Any:
+    """Shamir shares (m x n object array; row i is f(i+1)) of the values ``s`` in [0, p).
+
+    Same distribution as ``mpyc.thresha.np_random_split``; for m <= 7 and p < 2^61 every
+    Horner step stays below 2^64, so it runs in uint64.
+    """
+    n = len(s)
+    if m <= 7 and p.bit_length() <= 61:
+        secret = np.asarray(s).astype(np.uint64)
+        coeffs = _uniform_u64(t * n, p).reshape(t, n)
+        q = np.uint64(p)
+        out = np.empty((m, n), dtype=np.uint64)
+        for i in range(1, m + 1):
+            acc = np.zeros(n, dtype=np.uint64)
+            for c in coeffs[::-1]:
+                acc = ((acc + c) % q) * np.uint64(i) % q
+            out[i - 1] = (acc + secret) % q
+        return out.astype(object)
+    coeffs = _uniform(t * n, p).reshape(t, n)
+    v = np.vander(np.array(list(range(1, m + 1)), dtype="O"), N=t + 1, increasing=True)
+    return (v @ np.concatenate((np.asarray(s, dtype=object).reshape(1, n), coeffs))) % p
 
 
 def _limbs(a: Any) -> list[Any]:
@@ -95,10 +122,7 @@ def install() -> None:
             return original(field, s, t, m)
         if isinstance(s, field.array):
             s = s.value
-        n = len(s)
-        coeffs = _uniform(t * n, p).reshape(t, n)
-        v = np.vander(np.array(list(range(1, m + 1)), dtype="O"), N=t + 1, increasing=True)
-        return (v @ np.concatenate((s.reshape(1, n), coeffs))) % p
+        return random_split(np.asarray(s), t, m, p)
 
     np_random_split._tessera = True  # type: ignore[attr-defined]
     thresha.np_random_split = np_random_split

@@ -265,7 +265,7 @@ def _select_digit(
     return digit, upper - lower  # one-hot of the chosen digit
 
 
-async def _extreme(ev: _Eval, spec: dict[str, Any], sel: Value, groups: list[Value]) -> Value:
+def _extreme(ev: _Eval, spec: dict[str, Any], sel: Value, groups: list[Value]) -> Value:
     """Per group: the offset (units - min) of MIN or MAX over selected non-NULL rows.
 
     One-part thermometers: one inner product per step plus one small comparison each.
@@ -323,7 +323,7 @@ async def run(ctx: Any) -> None:
         cells = wmat @ np.stack(groups, axis=1)  # local: public group indicators
     else:
         cells = wmat @ mpc.np_stack([ev.secure(g) for g in groups], axis=1)  # K x G
-    extremes = [await _extreme(ev, e, sel, groups) for e in plan["extremes"]]
+    extremes = [_extreme(ev, e, sel, groups) for e in plan["extremes"]]  # scheduled together
     counts = cells[0]  # measure 0 is COUNT(*)
     flags = 1 - mpc.np_sgn(counts - int(plan["min_group"]), l=_bits(ev.rows), LT=True)
     flat = await ctx.add_noise(cells.reshape(-1))

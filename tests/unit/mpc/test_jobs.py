@@ -69,3 +69,19 @@ def test_limb_matmul_is_exact(g: int, n: int, k: int, seed: int) -> None:
     a[0, 0] = P - 1
     b[0, 0] = P - 1
     assert np.array_equal(limb_matmul(a, b, P), (a @ b) % P)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.integers(0, P - 1), min_size=1, max_size=30), st.sampled_from([(1, 3), (2, 5)]))
+def test_fast_random_split_recombines(values: list[int], tm: tuple[int, int]) -> None:
+    from mpyc import thresha
+    from mpyc.finfields import GF
+
+    from tessera.mpc._speedups import random_split
+
+    t, m = tm
+    field = GF(P)
+    shares = random_split(np.array(values, dtype=object), t, m, P)
+    points = [(i + 1, shares[i]) for i in range(m - t - 1, m)]
+    got = thresha.np_recombine(field, points)
+    assert [int(v) % P for v in np.asarray(getattr(got, "value", got))] == values
