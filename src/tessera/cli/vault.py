@@ -10,9 +10,16 @@ from typing import Annotated
 
 import typer
 
-from tessera.cli._common import HomeOption, JsonOption, byte_progress, emit_json, resolve_home
+from tessera.cli._common import (
+    HomeOption,
+    JsonOption,
+    byte_progress,
+    emit_json,
+    resolve_home,
+    stderr,
+)
 from tessera.config import Environment
-from tessera.errors import UsageError
+from tessera.errors import StorageUnavailableError, UsageError
 from tessera.vault import Vault
 from tessera.vault import refresh as refresh_objects
 from tessera.vault import repair as repair_objects
@@ -156,7 +163,11 @@ def verify(
 ) -> None:
     """Check every fragment; exit 0 healthy, 1 damaged but recoverable, 2 something lost."""
     _env, vault = _vault(home)
-    result = verify_objects(vault, name)
+    try:
+        result = verify_objects(vault, name)
+    except StorageUnavailableError as exc:  # fewer than k stores answer: nothing is readable
+        stderr.print(f"tessera: error: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     if json_out:
         emit_json(result.to_json())
     else:

@@ -92,14 +92,17 @@ def read_entries(
         for sid in sorted(holders)
     ]
     fetched = on_each(wanted, lambda item: by_id[item[1]].read_bytes(f"catalog/{item[0]}"))
+    blobs_of: dict[str, list[bytes]] = {}
+    for (entry_id, _sid), blob in fetched.items():
+        if isinstance(blob, bytes):
+            blobs_of.setdefault(entry_id, []).append(blob)
     result: list[Entry] = []
     for entry_id, holders in sorted(listing.entries.items()):
         if len(holders) < k_hint:
             result.append(Entry(entry_id, holders, None, "fewer catalogue fragments than k"))
             continue
-        blobs = [b for (e, _), b in fetched.items() if e == entry_id and isinstance(b, bytes)]
         try:
-            manifest = combine_manifest(blobs, verifier)
+            manifest = combine_manifest(blobs_of.get(entry_id, []), verifier)
         except TesseraError as exc:
             result.append(Entry(entry_id, holders, None, str(exc)))
             continue

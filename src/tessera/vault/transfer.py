@@ -142,6 +142,9 @@ class StoreReader:
 
     def readinto(self, buffer: Any) -> int:
         """Fill ``buffer`` as far as the file allows; the count."""
+        native = getattr(self.handle, "readinto", None)
+        if native is not None:
+            return int(self._guard("read", lambda: native(buffer)))
         view = memoryview(buffer).cast("B")
         data = self.read(len(view))
         view[: len(data)] = data

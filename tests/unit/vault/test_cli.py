@@ -130,6 +130,20 @@ def test_errors_are_one_line(
     assert "tessera init" in capsys.readouterr().err
 
 
+def test_verify_exits_2_when_too_few_stores_answer(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "f").write_bytes(b"x" * 100)
+    assert main(["vault", "put", str(tmp_path / "f"), "--home", str(home)]) == 0
+    config = home / "tessera.toml"
+    text = config.read_text()
+    for i in (1, 2, 3):
+        text = text.replace((home / "stores" / f"node-{i}").as_uri(), "nosuchprotocol://gone")
+    config.write_text(text)
+    assert main(["vault", "verify", "--home", str(home)]) == 2
+    assert "only 2 of 5 stores reachable" in capsys.readouterr().err
+
+
 def test_real_entry_point(home: Path, tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("tessera")
     (tmp_path / "f").write_bytes(b"through the console script")
