@@ -159,6 +159,9 @@ def anonymize_cmd(
     out: Annotated[
         Path | None, typer.Option("--out", help="Write the anonymised CSV here.")
     ] = None,
+    drop: Annotated[
+        str | None, typer.Option("--drop", help="Columns to remove (direct identifiers).")
+    ] = None,
     json_out: JsonOption = False,
     home: HomeOption = None,
 ) -> None:
@@ -175,6 +178,7 @@ def anonymize_cmd(
         sensitive=sensitive,
         out=out,
         max_nodes=max_nodes,
+        drop=[] if drop is None else _columns(drop, "--drop"),
     )
     doc: dict[str, Any] = result.as_dict() | {"output": None if out is None else str(out)}
     if json_out:

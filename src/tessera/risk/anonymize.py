@@ -40,6 +40,7 @@ from tessera.risk.classes import (
     SensitiveHistograms,
     combine_codes,
     encode_column,
+    group_keys,
     histograms_from_codes,
 )
 from tessera.risk.hierarchy import Hierarchy
@@ -184,19 +185,15 @@ class _Evaluator:
             (col.level_codes[lv][col.row_codes], col.level_card[lv])
             for col, lv in zip(self.columns, node, strict=True)
         ]
-        key, _ = combine_codes(parts, n)
-        _, first, inverse, sizes = np.unique(
-            key, return_index=True, return_inverse=True, return_counts=True
-        )
-        inverse = inverse.reshape(-1).astype(np.int64)
-        sizes = sizes.astype(np.int64)
+        key, card = combine_codes(parts, n)
+        inverse, sizes, first = group_keys(key, card)
         good = sizes >= c.k
         distinct: IntArray | None = None
         tvals: FloatArray | None = None
         if self.sens is not None and (c.l is not None or c.t is not None):
             codes, m, ordered = self.sens
             hist: SensitiveHistograms = histograms_from_codes(inverse, codes, m, [], ordered)
-            table = ClassTable(n, inverse, sizes, first.astype(np.int64), hist)
+            table = ClassTable(n, inverse, sizes, first, hist)
             if c.l is not None:
                 distinct = distinct_values(table)
                 good &= distinct >= c.l

@@ -30,6 +30,7 @@ __all__ = [
     "build_classes",
     "combine_codes",
     "encode_column",
+    "group_keys",
     "histograms_from_codes",
     "sensitive_histograms",
 ]
@@ -38,6 +39,8 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
 _MAX_KEY = 1 << 62
+# Count with bincount when the key space is at most this many times the row count.
+_DENSE_LIMIT = 4
 
 
 def encode_column(series: pl.Series) -> tuple[IntArray, int]:
@@ -54,10 +57,13 @@ def encode_column(series: pl.Series) -> tuple[IntArray, int]:
     if dtype.is_temporal():
         series, dtype = series.to_physical(), series.to_physical().dtype
     if dtype == pl.String:
-        cats = series.unique().drop_nulls().sort()
-        phys = series.cast(pl.Enum(cats.to_list())).to_physical()
-        codes = phys.fill_null(0).to_numpy().astype(np.int64)
-        card = cats.len()
+        codes, card = _encode_text(series)
+    elif dtype.is_integer() and _small_range(series):
+        values = series.fill_null(series.min()).to_numpy().astype(np.int64, copy=False)
+        offset = values - int(values.min())
+        present = np.bincount(offset) > 0
+        codes = (np.cumsum(present) - 1)[offset]
+        card = int(present.sum())
     elif dtype.is_numeric():
         uniq = series.unique().drop_nulls().sort().to_numpy()
         card = uniq.size
@@ -73,6 +79,42 @@ def encode_column(series: pl.Series) -> tuple[IntArray, int]:
         codes[mask] = 0
         card += 1
     return codes, int(card)
+
+
+def _small_range(series: pl.Series) -> bool:
+    """Whether an integer column's values span at most a few times its length."""
+    lo, hi = series.min(), series.max()
+    if lo is None or hi is None:
+        return False
+    return int(hi) - int(lo) <= 4 * series.len() + 1024  # type: ignore[arg-type]
+
+
+def _encode_text(series: pl.Series) -> tuple[IntArray, int]:
+    """Text to codes in lexical order (missing rows get code 0, fixed up by the caller).
+
+    A Categorical cast is a hash lookup (an Enum cast is ~10x slower); its physical
+    codes are then renumbered in the sorted order of the labels they stand for.
+    """
+    n = series.len()
+    phys = series.cast(pl.Categorical).to_physical()
+    null = series.is_null().to_numpy() if series.null_count() else None
+    raw = phys.fill_null(0).to_numpy().astype(np.int64, copy=False)
+    top = int(raw.max()) + 1 if n else 0
+    if top > 8 * n + 1024:  # a sparse global dictionary: fall back to an Enum cast
+        cats = series.unique().drop_nulls().sort()
+        enum = series.cast(pl.Enum(cats.to_list())).to_physical()
+        return enum.fill_null(0).to_numpy().astype(np.int64), cats.len()
+    rows = np.arange(n, dtype=np.int64)
+    valid = raw if null is None else raw[~null]
+    valid_rows = rows if null is None else rows[~null]
+    present = np.flatnonzero(np.bincount(valid, minlength=top))
+    first = np.full(top, -1, dtype=np.int64)
+    first[valid[::-1]] = valid_rows[::-1]
+    labels = series.gather(first[present])
+    order = labels.arg_sort().to_numpy()
+    rank = np.zeros(top, dtype=np.int64)
+    rank[present[order]] = np.arange(present.size, dtype=np.int64)
+    return rank[raw], int(present.size)
 
 
 def _densify(key: IntArray) -> tuple[IntArray, int]:
@@ -91,6 +133,32 @@ def combine_codes(codes: Sequence[tuple[IntArray, int]], n: int) -> tuple[IntArr
         key = key * c + col
         card *= c
     return key, card
+
+
+def group_keys(key: IntArray, card: int) -> tuple[IntArray, IntArray, IntArray]:
+    """(class of every row, class sizes, first row of every class); classes in key order.
+
+    Small key spaces are counted with ``bincount`` (no sort); large ones use ``unique``.
+    """
+    n = key.size
+    if card <= _DENSE_LIMIT * max(n, 1):
+        counts = np.bincount(key, minlength=card)
+        present = counts > 0
+        remap = np.cumsum(present) - 1
+        class_of_row = remap[key]
+        sizes = counts[present]
+        first = np.empty(sizes.size, dtype=np.int64)
+        # fancy assignment keeps the last write: walk rows backwards to keep the first
+        first[class_of_row[::-1]] = np.arange(n - 1, -1, -1, dtype=np.int64)
+        return class_of_row.astype(np.int64, copy=False), sizes.astype(np.int64), first
+    _, first_u, inverse, sizes_u = np.unique(
+        key, return_index=True, return_inverse=True, return_counts=True
+    )
+    return (
+        inverse.astype(np.int64, copy=False).reshape(-1),
+        sizes_u.astype(np.int64, copy=False),
+        first_u.astype(np.int64, copy=False),
+    )
 
 
 @dataclass(frozen=True)
@@ -145,7 +213,14 @@ def histograms_from_codes(
 ) -> SensitiveHistograms:
     """Sparse per-class histograms of pre-encoded sensitive values ``codes`` (0..m-1)."""
     width = max(m, 1)
-    uniq, counts = np.unique(class_of_row * width + codes, return_counts=True)
+    pair = class_of_row * width + codes
+    span = (int(class_of_row.max()) + 1) * width if class_of_row.size else 0
+    if span <= _DENSE_LIMIT * max(pair.size, 1):
+        dense = np.bincount(pair, minlength=span)
+        uniq = np.flatnonzero(dense)
+        counts = dense[uniq]
+    else:
+        uniq, counts = np.unique(pair, return_counts=True)
     prior = np.bincount(codes, minlength=m).astype(np.float64) / max(codes.size, 1)
     return SensitiveHistograms(
         labels=labels,
@@ -177,11 +252,8 @@ def build_classes(df: pl.DataFrame, qi: Sequence[str], sensitive: str | None = N
     n = df.height
     if n == 0:
         raise InputError("the table has no rows")
-    key, _ = combine_codes([encode_column(df.get_column(c)) for c in qi], n)
-    _, first, inverse, sizes = np.unique(
-        key, return_index=True, return_inverse=True, return_counts=True
-    )
-    class_of_row = inverse.astype(np.int64, copy=False).reshape(-1)
+    key, card = combine_codes([encode_column(df.get_column(c)) for c in qi], n)
+    class_of_row, sizes, first = group_keys(key, card)
     hist = (
         sensitive_histograms(class_of_row, int(sizes.size), df.get_column(sensitive))
         if sensitive is not None

@@ -86,11 +86,22 @@ def anonymize_csv(
     sensitive: str | None = None,
     out: str | Path | None = None,
     max_nodes: int = 5000,
+    drop: Sequence[str] = (),
 ) -> AnonymizationResult:
-    """Anonymise the CSV at ``path`` with the hierarchies file; write ``out`` atomically."""
+    """Anonymise the CSV at ``path`` with the hierarchies file; write ``out`` atomically.
+
+    ``drop`` names columns (direct identifiers) removed from the output altogether.
+    """
     spec = parse_hierarchies(load_mapping(hierarchies, "hierarchies"))
     text = [c for c, h in spec.items() if h.kind in ("prefix", "category")]
     df = read_csv(path, text_columns=text)
+    unknown = [c for c in drop if c not in df.columns]
+    if unknown:
+        raise InputError(f"unknown column(s) to drop: {', '.join(unknown)}")
+    clash = [c for c in drop if c in qi or c == sensitive]
+    if clash:
+        raise InputError(f"cannot drop {clash[0]}: it is a quasi-identifier or sensitive")
+    df = df.drop(list(drop))
     result = anonymize(df, qi, criteria, spec, sensitive=sensitive, max_nodes=max_nodes)
     if out is not None:
         write_csv(result.data, out)

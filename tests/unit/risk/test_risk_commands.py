@@ -188,3 +188,30 @@ def test_recommend_bad_request(tmp_path: Path, capsys: pytest.CaptureFixture[str
     req.write_text("output: everything\n")
     assert main(["risk", "recommend", str(req)]) == 1
     assert "output must be one of" in capsys.readouterr().err
+
+
+def test_anonymize_drops_identifier_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "anon.csv"
+    base = [
+        "risk",
+        "anonymize",
+        str(EXAMPLES / "cohort.csv"),
+        "--qi",
+        "age,sex",
+        "--k",
+        "3",
+        "--hierarchies",
+        str(EXAMPLES / "hierarchies.yaml"),
+        "--out",
+        str(out),
+    ]
+    assert main([*base, "--drop", "patient_id,email,birth_date"]) == 0
+    capsys.readouterr()
+    columns = pl.read_csv(out).columns
+    assert "patient_id" not in columns and "email" not in columns and "age" in columns
+    assert main([*base, "--drop", "nope"]) == 1
+    assert "unknown column(s) to drop: nope" in capsys.readouterr().err
+    assert main([*base, "--drop", "age"]) == 1
+    assert "cannot drop age" in capsys.readouterr().err

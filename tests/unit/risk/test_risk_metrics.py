@@ -156,3 +156,24 @@ def test_row_order_does_not_matter(order: list[int]) -> None:
     b = assess(HAND[order], QI, "score", detect_identifiers=False).as_dict()
     for key in ("k_anonymity", "l_diversity", "t_closeness", "delta_disclosure", "prosecutor"):
         assert a[key] == pytest.approx(b[key])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.integers(-(10**12), 10**12)), min_size=1, max_size=40))
+def test_encode_integers_keeps_order(values: list[int | None]) -> None:
+    codes, card = encode_column(pl.Series(values, dtype=pl.Int64))
+    distinct = sorted({v for v in values if v is not None})
+    expect = [0 if v is None else distinct.index(v) + (None in values) for v in values]
+    assert codes.tolist() == expect
+    assert card == len(distinct) + (None in values)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(max_size=3)), min_size=1, max_size=40))
+def test_encode_text_keeps_order(values: list[str | None]) -> None:
+    s = pl.Series(values, dtype=pl.String)
+    codes, card = encode_column(s)
+    distinct = s.drop_nulls().unique().sort().to_list()
+    expect = [0 if v is None else distinct.index(v) + (None in values) for v in values]
+    assert codes.tolist() == expect
+    assert card == len(distinct) + (None in values)
