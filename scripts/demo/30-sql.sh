@@ -8,8 +8,8 @@ H="$DEMO_DIR/sql-env"
 PY="$(dirname "$(command -v tessera)")/python"
 [ -e "$H/tessera.toml" ] || tessera init "$H" --nodes 3 --unencrypted-key >/dev/null
 trap 'tessera node stop --home "$H" >/dev/null 2>&1 || true' EXIT
-echo "-- a synthetic cohort of 3,000 patients from three hospitals (seeded)"
-"$PY" "$ROOT/bench/data/cohort.py" cohort --rows 3000 --hospitals 3
+echo "-- a synthetic cohort of 1,500 patients from three hospitals (seeded)"
+"$PY" "$ROOT/bench/data/cohort.py" cohort --rows 1500 --hospitals 3
 for h in 1 2 3; do
   tessera table import "cohort/hospital-$h.csv" --name patients --hospital "hospital-$h" \
     --schema cohort/patients.schema.yaml --key patient_id --home "$H"

@@ -113,7 +113,7 @@ class NodeService:
         )
         self._replay.commit()
         self.requesters = self._load_requesters()
-        self._closed = False
+        self._closed = not warm  # no warm party processes at all when warm=False
         self._zygote: tuple[subprocess.Popen[bytes], Path] | None = None
         if warm:
             self._spawn_zygote()
@@ -270,6 +270,8 @@ class NodeService:
             self._closed = True
             warm, self._zygote = self._zygote, None
         if warm is not None:
+            if warm[0].stdin is not None:
+                warm[0].stdin.close()
             warm[0].kill()
             warm[0].wait()
             warm[1].unlink(missing_ok=True)
