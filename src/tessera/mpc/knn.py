@@ -17,9 +17,10 @@ Algorithm (see :mod:`tessera.mpc.knn_spec` for the definition):
 
 1. distances: ``d = sq @ w + x @ v + offset`` — one matrix-vector product with the
    patient's secret ``v = -2 w q`` (one resharing per record);
-2. bits: ``d`` is masked with random bits (MPyC's ``np_random_bits``), opened, and
-   its L bits recovered with a ripple-carry adder against the public masked value
-   (one multiplication per record per bit);
+2. bits: ``d`` is masked with random bits (each the XOR of bits drawn by t + 1
+   parties) and a random high part, opened, and its L bits recovered with a
+   ripple-carry adder against the public masked value (one multiplication per record
+   per bit);
 3. threshold: the k-th smallest (distance, row index) pair is found most significant
    bit first.  Per level a secret count of records below the candidate prefix decides
    the bit with one secure comparison; per record a "prefix equal" flag costs two
@@ -45,10 +46,13 @@ from typing import Any
 import numpy as np
 from mpyc import asyncoro, thresha  # neither parses sys.argv (mpyc.runtime does)
 
+from tessera.core.rng import Drbg
 from tessera.mpc import knn_fast
 from tessera.mpc.knn_spec import SEC_PARAM, KnnJob
 
-__all__ = ["main", "run_program"]
+__all__ = ["PROFILE_ENV", "main", "run_program"]
+
+PROFILE_ENV = "TESSERA_KNN_PROFILE"
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -69,6 +73,7 @@ class _Program:
         self.secint = mpc.SecInt(job.count_bits, p=job.prime)
         self.field = self.secint.field
         self.timings = timings
+        self.rng = Drbg()
         self._t0 = time.perf_counter()
 
     def _phase(self, name: str) -> None:
@@ -80,6 +85,10 @@ class _Program:
     def load(self, shares: Any) -> Any:
         """A secure array whose local share is ``shares`` (uint64 values in GF(p))."""
         return self.secint.array(self.field.array(np.asarray(shares).astype(object)))
+
+    def mul(self, a: Any, b: Any) -> Any:
+        """Secure element-wise a * b (b may be a secure scalar), one resharing each."""
+        return _mul(self.mpc, self.secint, a, b)
 
     def matmul(self, a: Any, b: Any) -> Any:
         """Secure a @ b (2-D) with the limb product; reshared when both are secret."""
@@ -101,15 +110,44 @@ class _Program:
         cross = self.matmul(x, v.reshape(len(job.features), 1)).reshape(job.rows)
         return public + cross + offset
 
+    def _contributions(self, values: Any) -> list[Any]:
+        """Secure arrays of the values that parties 0..t each drew (their own randomness)."""
+        senders = list(range(self.job.threshold + 1))
+        mine = self.secint.array(self.field.array(values, check=False))
+        shared: list[Any] = self.mpc.input(mine, senders=senders)
+        return shared
+
+    def random_bits(self, n: int) -> Any:
+        """n secret uniform bits: XOR of bits drawn by t + 1 parties (no t of them know it).
+
+        Cheaper here than MPyC's np_random_bits (PRSS evaluated per element in Python,
+        then a modular square root per bit): one input and t multiplications per bit.
+        """
+        raw = np.frombuffer(self.rng.random_bytes(n), dtype=np.uint8) & np.uint8(1)
+        parts = self._contributions(raw.astype(object))
+        bits = parts[0]
+        for other in parts[1:]:
+            bits = bits + other - self.mul(bits, other) * 2
+        return bits
+
+    def random_masks(self, n: int, bits: int) -> Any:
+        """n secret integers, each a sum of t + 1 parties' uniform draws below 2^bits."""
+        raw = np.frombuffer(self.rng.random_bytes(8 * n), dtype=np.uint64)
+        raw = raw & np.uint64((1 << bits) - 1)
+        parts = self._contributions(raw.astype(object))
+        total = parts[0]
+        for other in parts[1:]:
+            total = total + other
+        return total
+
     async def to_bits(self, d: Any) -> list[Any]:
         """Secure bits of d (least significant first); d must lie in [0, 2^L)."""
         mpc, secint, n, bits_l = self.mpc, self.secint, self.job.rows, self.job.distance_bits
-        r_bits = mpc.np_random_bits(secint, n * bits_l).reshape(n, bits_l)
+        r_bits = self.random_bits(n * bits_l).reshape(n, bits_l)
         weights = np.array([1 << j for j in range(bits_l)], dtype=object)
         r_lo = r_bits @ weights
-        r_hi = mpc._np_randoms(self.field, n, 1 << (secint.bit_length + SEC_PARAM - bits_l))
-        if not isinstance(r_hi, secint.array):
-            r_hi = secint.array(r_hi)
+        hi_bits = secint.bit_length + SEC_PARAM - bits_l - (self.job.threshold + 1).bit_length()
+        r_hi = self.random_masks(n, hi_bits)
         # c = d - r_lo + 2^L r_hi + 2^l is positive, statistically hides d; opening it
         # gives d = (c + r_lo) mod 2^L: an addition of secret bits to public ones.
         masked = d - r_lo + r_hi * (1 << bits_l) + (1 << secint.bit_length)
@@ -125,7 +163,7 @@ class _Program:
                 out.append(x)
                 carry = r * cj
             else:
-                xc = x * carry
+                xc = self.mul(x, carry)
                 out.append(x + carry - xc * 2)
                 carry = r * cj + xc
         return out
@@ -145,7 +183,7 @@ class _Program:
                 if eq is None:
                     e, f = db, 1 - db
                 else:
-                    e = eq * db
+                    e = self.mul(eq, db)
                     f = eq - e
             else:
                 ib = ((index >> b) & 1).astype(object)
@@ -154,7 +192,7 @@ class _Program:
             zeros = mpc.np_sum(f)
             t_b = below + zeros < k  # threshold bit: 1 when fewer than k are <= prefix|0
             below = below + t_b * zeros
-            eq = f + t_b * (e - f)
+            eq = f + self.mul(e - f, t_b)
             flags.append(f)
             thresholds.append(t_b)
         smaller = self.matmul(mpc.np_stack(flags, axis=1), mpc.np_fromlist(thresholds)[:, None])
@@ -172,9 +210,9 @@ class _Program:
             if eq is None:
                 e, f = db, 1 - db
             else:
-                e = eq * db
+                e = self.mul(eq, db)
                 f = eq - e
-            eq = f + t_b * (e - f)
+            eq = f + self.mul(e - f, t_b)
             flags.append(f)
             thresholds.append(t_b)
         column = mpc.np_fromlist(thresholds)[:, None]
@@ -194,9 +232,9 @@ class _Program:
     async def aggregate(self, parts: dict[str, Any], sel: Any) -> Any:
         """Secure (treatments x 3): count, summed time, events among the selected."""
         job = self.job
-        cols = [sel, sel * self.load(parts[f"{job.time}.val"])]
+        cols = [sel, self.mul(sel, self.load(parts[f"{job.time}.val"]))]
         if job.event is not None:
-            cols.append(sel * self.load(parts[f"{job.event}.val"]))
+            cols.append(self.mul(sel, self.load(parts[f"{job.event}.val"])))
         else:
             cols.append(sel * 0)
         onehot_t = self.load(np.ascontiguousarray(parts[f"{job.treatment}.oh"].T))
@@ -214,6 +252,20 @@ class _Program:
         result = await mpc.gather(await self.aggregate(parts, self.secint.array(selected)))
         self._phase("aggregate")
         return np.asarray(result.value, dtype=object).astype(np.uint64)
+
+
+def _mul(mpc: Any, secint: Any, a: Any, b: Any) -> Any:
+    p = secint.field.modulus
+    shape = a.shape if isinstance(b, secint) else np.broadcast_shapes(a.shape, b.shape)
+
+    @asyncoro.mpc_coro
+    async def product(a, b):  # type: ignore[no-untyped-def]  # mpc_coro reads annotations
+        await mpc.returnType((secint.array, shape))
+        a, b = await mpc.gather(a, b)
+        c = secint.field.array(knn_fast.mul_mod(a.value, b.value, p), check=False)
+        return mpc._reshare(c)
+
+    return product(a, b)
 
 
 def _matmul(mpc: Any, secint: Any, a: Any, b: Any) -> Any:
@@ -267,7 +319,15 @@ def run_program(program_type: type[_Program]) -> None:
         finally:
             await mpc.shutdown()
 
-    result = mpc.run(_run())
+    profile_dir = os.environ.get(PROFILE_ENV)
+    if profile_dir:  # developer aid: cProfile stats per party
+        import cProfile
+
+        prof = cProfile.Profile()
+        result = prof.runcall(mpc.run, _run())
+        prof.dump_stats(str(Path(profile_dir) / f"knn-party-{mpc.pid}.prof"))
+    else:
+        result = mpc.run(_run())
     _write_result(args.result, result)
 
 

@@ -28,11 +28,23 @@ import numpy.typing as npt
 
 from tessera.core.rng import Drbg
 
-__all__ = ["install", "matmul_mod", "random_coefficients", "split_uint64"]
+__all__ = [
+    "MERSENNE61",
+    "install",
+    "matmul_mod",
+    "mul_mod",
+    "mulmod61",
+    "random_coefficients",
+    "split_uint64",
+]
 
 ObjArray = npt.NDArray[np.object_]
 U64 = npt.NDArray[np.uint64]
 
+MERSENNE61 = 2**61 - 1  # the prime of Tessera's shared tables
+_M31 = np.uint64((1 << 31) - 1)
+_M30 = np.uint64((1 << 30) - 1)
+_P61 = np.uint64(MERSENNE61)
 _LIMB = 16
 _LIMBS = 4  # 64 bits
 _MAX_INNER = 1 << 21
@@ -67,6 +79,40 @@ def matmul_mod(a: Any, b: Any, p: int) -> ObjArray:
     return result
 
 
+def mulmod61(a: U64, b: U64 | np.uint64) -> U64:
+    """a * b mod 2^61 - 1 element-wise for uint64 values below the prime (no overflow)."""
+    a0, a1 = a & _M31, a >> np.uint64(31)
+    b0, b1 = b & _M31, b >> np.uint64(31)
+    mid = a1 * b0 + a0 * b1  # < 2^62
+    # a*b = a1 b1 2^62 + mid 2^31 + a0 b0, and 2^61 = 1 (mod p): every term below 2^62.
+    x = ((a1 * b1) << np.uint64(1)) + (mid >> np.uint64(30))
+    x = x + ((mid & _M30) << np.uint64(31)) + a0 * b0  # < 2^63 + 2^33
+    x = (x & _P61) + (x >> np.uint64(61))
+    out: U64 = np.where(x >= _P61, x - _P61, x)
+    return out
+
+
+def mul_mod(a: Any, b: Any, p: int) -> ObjArray:
+    """a * b mod p element-wise (broadcasting) for values in [0, p); object result."""
+    if p == MERSENNE61:
+        a64 = np.asarray(a).astype(np.uint64)
+        b64 = np.asarray(b).astype(np.uint64)
+        return np.asarray(mulmod61(a64, b64), dtype=np.uint64).astype(object)
+    result: ObjArray = np.asarray(
+        (np.asarray(a, dtype=object) * np.asarray(b, dtype=object)) % p, dtype=object
+    )
+    return result
+
+
+def recombine61(weights: list[int], shares: list[U64]) -> U64:
+    """sum_j weights[j] * shares[j] mod 2^61 - 1 (Lagrange recombination)."""
+    acc = np.zeros(shares[0].shape, dtype=np.uint64)
+    for w, sh in zip(weights, shares, strict=True):
+        acc = acc + mulmod61(sh, np.uint64(w))  # two values below 2^61: no overflow
+        acc = np.where(acc >= _P61, acc - _P61, acc)
+    return acc
+
+
 def random_coefficients(rng: Drbg, count: int, p: int) -> U64:
     """``count`` uniform values in [0, p) for p < 2^62 (masking, then rejection)."""
     mask = np.uint64((1 << p.bit_length()) - 1)
@@ -99,8 +145,13 @@ def split_uint64(secret: U64, t: int, m: int, p: int, rng: Drbg) -> U64:
 
 
 def install(thresha: ModuleType) -> Callable[..., Any]:
-    """Replace ``thresha.np_random_split`` by the bulk version; returns the original."""
+    """Bulk resharing in ``thresha`` (split, and recombine for 2^61 - 1); returns the old split.
+
+    Shares travel as uint64 arrays (pickled as raw buffers instead of Python ints).
+    """
     original: Callable[..., Any] = getattr(thresha, "np_random_split")  # noqa: B009
+    original_recombine: Callable[..., Any] = getattr(thresha, "np_recombine")  # noqa: B009
+    vector: Callable[..., list[int]] = getattr(thresha, "_recombination_vector")  # noqa: B009
     rng = Drbg()
 
     def np_random_split(field: Any, s: Any, t: int, m: int) -> Any:
@@ -110,7 +161,19 @@ def install(thresha: ModuleType) -> Callable[..., Any]:
         if isinstance(s, field.array):
             s = s.value
         values = np.asarray(s).astype(np.uint64)
-        return split_uint64(values, t, m, p, rng).astype(object)
+        return split_uint64(values, t, m, p, rng)
+
+    def np_recombine(field: Any, points: Any, x_rs: Any = 0) -> Any:
+        if field.modulus != MERSENNE61 or not isinstance(x_rs, int):
+            return original_recombine(field, points, x_rs)
+        xs, shares = zip(*points, strict=True)
+        arrays = [
+            np.asarray(sh.value if isinstance(sh, field.array) else sh).astype(np.uint64)
+            for sh in shares
+        ]
+        weights = vector(field, tuple(xs), x_rs)
+        return field.array(recombine61(weights, arrays).astype(object), check=False)
 
     setattr(thresha, "np_random_split", np_random_split)  # noqa: B010 - a module attribute
+    setattr(thresha, "np_recombine", np_recombine)  # noqa: B010
     return original

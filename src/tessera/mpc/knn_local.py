@@ -123,7 +123,13 @@ def run_local_parties(
     procs: list[subprocess.Popen[bytes]] = []
     outs = []
     logs = []
-    env = {**os.environ, "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "random")}
+    # One BLAS thread per party: the parties already share the cores between them.
+    env = {
+        **os.environ,
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
     start = time.perf_counter()
     try:
         for i, inputs in enumerate(party_inputs):

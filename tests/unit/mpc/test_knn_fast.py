@@ -53,28 +53,37 @@ def test_random_coefficients_are_below_p() -> None:
     assert int(c.max()) < 2**13 - 1 and len(set(c.tolist())) > 4000
 
 
-def test_install_replaces_and_falls_back() -> None:
-    calls = []
+def test_mulmod61_equals_python_ints() -> None:
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, P, 5000, dtype=np.uint64)
+    b = rng.integers(0, P, 5000, dtype=np.uint64)
+    a[:3] = [P - 1, P - 1, 0]
+    b[:3] = [P - 1, 1, P - 1]
+    expected = (a.astype(object) * b.astype(object)) % P
+    assert (knn_fast.mulmod61(a, b).astype(object) == expected).all()
+    assert (knn_fast.mul_mod(a, b, P) == expected).all()
+    small = knn_fast.mul_mod(np.array([3, 100]), np.array([5, 2]), 101)
+    assert small.tolist() == [15, 99]
 
-    def original(field: object, s: object, t: int, m: int) -> str:
-        calls.append(m)
-        return "mpyc"
 
-    module = types.SimpleNamespace(np_random_split=original)
-    assert knn_fast.install(module) is original  # type: ignore[arg-type]
+def test_install_resharing_on_a_copy_of_thresha() -> None:
+    """Bulk split + recombine agree with MPyC's own on its GF(2^61 - 1) arrays."""
+    from mpyc import finfields, thresha
 
-    class Field:
-        modulus = P
-
-        class array:  # noqa: N801 - mimics MPyC's field.array
-            def __init__(self, value: object) -> None:
-                self.value = value
-
-    out = module.np_random_split(Field, np.array([3, 4], dtype=object), 1, 3)
-    back = reconstruct_array({i: out[i] for i in range(3)}, t=1, p=P)
-    assert back.tolist() == [3, 4] and calls == []
-
-    class Big(Field):
-        modulus = 2**64 - 189
-
-    assert module.np_random_split(Big, np.array([1], dtype=object), 1, 3) == "mpyc"
+    module = types.SimpleNamespace(
+        np_random_split=thresha.np_random_split,
+        np_recombine=thresha.np_recombine,
+        _recombination_vector=thresha._recombination_vector,
+    )
+    original = knn_fast.install(module)  # type: ignore[arg-type]
+    assert original is thresha.np_random_split
+    field = finfields.GF(P)
+    secret = field.array(np.array([0, 7, P - 1], dtype=object))
+    shares = module.np_random_split(field, secret, 1, 3)
+    assert shares.dtype == np.uint64 and shares.shape == (3, 3)
+    points = [(i + 1, shares[i]) for i in (0, 2)]
+    assert module.np_recombine(field, points).value.tolist() == [0, 7, P - 1]
+    assert thresha.np_recombine(field, points).value.tolist() == [0, 7, P - 1]
+    other = finfields.GF(2**64 - 59)  # falls back to MPyC's own
+    big = module.np_random_split(other, other.array(np.array([1], dtype=object)), 1, 3)
+    assert big.dtype == object
