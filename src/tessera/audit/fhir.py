@@ -125,7 +125,7 @@ def _profile(action: str, fhir_action: str) -> str:
 
 
 def _recorded(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return when.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def to_fhir(event: AuditEvent, resource_id: str, recorded: datetime) -> dict[str, Any]:
@@ -135,7 +135,7 @@ def to_fhir(event: AuditEvent, resource_id: str, recorded: datetime) -> dict[str
     if subtype:
         subtypes.insert(0, _coding(DCM, subtype, _DCM_DISPLAY[subtype]))
     user_agent: dict[str, Any] = {
-        "type": {"coding": [_coding(_PARTICIPATION, "IRCP", "information recipient")]},
+        "type": {"coding": [_coding(_PARTICIPATION, "IRCP")]},
         "who": {"identifier": {"value": event.user or "anonymous"}},
         "requestor": True,
     }
@@ -167,7 +167,7 @@ def to_fhir(event: AuditEvent, resource_id: str, recorded: datetime) -> dict[str
         "source": {
             "site": source,
             "observer": {"display": source},
-            "type": [_coding(_SOURCE_TYPE, "4", "Application Server")],
+            "type": [_coding(_SOURCE_TYPE, "4")],
         },
     }
     if event.purpose:

@@ -3,7 +3,7 @@
 One log is one folder::
 
     log.json       {"format": "tessera-audit-log", "version": 1, "origin", "public_key"}
-    records.jsonl  one entry per line: "<seq, 12 digits> <canonical FHIR AuditEvent JSON>"
+    records.jsonl  one entry per line: "<seq, 12 digits> <compact FHIR AuditEvent JSON>"
     leaves.bin     the RFC 9162 leaf hash of each line (32 bytes each, fixed size)
     heads.jsonl    signed tree heads (ML-DSA-65), one per append batch
     lock           advisory lock taken while appending
@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tessera.audit._entries import check_entries
 from tessera.audit.fhir import from_fhir, to_fhir
 from tessera.audit.heads import Signer, TreeHead, verify_head
 from tessera.core import merkle
@@ -48,8 +49,9 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _canonical(resource: dict[str, Any]) -> bytes:
-    return json.dumps(resource, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+def _compact(resource: dict[str, Any]) -> bytes:
+    # The stored line itself is the leaf, so no canonical re-serialisation is needed.
+    return json.dumps(resource, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,7 @@ class AuditLog:
                 seq = start + offset
                 recorded = event.recorded or now
                 resource = to_fhir(event, f"{self.origin}.{seq}", recorded)
-                line = b"%012d " % seq + _canonical(resource)
+                line = b"%012d " % seq + _compact(resource)
                 leaf = hashlib.sha256(b"\x00" + line).digest()
                 lines.append(line)
                 leaves.append(leaf)
@@ -276,78 +278,27 @@ class AuditLog:
     # -- verifying -------------------------------------------------------------------
 
     def verify(
-        self, *, trusted_key: bytes | None = None, witnessed: Sequence[TreeHead] = ()
+        self,
+        *,
+        trusted_key: bytes | None = None,
+        witnessed: Sequence[TreeHead] = (),
+        workers: int | None = None,
     ) -> VerifyReport:
         """Check every entry, leaf hash and signed head; name the first bad entry.
 
         ``trusted_key`` pins the signing key (else the one in ``log.json`` is used);
         ``witnessed`` are heads of this log that other parties kept, which catch a
-        truncation even when the attacker also removed the local heads.
+        truncation even when the attacker also removed the local heads.  ``workers``
+        processes check the records (default: one per CPU for logs over 64 MiB).
         """
-        return _verify(self, trusted_key, witnessed)
-
-
-_CHUNK = 32 << 20
-
-
-def _check_entries(path: Path, stored: bytes, findings: list[tuple[int, str]]) -> tuple[int, bytes]:
-    """Check each line's sequence number and leaf hash, reading ``path`` in chunks.
-
-    Returns the entry count and the leaf hashes of entries beyond ``stored``.
-    """
-    sha = hashlib.sha256
-    step = merkle.HASH_SIZE
-    n = 0
-    extra: list[bytes] = []
-    misplaced = modified = False
-    carry = b""
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(_CHUNK)
-            data = carry + block
-            if not block:
-                if not data:
-                    break
-                findings.append((n, "the last entry is incomplete"))
-                lines = [data]
-            else:
-                lines = data.split(b"\n")
-                carry = lines.pop()
-            base = n
-            if not misplaced:
-                wrong = next(
-                    (
-                        k
-                        for k, line in enumerate(lines)
-                        if not line.startswith(b"%012d " % (base + k))
-                    ),
-                    None,
-                )
-                if wrong is not None:
-                    misplaced = True
-                    findings.append(
-                        (base + wrong, "entry is out of place (deleted, inserted or reordered)")
-                    )
-            hashes = b"".join([sha(b"\x00" + line).digest() for line in lines])
-            lo, hi = base * step, min((base + len(lines)) * step, len(stored))
-            if not modified and lo < hi and hashes[: hi - lo] != stored[lo:hi]:
-                modified = True
-                k = next(
-                    k
-                    for k in range(0, hi - lo, step)
-                    if hashes[k : k + step] != stored[lo + k : lo + k + step]
-                )
-                findings.append((base + k // step, "entry does not match its leaf hash (modified)"))
-            if (base + len(lines)) * step > len(stored):
-                extra.append(hashes[max(0, len(stored) - lo) :])
-            n += len(lines)
-            if not block:
-                break
-    return n, b"".join(extra)
+        return _verify(self, trusted_key, witnessed, workers)
 
 
 def _verify(
-    log: AuditLog, trusted_key: bytes | None, witnessed: Sequence[TreeHead]
+    log: AuditLog,
+    trusted_key: bytes | None,
+    witnessed: Sequence[TreeHead],
+    workers: int | None,
 ) -> VerifyReport:
     folder = log.folder
     findings: list[tuple[int, str]] = []
@@ -360,7 +311,7 @@ def _verify(
     n_leaves = len(stored) // merkle.HASH_SIZE
     if len(stored) % merkle.HASH_SIZE:
         findings.append((n_leaves, "the leaf index ends with a partial hash"))
-    n, recomputed = _check_entries(folder / "records.jsonl", stored, findings)
+    n, recomputed = check_entries(folder / "records.jsonl", stored, findings, workers)
     if n_leaves != n:
         findings.append((min(n, n_leaves), f"{n} entries but {n_leaves} leaf hashes"))
 
@@ -392,18 +343,15 @@ def _verify(
         roots.setdefault(head.size, []).append(head.root)
     leaf_source = stored[: n_leaves * merkle.HASH_SIZE] + recomputed
     total = len(leaf_source) // merkle.HASH_SIZE
-    builder = merkle.TreeBuilder()
+    tree = merkle.levels(leaf_source[: total * merkle.HASH_SIZE])
     previous = 0
-    step = merkle.HASH_SIZE
     for size in wanted:
         if size > total:
             findings.append(
                 (total, f"log truncated: a signed head covers {size} entries, {total} remain")
             )
             break
-        for i in range(builder.size * step, size * step, step):
-            builder.append(leaf_source[i : i + step])
-        root = builder.root()
+        root = merkle.root_at(tree, size)
         if any(r != root for r in roots[size]):
             findings.append((previous, f"the tree of size {size} does not match its signed head"))
         previous = size

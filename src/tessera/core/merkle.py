@@ -23,8 +23,10 @@ __all__ = [
     "consistency_proof",
     "inclusion_proof",
     "leaf_hash",
+    "levels",
     "node_hash",
     "root",
+    "root_at",
     "verify_consistency",
     "verify_inclusion",
 ]
@@ -93,6 +95,47 @@ def root(leaves: Sequence[bytes]) -> bytes:
     builder = TreeBuilder()
     builder.extend(leaves)
     return builder.root()
+
+
+def levels(leaves: bytes) -> list[bytes]:
+    """Every level of the complete (power-of-two aligned) subtrees, built in bulk.
+
+    ``leaves`` is the concatenation of the leaf hashes; level ``k`` concatenates the roots
+    of the aligned perfect subtrees of 2**k leaves.  With these, :func:`root_at` gives
+    the root of any prefix of the tree in O(log n), so checking many signed heads costs
+    one pass of about n node hashes.
+    """
+    if len(leaves) % HASH_SIZE:
+        raise ValueError("leaf hashes are 32 bytes each")
+    out = [leaves]
+    sha = hashlib.sha256
+    current = leaves
+    while len(current) >= 2 * HASH_SIZE:
+        pairs = len(current) // (2 * HASH_SIZE)
+        current = b"".join(
+            [sha(_NODE + current[64 * i : 64 * i + 64]).digest() for i in range(pairs)]
+        )
+        out.append(current)
+    return out
+
+
+def root_at(tree_levels: Sequence[bytes], size: int) -> bytes:
+    """The root of the tree over the first ``size`` leaves (see :func:`levels`)."""
+    if size < 0 or size * HASH_SIZE > len(tree_levels[0]):
+        raise ValueError("size outside the tree")
+    if size == 0:
+        return EMPTY_ROOT
+    parts: list[bytes] = []
+    offset = 0
+    for k in range(size.bit_length() - 1, -1, -1):
+        if size >> k & 1:
+            index = offset >> k
+            parts.append(tree_levels[k][index * HASH_SIZE : (index + 1) * HASH_SIZE])
+            offset += 1 << k
+    h = parts[-1]
+    for left in reversed(parts[:-1]):
+        h = node_hash(left, h)
+    return h
 
 
 def _mth(leaves: Sequence[bytes], lo: int, hi: int) -> bytes:

@@ -205,3 +205,21 @@ def test_any_single_byte_change_is_named(data: st.DataObject) -> None:
 def test_heads_file_is_json_lines(small_log: AuditLog) -> None:
     rows = [json.loads(x) for x in (small_log.folder / "heads.jsonl").read_text().splitlines()]
     assert rows[0]["origin"] == "gateway" and rows[0]["size"] == 10
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+@pytest.mark.parametrize("damage", ["edit", "delete", "swap", "cut"])
+def test_parallel_and_serial_checks_agree(small_log: AuditLog, workers: int, damage: str) -> None:
+    lines = _lines(small_log)
+    if damage == "edit":
+        lines[31] = lines[31].replace(b"obj-31", b"obj-99")
+    elif damage == "delete":
+        del lines[17]
+    elif damage == "swap":
+        lines[35], lines[36] = lines[36], lines[35]
+    else:
+        lines[-1] = lines[-1][:-20]
+    _write_lines(small_log, lines)
+    expected = {"edit": 31, "delete": 17, "swap": 35, "cut": 39}[damage]
+    report = small_log.verify(workers=workers)
+    assert not report.ok and report.first_bad == expected

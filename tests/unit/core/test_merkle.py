@@ -146,3 +146,16 @@ def test_any_changed_leaf_changes_the_root(leaves: list[bytes], data: st.DataObj
     changed = list(hashes)
     changed[i] = merkle.leaf_hash(leaves[i] + b"!")
     assert merkle.root(changed) != merkle.root(hashes)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.binary(max_size=4), max_size=80))
+def test_bulk_levels_give_every_prefix_root(leaves: list[bytes]) -> None:
+    hashes = [merkle.leaf_hash(x) for x in leaves]
+    tree = merkle.levels(b"".join(hashes))
+    for size in range(len(hashes) + 1):
+        assert merkle.root_at(tree, size) == merkle.root(hashes[:size])
+    with pytest.raises(ValueError):
+        merkle.root_at(tree, len(hashes) + 1)
+    with pytest.raises(ValueError):
+        merkle.levels(b"x")
