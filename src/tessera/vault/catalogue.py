@@ -81,14 +81,24 @@ def combine_manifest(fragments: Sequence[bytes], verifier: Verifier) -> Manifest
 
 
 def read_entries(
-    stores: Sequence[Store], listing: Listing, verifier: Verifier, *, k_hint: int
+    stores: Sequence[Store],
+    listing: Listing,
+    verifier: Verifier,
+    *,
+    k_hint: int,
+    cache: dict[str, Manifest] | None = None,
 ) -> list[Entry]:
-    """Read and check every catalogue entry that at least ``k_hint`` stores hold."""
+    """Read and check every catalogue entry that at least ``k_hint`` stores hold.
+
+    ``cache`` maps entry ids to manifests already read and checked (an entry never
+    changes once written, so a cached one is not fetched again); new ones are added.
+    """
+    known = cache if cache is not None else {}
     by_id = {s.id: s for s in stores}
     wanted = [
         (entry_id, sid)
         for entry_id, holders in listing.entries.items()
-        if len(holders) >= k_hint
+        if len(holders) >= k_hint and entry_id not in known
         for sid in sorted(holders)
     ]
     fetched = on_each(wanted, lambda item: by_id[item[1]].read_bytes(f"catalog/{item[0]}"))
@@ -101,6 +111,9 @@ def read_entries(
         if len(holders) < k_hint:
             result.append(Entry(entry_id, holders, None, "fewer catalogue fragments than k"))
             continue
+        if entry_id in known:
+            result.append(Entry(entry_id, holders, known[entry_id]))
+            continue
         try:
             manifest = combine_manifest(blobs_of.get(entry_id, []), verifier)
         except TesseraError as exc:
@@ -109,5 +122,6 @@ def read_entries(
         if manifest.entry_id != entry_id:
             result.append(Entry(entry_id, holders, None, "manifest filed under a wrong id"))
             continue
+        known[entry_id] = manifest
         result.append(Entry(entry_id, holders, manifest))
     return result

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -79,6 +80,9 @@ class Vault:
         self.journal = Journal(state_dir / "journal") if state_dir is not None else None
         self.open_timeout_s = open_timeout_s
         self.rng = rng
+        # Catalogue entries never change once written: each is read and checked once.
+        self._manifests: dict[str, Manifest] = {}
+        self._cache_lock = threading.Lock()
 
     # -- catalogue -------------------------------------------------------------------
     def entries(self) -> tuple[list[catalogue.Entry], catalogue.Listing]:
@@ -90,7 +94,14 @@ class Vault:
                 f"only {self.n - len(listing.unreachable)} of {self.n} stores reachable, "
                 f"need {self.k}: {detail}"
             )
-        return catalogue.read_entries(self.stores, listing, self.verifier, k_hint=self.k), listing
+        with self._cache_lock:
+            cache = dict(self._manifests)
+        entries = catalogue.read_entries(
+            self.stores, listing, self.verifier, k_hint=self.k, cache=cache
+        )
+        with self._cache_lock:
+            self._manifests.update(cache)
+        return entries, listing
 
     def manifests(self) -> dict[str, list[Manifest]]:
         """All readable versions of every name, oldest first."""

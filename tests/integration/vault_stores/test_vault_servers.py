@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -232,3 +233,50 @@ def test_killed_put_is_cleaned_up_by_next_command(
         [exe, "vault", "get", "f", "--out", str(tmp_path / "o")], check=True, env=run_env
     )
     assert (tmp_path / "o").read_bytes() == b"old version"
+
+
+def test_twenty_concurrent_puts_and_gets_over_real_servers(
+    tmp_path: Path, s3_server: S3Server, ssh_server: SshServer
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    s3_url, s3_opts = s3_server.store(f"busy-{tag}")
+    sftp_url, sftp_opts = ssh_server.store(f"busy-{tag}")
+    stores = [
+        Store(1, (tmp_path / "a").as_uri()),
+        Store(2, s3_url, s3_opts),
+        Store(3, sftp_url, sftp_opts),
+        Store(4, (tmp_path / "d").as_uri()),
+        Store(5, f"memory://busy-{tag}"),
+    ]
+    vault = _vault(stores, state_dir=tmp_path / "state")
+    payloads = {f"file-{i:02d}": os.urandom(30_000 + i) for i in range(20)}
+    errors: list[BaseException] = []
+
+    def work(name: str) -> None:
+        try:
+            vault.put(io.BytesIO(payloads[name]), len(payloads[name]), name)
+            if name.endswith(("0", "5")):  # a few racing puts of one name
+                vault.put(io.BytesIO(name.encode()), len(name), "shared")
+            vault.get(name, tmp_path / name)
+            assert (tmp_path / name).read_bytes() == payloads[name]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(name,)) for name in payloads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert [m.name for m in vault.ls()] == sorted([*payloads, "shared"])
+    vault.get("shared", tmp_path / "shared")
+    assert (tmp_path / "shared").read_bytes().decode() in {
+        "file-00",
+        "file-05",
+        "file-10",
+        "file-15",
+    }
+    repair(vault)
+    assert verify(vault).status == "healthy"
+    for store in stores:
+        assert store.list("tmp") == []

@@ -317,3 +317,21 @@ def test_bad_arguments_are_value_errors(make_vault: MakeVault) -> None:
     reader = Vault(vault.stores, k=3, verifier=vault.verifier)
     with pytest.raises(ValueError):
         reader.put(io.BytesIO(b"x"), 1, "f")
+
+
+def test_repair_fills_a_replacement_store(
+    make_vault: MakeVault, tmp_path: Path, memory_url: str
+) -> None:
+    data = random_bytes(150_000)
+    put_bytes(make_vault(), "f", data)
+    stores = folder_stores(tmp_path, 5)
+    stores[1] = Store(2, memory_url)  # store 2 was lost; an empty one takes its place
+    vault = make_vault(stores=stores)
+    assert verify(vault).status == "degraded"
+    fixed = repair(vault)
+    assert {p.store for p in fixed.repaired} == {2}
+    assert verify(vault).status == "healthy"
+    for i in (1, 3):  # now the replacement's fragment is needed
+        data_file(tmp_path, i).unlink()
+    got = vault.get("f", tmp_path / "out")
+    assert got.used == [2, 4, 5] and (tmp_path / "out").read_bytes() == data
