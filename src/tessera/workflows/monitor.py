@@ -18,7 +18,7 @@ import numpy as np
 
 from tessera.audit import AuditLog
 from tessera.core.audit_sink import AuditEvent
-from tessera.errors import ConfigError, UsageError
+from tessera.errors import ConfigError, InputError, UsageError
 from tessera.monitor import (
     Alert,
     MonitorSettings,
@@ -39,7 +39,7 @@ class ScanResult:
     """Alerts over an environment, with the record ids behind each alert."""
 
     alerts: list[Alert]
-    refs: list[str]  # scanned index -> "<origin>.<seq>"
+    refs: list[str]  # event id used in alerts -> "<origin>.<seq>"
     events: int
     logs: dict[str, bool]  # origin -> verified
 
@@ -74,18 +74,23 @@ def _scan(home: Path, logs: list[AuditLog], settings: MonitorSettings | None) ->
         node = None if log.origin == audit_flow.GATEWAY else int(log.origin.split("-", 1)[1])
         report = audit_flow.verify_log(home, node=node, note=False)
         verified[log.origin] = report.ok
-        start = len(refs)
-        for seq, event in log.events():
-            refs.append(f"{log.origin}.{seq}")
-            events.append((len(events), event))
+        try:
+            for seq, event in log.events():
+                events.append((len(refs), event))
+                refs.append(f"{log.origin}.{seq}")
+        except InputError:
+            if report.ok:
+                raise
+            # a damaged entry cannot be read: scan what precedes it, report the damage
         if not report.ok:
-            bad = start + (report.first_bad or 0)
+            bad = len(refs)  # a reference to the bad entry itself, readable or not
+            refs.append(f"{log.origin}.{report.first_bad or 0}")
             now = datetime.now(UTC)
             tamper.append(
                 Alert(
                     kind="audit-tampering",
                     severity="critical",
-                    event_ids=(min(bad, len(refs) - 1),) if len(refs) > start else (),
+                    event_ids=(bad,),
                     explanation=f"the audit log {log.origin} does not verify: first bad entry "
                     f"{report.first_bad} ({report.problem}).",
                     first_seen=now,

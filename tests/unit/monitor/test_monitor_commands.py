@@ -86,3 +86,20 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 2 and "--collection" in err
     code, _, err = _run(capsys, "monitor", "scan", "--home", home, "--node", "4")
     assert code == 1 and "no audit log" in err
+
+
+def test_unreadable_entry_still_gives_the_tamper_alert(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "env"
+    for i in range(3):
+        _run(capsys, "audit", "record", "--home", str(home), "--action", "login", "--user", f"u{i}")
+    records = home / "audit" / "records.jsonl"
+    lines = records.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1][:40] + b"\n"
+    records.write_bytes(b"".join(lines))
+    code, out, _ = _run(capsys, "monitor", "scan", "--home", str(home), "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["logs"] == {"gateway": False}
+    assert doc["alerts"][0]["kind"] == "audit-tampering"
+    assert doc["alerts"][0]["event_ids"] == ["gateway.1"]
