@@ -1,0 +1,184 @@
+"""``tessera dicom``: de-identify files, run the receiving node, re-identify."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+from tessera.cli._common import HomeOption, JsonOption, emit_json, resolve_home, stderr
+from tessera.dicom import Outcome
+from tessera.workflows import dicom as workflow
+
+__all__ = ["app"]
+
+app = typer.Typer(help="DICOM de-identification (PS3.15 Annex E) and a DICOM node.")
+
+OptionsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--option",
+        help="Profile option by CID 7050 code or name, e.g. 113105 or clean-descriptors "
+        "(repeatable).",
+    ),
+]
+KeyFileOption = Annotated[
+    Path | None,
+    typer.Option("--key-file", help="Project key (hex or raw); default HOME/dicom/project.key."),
+]
+KeepOption = Annotated[
+    bool,
+    typer.Option("--keep-burned-in", help="De-identify files at risk of burned-in text too."),
+]
+
+
+def _quiet_pydicom() -> None:
+    # pydicom logs warnings about quirks of the input; the report already covers them
+    logging.getLogger("pydicom").addHandler(logging.NullHandler())
+    logging.getLogger("pydicom").propagate = False
+
+
+@app.command("deidentify")
+def deidentify(
+    source: Annotated[Path, typer.Argument(help="A DICOM file or a folder (recursive).")],
+    out: Annotated[Path, typer.Argument(help="Folder for the de-identified files.")],
+    option: OptionsOption = None,
+    key_file: KeyFileOption = None,
+    keep_burned_in: KeepOption = False,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Worker processes (default: CPUs).")
+    ] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 if any file failed.")] = False,
+    json_out: JsonOption = False,
+    home: HomeOption = None,
+) -> int:
+    """De-identify DICOM files to the Basic Application Level Confidentiality Profile."""
+    _quiet_pydicom()
+    progress: Progress | None = None
+    task = None
+
+    def start(total: int) -> None:
+        nonlocal progress, task
+        if sys.stderr.isatty() and total > 1:
+            progress = Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=stderr,
+                transient=True,
+            )
+            progress.start()
+            task = progress.add_task("de-identifying", total=total)
+
+    def done() -> None:
+        if progress is not None and task is not None:
+            progress.advance(task)
+
+    try:
+        document = workflow.deidentify_paths(
+            source,
+            out,
+            home=resolve_home(home),
+            options=option or [],
+            key_file=key_file,
+            keep_burned_in=keep_burned_in,
+            workers=workers,
+            on_start=start,
+            on_done=done,
+        )
+    finally:
+        if progress is not None:
+            progress.stop()
+    summary = document["summary"]
+    if json_out:
+        emit_json(document)
+    else:
+        for entry in document["files"]:
+            if entry["status"] != "deidentified" or entry["reason"]:
+                sys.stderr.write(f"{entry['status']}: {entry['input']}: {entry['reason']}\n")
+        typer.echo(
+            f"{summary['deidentified']} de-identified, {summary['quarantined']} quarantined, "
+            f"{summary['failed']} failed -> {out}"
+        )
+    if strict and summary["failed"]:
+        stderr.print(f"tessera: error: {summary['failed']} file(s) failed")
+        return 1
+    return 0
+
+
+@app.command("serve")
+def serve(
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="0: any free port.")
+    ] = 11112,
+    ae_title: Annotated[str, typer.Option("--ae-title", help="This node's AE title.")] = "TESSERA",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for received files (default HOME/dicom/received)."),
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    option: OptionsOption = None,
+    key_file: KeyFileOption = None,
+    keep_burned_in: KeepOption = False,
+    home: HomeOption = None,
+) -> int:
+    """Receive studies over DICOM (C-STORE), de-identify them and store them."""
+    _quiet_pydicom()
+    root = resolve_home(home)
+    target = out if out is not None else root / "dicom" / "received"
+
+    def log(outcome: Outcome, where: str | None) -> None:
+        detail = where if outcome.status == "deidentified" else outcome.reason
+        stderr.print(f"{outcome.status}: {detail}")
+
+    node = workflow.start_node(
+        home=root,
+        out=target,
+        host=host,
+        port=port,
+        ae_title=ae_title,
+        options=option or [],
+        key_file=key_file,
+        keep_burned_in=keep_burned_in,
+        on_outcome=log,
+    )
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    typer.echo(f"listening on {node.host}:{node.port} as {node.ae_title}; storing in {target}")
+    sys.stdout.flush()
+    try:
+        stop.wait()
+    finally:
+        node.stop()
+    counts = node.receiver.counts
+    typer.echo("stopped: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "none")
+    return 0
+
+
+@app.command("reidentify")
+def reidentify(
+    pseudonym: Annotated[str, typer.Argument(help="A patient pseudonym (TS...).")],
+    json_out: JsonOption = False,
+    home: HomeOption = None,
+) -> int:
+    """Show the identity behind a patient pseudonym (local identity table)."""
+    identity = workflow.reidentify(resolve_home(home), pseudonym)
+    if json_out:
+        emit_json({"pseudonym": pseudonym, "identity": identity})
+    else:
+        for key, value in identity.items():
+            typer.echo(f"{key}: {value}")
+    return 0

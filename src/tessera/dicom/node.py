@@ -1,0 +1,88 @@
+"""A DICOM node: a pynetdicom C-STORE SCP that de-identifies what it receives."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from tessera.dicom.files import Outcome, deidentify_instance
+from tessera.dicom.profile import Profile
+from tessera.dicom.pseudonym import Pseudonymizer
+from tessera.dicom.stores import IdentityStore, ObjectSink
+from tessera.errors import UsageError
+
+__all__ = ["Receiver", "start_scp"]
+
+_SUCCESS = 0x0000
+_CANNOT_UNDERSTAND = 0xC000
+_OUT_OF_RESOURCES = 0xA700
+
+
+@dataclass
+class Receiver:
+    """De-identifies each received instance and stores it; counts what happened."""
+
+    profile: Profile
+    pseudo: Pseudonymizer
+    sink: ObjectSink
+    identities: IdentityStore
+    keep_burned_in: bool = False
+    on_outcome: Callable[[Outcome, str | None], None] | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def handle_store(self, event: Any) -> Dataset | int:
+        """The EVT_C_STORE handler: returns the C-STORE status."""
+        try:
+            ds = event.dataset
+            ds.file_meta = event.file_meta
+        except Exception as exc:
+            outcome = Outcome("failed", f"not a readable DICOM data set ({type(exc).__name__})")
+        else:
+            outcome = deidentify_instance(
+                ds, self.profile, self.pseudo, keep_burned_in=self.keep_burned_in
+            )
+        where = None
+        with self._lock:
+            if outcome.status == "deidentified" and outcome.data and outcome.name:
+                try:
+                    report = outcome.report
+                    if report is not None and report.identity and report.pseudonym:
+                        self.identities.put(report.pseudonym, report.identity)
+                    where = self.sink.put(outcome.name, outcome.data)
+                except Exception as exc:
+                    outcome = Outcome("failed", f"cannot store ({type(exc).__name__})")
+            self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
+        if self.on_outcome is not None:
+            self.on_outcome(outcome, where)
+        if outcome.status == "deidentified":
+            return _SUCCESS
+        status = Dataset()
+        status.Status = (
+            _OUT_OF_RESOURCES if "store" in (outcome.reason or "") else _CANNOT_UNDERSTAND
+        )
+        status.ErrorComment = (outcome.reason or outcome.status)[:64]
+        return status
+
+
+def start_scp(receiver: Receiver, host: str, port: int, ae_title: str) -> Any:
+    """Start a non-blocking C-STORE SCP; returns the server (``server_address``, ``shutdown``)."""
+    title = ae_title.strip()
+    if not title or len(title) > 16 or not title.isascii() or "\\" in title:
+        raise UsageError("the AE title must be 1-16 ASCII characters")
+    ae = AE(ae_title=title)
+    ae.supported_contexts = AllStoragePresentationContexts
+    ae.add_supported_context(Verification)
+    ae.maximum_pdu_size = 0
+    try:
+        return ae.start_server(
+            (host, port), block=False, evt_handlers=[(evt.EVT_C_STORE, receiver.handle_store)]
+        )
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
