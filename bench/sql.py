@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -125,16 +126,19 @@ def main() -> int:
                 for p in paths
             )
             con.execute(f"CREATE TABLE labs AS {labs}")
-            print(f"{'#':>2} {'secure s':>9} {'duckdb s':>9} {'ratio':>8}  ok  query")
+            print(f"{'#':>2} {'secure s':>9} {'cpu s':>6} {'duckdb s':>9} {'ratio':>8}  ok  query")
             secure_times = []
+            cpu_times: list[float] = []
             bad = 0
             for i in chosen:
                 sql = QUERIES[i - 1]
                 times = []
+                cpus = []
                 for _ in range(args.repeat):
                     t = time.perf_counter()
                     got = run_query(env, sql, min_group=1)
                     times.append(time.perf_counter() - t)
+                    cpus.append(got["party_cpu_s"])
                 t = time.perf_counter()
                 want = [list(r) for r in con.execute(sql).fetchall()]
                 duck = time.perf_counter() - t
@@ -142,8 +146,10 @@ def main() -> int:
                 bad += not ok
                 secure = statistics.median(times)
                 secure_times.append(secure)
+                cpu = statistics.median(cpus)
+                cpu_times.append(cpu)
                 print(
-                    f"{i:>2} {secure:9.2f} {duck:9.4f} {secure / duck:8.0f}  "
+                    f"{i:>2} {secure:9.2f} {cpu:6.2f} {duck:9.4f} {secure / duck:8.0f}  "
                     f"{'yes' if ok else 'NO '} {sql[:70]}",
                     flush=True,
                 )
@@ -152,6 +158,11 @@ def main() -> int:
                 f"median secure query {med:.2f} s (target <= 3 s); slowest "
                 f"{max(secure_times):.2f} s (target <= 30 s); answers agree with DuckDB: "
                 f"{'all' if not bad else f'{bad} differ'}"
+            )
+            print(
+                "MPC CPU seconds of the 3 party processes per query (independent of other "
+                f"load): median {statistics.median(cpu_times):.2f}, max {max(cpu_times):.2f}; "
+                f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
             )
         finally:
             stop_nodes(env)

@@ -18,6 +18,7 @@ import io
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ class PartyContext:
         self.job = job
         self.params: dict[str, Any] = job["params"]
         self.pid: int = mpc.pid
+        self.cpu_start = time.process_time()
         self.prime = int(job["params"].get("prime", PRIME))
         self.secint = mpc.SecInt(29, p=self.prime)
         self.field = self.secint.field
@@ -105,7 +107,9 @@ class PartyContext:
         fresh = self.mpc._reshare(values)
         share = await self.mpc.gather(fresh)
         flat = [int(v) for v in np.asarray(share.value, dtype=object).reshape(-1)]
-        doc = {"party": self.pid, "shares": flat, "meta": meta or {}}
+        info = dict(meta or {})
+        info["cpu_s"] = round(time.process_time() - self.cpu_start, 3)
+        doc = {"party": self.pid, "shares": flat, "meta": info}
         tmp = self.folder / "result.json.tmp"
         tmp.write_text(json.dumps(doc))
         os.replace(tmp, self.folder / "result.json")

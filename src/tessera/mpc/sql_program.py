@@ -83,6 +83,15 @@ class _Eval:
             self.cache[key] = self.ctx.shared(self.raw[name][:, k])
         return self.cache[key]
 
+    def digit_onehot_t(self, ref: str, j: int) -> Value:
+        """Shared one-hot (16 x rows) of digit j, computed locally from its thermometer."""
+        th = self.raw[f"{ref}.th{j}"].astype(np.int64)  # rows x 15, shares in [0, p)
+        valid = self.raw[f"{ref}.valid"].astype(np.int64).reshape(-1, 1)
+        zero = np.zeros((self.rows, 1), dtype=np.int64)
+        upper = np.concatenate([valid, th], axis=1)
+        lower = np.concatenate([th, zero], axis=1)
+        return self.ctx.shared(np.mod(upper - lower, self.ctx.prime).T.copy())
+
     def ones(self) -> np.ndarray:
         return np.ones(self.rows, dtype=np.int64)
 
@@ -287,7 +296,6 @@ def _extreme(ev: _Eval, spec: dict[str, Any], sel: Value, groups: list[Value]) -
         value, _ = _select_digit(ev, ev.part(f"{ref}.th"), c, op, width + 1, gn)
         return value
     total: Value = None
-    valid = ev.secure(ev.valid(ref))
     for j in range(digits):
         th = ev.part(f"{ref}.th{j}")  # rows x 15
         digit, onehot = _select_digit(ev, th, c, op, 16, gn)
@@ -295,11 +303,8 @@ def _extreme(ev: _Eval, spec: dict[str, Any], sel: Value, groups: list[Value]) -
         total = digit * weight if total is None else total + digit * weight
         if j == digits - 1:
             break
-        # rows whose digit j equals the chosen one: their one-hot (rows x 16) . onehot_g
-        rows_onehot = mpc.np_concatenate([valid.reshape(-1, 1), th], axis=1) - mpc.np_concatenate(
-            [th, ev.secure(np.zeros((ev.rows, 1), dtype=np.int64))], axis=1
-        )
-        keep = onehot @ rows_onehot.T  # G x rows
+        # rows whose digit j equals the chosen one: onehot_g . (their digit's one-hot)
+        keep = onehot @ ev.digit_onehot_t(ref, j)  # G x rows
         c = c * keep
     return total
 

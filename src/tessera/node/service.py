@@ -243,7 +243,6 @@ class NodeService:
                 proc.kill()
                 proc.wait()
             else:
-                threading.Thread(target=self._refill, daemon=True).start()
                 return proc, log_path
         log_path = folder / "party.log"
         with open(log_path, "wb") as log:
@@ -255,7 +254,6 @@ class NodeService:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        threading.Thread(target=self._refill, daemon=True).start()
         return proc, log_path
 
     def _refill(self) -> None:
@@ -305,6 +303,8 @@ class NodeService:
             shutil.rmtree(folder, ignore_errors=True)
             if log_path is not None:
                 log_path.unlink(missing_ok=True)
+            # the next warm party starts after this job, not competing with it for CPU
+            threading.Thread(target=self._refill, daemon=True).start()
         result["node"] = self.node_id
         result["seconds"] = round(time.time() - started, 3)
         return result

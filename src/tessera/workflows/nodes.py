@@ -154,7 +154,10 @@ def ensure_nodes(
         info = _known(env, node.id)
         if info is not None:
             client = NodeClient(env, node.id, node.host, int(info["port"]))
-            if client.healthy():
+            pid = int(info.get("pid", 0))
+            # a live local node process we know is trusted without a round trip: the
+            # job's first request fails cleanly if it stopped answering
+            if (node.host in _LOCAL and pid > 0 and _pid_alive(pid)) or client.healthy():
                 clients[node.id] = client
                 continue
             client.close()

@@ -66,5 +66,6 @@ def run_query(
     )
     result = decode_result(plan, values)
     result["rows_scanned"] = int(metas[0].get("meta", {}).get("rows", 0))
+    result["party_cpu_s"] = round(sum(float(m.get("meta", {}).get("cpu_s", 0)) for m in metas), 3)
     result["seconds"] = round(time.perf_counter() - started, 3)
     return result
