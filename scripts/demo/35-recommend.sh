@@ -1,21 +1,32 @@
 #!/usr/bin/env bash
 # Treatment recommendation on secret records: for one new HIV patient, how did each of
 # 100 regimens work among the 50 most similar of 3,000 patients from three hospitals?
-# Local mode: the custodian MPyC parties run as processes on this machine; each gets only
-# its own shares of the cohort and of the patient, and only the clinician sees the result.
-# (Running through the custodian nodes on an imported table is pending: see docs/recommend.md.)
+# The cohort is secret-shared on three custodian nodes (mutual TLS, MPyC --ssl); the
+# patient is secret-shared too (each node's share sealed to its key); only the clinician
+# sees the per-regimen result.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$DEMO_DIR"
+H="$DEMO_DIR/recommend-env"
 PY="$(dirname "$(command -v tessera)")/python"
+[ -e "$H/tessera.toml" ] || tessera init "$H" --nodes 3 --unencrypted-key >/dev/null
+trap 'tessera node stop --home "$H" >/dev/null 2>&1 || true' EXIT
 echo "-- a synthetic HIV cohort: 3,000 patients from three hospitals, 100 regimens (seeded)"
-"$PY" "$ROOT/bench/data/hiv.py" hiv --rows 3000 --hospitals 3
+"$PY" "$ROOT/bench/data/hiv.py" hiv --rows 3000 --hospitals 3 >/dev/null
+for h in 1 2 3; do
+  tessera table import "hiv/hiv-$h.csv" --name hiv --hospital "hospital-$h" \
+    --schema hiv/hiv.schema.yaml --home "$H"
+done
 echo "-- the new patient (stays with the clinician; the custodians get shares only)"
-head -8 hiv/patient.json; echo "  ..."
-echo "-- the 50 nearest patients (distance, then row order), per regimen"
-tessera recommend --patient hiv/patient.json --k 50 \
-  --csv hiv/hiv-1.csv --csv hiv/hiv-2.csv --csv hiv/hiv-3.csv --schema hiv/hiv.schema.yaml
-echo "-- the same as JSON, every patient within distance 2000 (regimens used only)"
-tessera recommend --patient hiv/patient.json --radius 2000 --json \
-  --csv hiv/hiv-1.csv --csv hiv/hiv-2.csv --csv hiv/hiv-3.csv --schema hiv/hiv.schema.yaml \
-  | "$PY" -c 'import json,sys; d=json.load(sys.stdin); print("selected:", d["k"]); [print(" ", t) for t in d["treatments"] if t["count"]][:0]' | head -8
+head -7 hiv/patient.json; echo "  ..."
+echo "-- the 50 nearest patients (distance, ties by row order), per regimen"
+tessera recommend --table hiv --patient hiv/patient.json --k 50 \
+  --profile hiv/hiv.schema.yaml --home "$H" | head -14
+echo "-- every patient within distance 600, as JSON (regimens that occur)"
+tessera recommend --table hiv --patient hiv/patient.json --radius 600 \
+  --profile hiv/hiv.schema.yaml --home "$H" --json \
+  | "$PY" -c 'import json,sys; d=json.load(sys.stdin); print("selected:", d["k"], "of", d["rows"]); print(*[t for t in d["treatments"] if t["count"]][:5], sep="\n")'
+echo "-- the same query computed locally from the CSVs (parties on this machine) agrees"
+tessera recommend --patient hiv/patient.json --radius 600 --json --schema hiv/hiv.schema.yaml \
+  --csv hiv/hiv-1.csv --csv hiv/hiv-2.csv --csv hiv/hiv-3.csv \
+  | "$PY" -c 'import json,sys; print("selected:", json.load(sys.stdin)["k"])'

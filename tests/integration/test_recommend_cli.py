@@ -126,6 +126,32 @@ def test_recommend_refusals(cohort: Path, capsys: pytest.CaptureFixture[str]) ->
     args[args.index("--patient") + 1] = str(bad)
     assert main(args) == 1
     assert "outside" in capsys.readouterr().err
-    node_mode = ["recommend", "--table", "hiv", "--patient", str(cohort / "patient.json")]
-    assert main([*node_mode, "--home", str(cohort / "home")]) == 1
-    assert "custodian nodes" in capsys.readouterr().err
+    no_table = ["recommend", "--patient", str(cohort / "patient.json")]
+    assert main([*no_table, "--home", str(cohort / "home")]) == 2
+
+
+def test_recommend_through_the_custodian_nodes(
+    cohort: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Import from three hospitals into three nodes (mutual TLS, MPyC --ssl), recommend."""
+    from tessera.workflows.environment import init_environment
+    from tessera.workflows.nodes import stop_nodes
+
+    env = init_environment(tmp_path / "home", nodes=3)
+    home = ["--home", str(env.home)]
+    schema = str(cohort / "hiv.schema.yaml")
+    try:
+        for h in (1, 2, 3):
+            csv = str(cohort / f"hiv-{h}.csv")
+            args = ["table", "import", csv, "--name", "hiv", "--hospital", f"h{h}"]
+            assert main([*args, "--schema", schema, *home]) == 0
+        capsys.readouterr()
+        patient = ["--patient", str(cohort / "patient.json")]
+        args = ["recommend", "--table", "hiv", *patient, "--k", "25", "--profile", schema]
+        assert main([*args, *home, "--json"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert _strip(doc) == _expected(cohort, k=25)
+        # Without a profile there are no weights: refused, nothing computed.
+        assert main(["recommend", "--table", "hiv", *patient, *home]) == 2
+    finally:
+        stop_nodes(env)

@@ -10,8 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from tessera.cli._common import HomeOption, JsonOption, emit_json, resolve_home
-from tessera.errors import UnsupportedError, UsageError
-from tessera.workflows.recommend import read_patient, recommend_local
+from tessera.config import Environment
+from tessera.errors import UsageError
+from tessera.workflows.recommend import read_patient, recommend_local, recommend_table
 
 __all__ = ["recommend", "register"]
 
@@ -53,7 +54,6 @@ def recommend(
         raise UsageError("give --k or --radius, not both")
     if k is None and radius is None:
         k = 100
-    resolve_home(home)
     doc = read_patient(patient)
     profile_text = profile.read_text(encoding="utf-8") if profile is not None else None
     if csv:
@@ -61,11 +61,14 @@ def recommend(
             raise UsageError("--csv needs --schema")
         result = recommend_local(csv, schema, doc, k=k, radius=radius, profile_text=profile_text)
     else:
-        name = table or "?"
-        raise UnsupportedError(
-            f"recommend --table {name}: running through the custodian nodes is not available "
-            "yet (the node job dispatch has no per-party private inputs for the patient); "
-            "run the custodian parties locally with --csv FILE --schema SCHEMA.yaml"
+        if table is None:
+            raise UsageError("give --table NAME (or --csv FILE --schema SCHEMA.yaml)")
+        source = profile if profile is not None else schema
+        if source is None:
+            raise UsageError("give --profile (a YAML with a recommend: section, e.g. the schema)")
+        env = Environment.load(resolve_home(home))
+        result = recommend_table(
+            env, table, doc, source.read_text(encoding="utf-8"), k=k, radius=radius
         )
     if json_out:
         emit_json(result)

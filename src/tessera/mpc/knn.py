@@ -47,10 +47,10 @@ import numpy as np
 from mpyc import asyncoro, thresha  # neither parses sys.argv (mpyc.runtime does)
 
 from tessera.core.rng import Drbg
-from tessera.mpc import knn_fast
+from tessera.mpc import knn_fast, knn_seal
 from tessera.mpc.knn_spec import SEC_PARAM, KnnJob
 
-__all__ = ["PROFILE_ENV", "main", "run_program"]
+__all__ = ["PROFILE_ENV", "main", "run", "run_program"]
 
 PROFILE_ENV = "TESSERA_KNN_PROFILE"
 
@@ -334,6 +334,31 @@ def run_program(program_type: type[_Program]) -> None:
 def main() -> None:
     """Entry point of one party process."""
     run_program(_Program)
+
+
+async def run(ctx: Any) -> None:
+    """The ``knn`` job type on custodian nodes (:mod:`tessera.mpc.party` calls this).
+
+    ``ctx.params``: ``job`` (:meth:`KnnJob.to_json`), ``alias`` (the table input),
+    ``nonce`` and ``patient`` (one sealed share vector per party, see
+    :mod:`tessera.mpc.knn_seal`).  The result is released with ``ctx.release``.
+    """
+    knn_fast.install(thresha)
+    job = KnnJob.from_json(ctx.params["job"])
+    parts, _keys, origins = ctx.input(str(ctx.params["alias"]))
+    if len(origins) != job.rows:
+        raise SystemExit("the table's row count changed since the job was made")
+    pid = ctx.mpc.pid
+    key_pem = (ctx.folder / ".config" / f"party_{pid}.key").read_bytes()
+    blob = ctx.params["patient"][pid]
+    raw = knn_seal.open_sealed(key_pem, blob, nonce=str(ctx.params["nonce"]), party=pid)
+    inputs = {name: np.asarray(parts[name], dtype=np.uint64) for name in job.part_names()}
+    inputs["patient"] = np.frombuffer(raw, dtype="<u8").astype(np.uint64)
+    program = _Program(ctx.mpc, job, timings=False)
+    patient = program.load(inputs["patient"])
+    selected = await ctx.mpc.gather(await program.select(inputs, patient))
+    result = await program.aggregate(inputs, program.secint.array(selected))
+    await ctx.release(result.reshape(job.treatments * 3), {"rows": job.rows})
 
 
 if __name__ == "__main__":

@@ -15,15 +15,17 @@ Profile (a top-level ``recommend:`` mapping in the schema YAML, or its own file)
       weights: {age: 1, cd4_sqrt: 4, M184V: 40, ...}   # integer or decimal -> numeric,
                                                        # boolean -> binary marker
 
-:func:`recommend_local` runs the parties on this machine on a CSV (every party process
-gets its own shares; the data owner's CSV and the patient never leave the client
-unshared).  Running through custodian nodes needs per-party private inputs for the
-patient's shares in the node job dispatch; see docs/recommend.md.
+:func:`recommend_table` runs the job on the custodian nodes, on a table imported with
+``tessera table import``: the job is signed and broadcast, and each node's share of the
+patient travels sealed to that node's key inside it (:mod:`tessera.mpc.knn_seal`).
+:func:`recommend_local` runs the parties on this machine on CSVs instead (every party
+process gets its own shares; the CSV and the patient never leave the client unshared).
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -34,11 +36,15 @@ from typing import Any
 import numpy as np
 import yaml
 
-from tessera.errors import InputError
+from tessera.config import Environment
+from tessera.errors import InputError, IntegrityError
+from tessera.mpc import knn_seal
 from tessera.mpc.knn_local import reconstruct_result, run_local_parties, share_patient
 from tessera.mpc.knn_spec import Feature, KnnJob, PatientQuery, PlainResult
 from tessera.tables.encode import PRIME, encode_rows, read_csv, share_parts
 from tessera.tables.schema import Column, Schema, parse_value
+from tessera.tables.store import Catalog
+from tessera.workflows.nodes import run_job
 
 __all__ = [
     "Profile",
@@ -47,6 +53,7 @@ __all__ = [
     "read_patient",
     "read_profile",
     "recommend_local",
+    "recommend_table",
     "result_document",
 ]
 
@@ -231,11 +238,7 @@ def recommend_local(
     rows = int(next(iter(all_parts.values())).shape[0])
     mode = "k" if k is not None else "radius"
     job = build_job(schema, profile, rows, mode=mode, parties=parties, threshold=(parties - 1) // 2)
-    units = patient_units(schema, job, patient)
-    radius_units = None
-    if radius is not None:
-        radius_units = _radius_units(radius)
-    query = PatientQuery.build(job, units, k=k, radius=radius_units)
+    query = _query(schema, job, patient, k, radius)
     wanted = {name: all_parts[name] for name in job.part_names()}
     inputs: list[dict[str, Any]] = [
         dict(p) for p in share_parts(wanted, n=parties, t=job.threshold)
@@ -257,3 +260,61 @@ def _radius_units(radius: str | int) -> int:
     if value < 0:
         raise InputError("radius must be a non-negative integer (a distance)")
     return value
+
+
+def _query(
+    schema: Schema, job: KnnJob, patient: Mapping[str, Any], k: int | None, radius: Any
+) -> PatientQuery:
+    units = patient_units(schema, job, patient)
+    radius_units = None if radius is None else _radius_units(radius)
+    return PatientQuery.build(job, units, k=k, radius=radius_units)
+
+
+def recommend_table(
+    env: Environment,
+    table: str,
+    patient: Mapping[str, Any],
+    profile_text: str,
+    *,
+    k: int | None = None,
+    radius: str | int | None = None,
+) -> dict[str, Any]:
+    """Recommend for ``patient`` from a secret-shared table, computed by the custodian nodes."""
+    manifest = Catalog(env.home).get(table)
+    schema = Schema.from_dict(manifest["schema"])
+    profile = read_profile(profile_text)
+    rows = int(manifest["rows"])
+    if rows < 1:
+        raise InputError(f"table {table} has no rows")
+    mode = "k" if k is not None else "radius"
+    job = build_job(schema, profile, rows, mode=mode, parties=env.n, threshold=env.mpc_threshold)
+    query = _query(schema, job, patient, k, radius)
+    nonce = secrets.token_hex(16)
+    sealed = []
+    for i, share in enumerate(share_patient(job, query)):
+        cert = (env.home / "pki" / f"node-{i + 1}.crt").read_bytes()
+        data = np.asarray(share, dtype="<u8").tobytes()
+        sealed.append(knn_seal.seal(cert, data, nonce=nonce, party=i))
+    inputs = [
+        {
+            "alias": "t",
+            "table": table,
+            "parts": job.part_names(),
+            "chunks": [c["id"] for c in manifest["chunks"]],
+        }
+    ]
+    params: dict[str, Any] = {"job": job.to_json(), "alias": "t", "nonce": nonce}
+    params |= {"patient": sealed, "prime": PRIME}
+    start = time.perf_counter()
+    values, _metas = run_job(env, "knn", inputs, params, prime=PRIME)
+    if len(values) != job.treatments * 3 or any(v < 0 for v in values):
+        raise IntegrityError("the custodians returned a malformed result")
+    grid = np.array(values, dtype=object).reshape(job.treatments, 3)
+    counts = tuple(int(v) for v in grid[:, 0])
+    result = PlainResult(
+        sum(counts),
+        counts,
+        tuple(int(v) for v in grid[:, 1]),
+        tuple(int(v) for v in grid[:, 2]) if job.event is not None else None,
+    )
+    return result_document(job, schema, result, time.perf_counter() - start)
