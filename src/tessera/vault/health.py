@@ -242,7 +242,7 @@ def _refresh_one(vault: Vault, m: Manifest) -> Manifest:
             fresh = dataclasses.replace(
                 m, generation=header.generation, entry_id=entry_id, created_ns=time.time_ns()
             )
-            vault._publish(fresh, token, committed)
+            vault._publish(fresh, token)
         except BaseException:
             vault._rollback(record)
             raise

@@ -36,6 +36,7 @@ class StoreWriter:
         self.error: BaseException | None = None
         self._stall_s = stall_s
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
         self._position = 0
         self._closed = False
         self._thread = threading.Thread(
@@ -53,11 +54,13 @@ class StoreWriter:
             item = self._queue.get()
             if item is _END:
                 break
+            buffer, length = cast(tuple[bytearray, int], item)
             if target is not None and self.error is None:
                 try:
-                    target.write(cast(bytes, item))
+                    target.write(memoryview(buffer)[:length])
                 except BaseException as exc:
                     self.error = self.store._fail(f"write {self.relative}", exc)
+            self._free.put(buffer)
         if target is not None:
             try:
                 target.close()
@@ -68,11 +71,20 @@ class StoreWriter:
     # -- the file-like surface the splitter uses -------------------------------------
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Queue a copy of ``data`` for the store; never raises for store failures."""
-        view = memoryview(data)
+        view = memoryview(data).cast("B")
         size = view.nbytes
         if self.error is None:
+            # Copy into a recycled buffer: the caller may reuse ``data`` at once, and
+            # fresh 1 MiB allocations per write cost more than the copy itself.
             try:
-                self._queue.put(view.tobytes(), timeout=self._stall_s)
+                buffer = self._free.get_nowait()
+            except queue.Empty:
+                buffer = bytearray(size)
+            if len(buffer) < size:
+                buffer = bytearray(size)
+            buffer[:size] = view
+            try:
+                self._queue.put((buffer, size), timeout=self._stall_s)
             except queue.Full:
                 self.error = StorageUnavailableError(f"store {self.store.label}: write stalled")
         self._position += size

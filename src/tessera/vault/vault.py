@@ -160,9 +160,7 @@ class Vault:
             f" (nothing was changed): {detail}"
         )
 
-    def _publish(
-        self, manifest: Manifest, token: str, ok_before: list[int]
-    ) -> tuple[list[int], dict[int, str]]:
+    def _publish(self, manifest: Manifest, token: str) -> tuple[list[int], dict[int, str]]:
         """Secret-share ``manifest`` into the catalogue; raise unless a quorum committed."""
         assert self.signer is not None
         shares = catalogue.share_manifest(
@@ -256,7 +254,7 @@ class Vault:
                 entry_id=entry_id,
                 key_id=self.signer.key_id,
             )
-            _, manifest_failed = self._publish(manifest, token, committed)
+            _, manifest_failed = self._publish(manifest, token)
         except BaseException:
             self._rollback(record)
             raise
