@@ -53,13 +53,25 @@ def _check(opened: dict[Store, IO[bytes] | TesseraError], what: str) -> _Check:
         elif isinstance(h, TesseraError):
             problems[store.id] = f"{what} fragment unreadable: {h}"
     ids = sorted(handles)
-    if ids:
-        report = verify_fragments(cast(list[BinaryIO], [handles[i] for i in ids]))
+    while ids:
+        for sid in ids:
+            handles[sid].seek(0)
+        try:
+            report = verify_fragments(cast(list[BinaryIO], [handles[i] for i in ids]))
+        except TesseraError:
+            failed = [sid for sid in ids if handles[sid].failure is not None]
+            if not failed:
+                raise
+            for sid in failed:  # a store that broke while being read: check the rest again
+                problems[sid] = f"{what} fragment unreadable: {handles[sid].failure}"
+            ids = [sid for sid in ids if sid not in failed]
+            continue
         for pos, sid in enumerate(ids):
             if pos in report.problems:
                 problems[sid] = f"{what} fragment: {report.problems[pos]}"
             elif report.indices.get(pos) != sid:
                 problems[sid] = f"{what} fragment has index {report.indices.get(pos)}, not {sid}"
+        break
     good = [sid for sid in ids if sid not in problems]
     return _Check(good, problems, handles)
 

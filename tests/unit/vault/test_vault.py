@@ -335,3 +335,18 @@ def test_repair_fills_a_replacement_store(
         data_file(tmp_path, i).unlink()
     got = vault.get("f", tmp_path / "out")
     assert got.used == [2, 4, 5] and (tmp_path / "out").read_bytes() == data
+
+
+def test_verify_names_a_store_that_breaks_while_read(make_vault: MakeVault, tmp_path: Path) -> None:
+    put_bytes(make_vault(), "f", random_bytes(3_000_000))
+    stores = folder_stores(tmp_path, 5)
+    flaky_fs = FlakyFS()
+    flaky = Store(4, stores[3].url, fs=flaky_fs, root=str(tmp_path / "store-4"))
+    vault = make_vault(stores=[*stores[:3], flaky, stores[4]])
+    vault.lookup("f")
+    flaky_fs.budget = 1_000_000
+    health = verify(vault)
+    assert health.status == "degraded"
+    problems = health.objects[0].problems
+    assert {p.store for p in problems} == {4}  # the broken store stays broken for its catalogue
+    assert problems[0].problem.startswith("data fragment unreadable: store 4")
