@@ -53,7 +53,9 @@ class PutResult:
             "n": self.n,
             "status": "degraded" if self.degraded else "healthy",
             "stores_written": self.stores_written,
-            "stores_failed": [{"store": s, "problem": p} for s, p in self.stores_failed.items()],
+            "stores_failed": [
+                {"store": str(s), "problem": p} for s, p in self.stores_failed.items()
+            ],
         }
 
 
@@ -73,8 +75,8 @@ class GetResult:
             "name": self.name,
             "size": self.size,
             "used": self.used,
-            "missing": [{"store": s, "problem": p} for s, p in self.missing.items()],
-            "corrected": [{"store": s, "problem": p} for s, p in self.corrected.items()],
+            "missing": [{"store": str(s), "problem": p} for s, p in self.missing.items()],
+            "corrected": [{"store": str(s), "problem": p} for s, p in self.corrected.items()],
         }
 
 
