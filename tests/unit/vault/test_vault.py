@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -350,3 +351,27 @@ def test_verify_names_a_store_that_breaks_while_read(make_vault: MakeVault, tmp_
     problems = health.objects[0].problems
     assert {p.store for p in problems} == {4}  # the broken store stays broken for its catalogue
     assert problems[0].problem.startswith("data fragment unreadable: store 4")
+
+
+def test_crashed_refresh_is_rolled_forward(
+    make_vault: MakeVault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vault = make_vault()
+    data = random_bytes(40_000)
+    put_bytes(vault, "f", data)
+    # The refresh "dies" right after its new catalogue entry committed.
+    monkeypatch.setattr(Vault, "_finish", lambda self, record, committed: None)
+    refresh(vault, "f")
+    monkeypatch.undo()
+    assert len(list((tmp_path / "store-1" / "data").iterdir())) == 2  # old + new generation
+    (path,) = (tmp_path / "state" / "journal").glob("*.json")
+    path.write_text(path.read_text().replace(f'"pid": {os.getpid()}', '"pid": 4206649'))
+    fresh = make_vault()
+    assert fresh.recover() == 1
+    for i in range(1, 6):
+        (only,) = (tmp_path / f"store-{i}" / "data").iterdir()
+        assert only.name.endswith(".1")
+        assert len(list((tmp_path / f"store-{i}" / "catalog").iterdir())) == 1
+    fresh.get("f", tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == data
+    assert verify(fresh).status == "healthy"
