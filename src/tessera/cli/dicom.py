@@ -109,8 +109,8 @@ def deidentify(
             f"{summary['failed']} failed -> {out}"
         )
     if strict and summary["failed"]:
-        stderr.print(f"tessera: error: {summary['failed']} file(s) failed")
-        return 1
+        sys.stderr.write(f"tessera: error: {summary['failed']} file(s) failed\n")
+        raise typer.Exit(1)
     return 0
 
 

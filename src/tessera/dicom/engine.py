@@ -16,6 +16,7 @@ from pydicom._dicom_dict import DicomDictionary
 from pydicom._uid_dict import UID_dictionary
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
 from tessera.dicom._values import (
@@ -40,18 +41,11 @@ _DICT_VR = {t: entry[0] for t, entry in DicomDictionary.items()}
 _DICT_VM = {t: entry[1] for t, entry in DicomDictionary.items()}
 # Required by the profile's text (E.1.1: digital signatures and MACs go), not by a row.
 _EXTRA_RULES = {0x4FFE0001: "X", 0x04000500: "X"}
-# Combined codes resolved by attribute type: Type 2 -> Z, Type 1 -> D, U* -> keep and
-# replace contained UIDs.  Attributes not named here are Type 3 wherever they occur -> X.
+# Combined codes resolved by attribute type: D where the attribute is Type 1 in some IOD
+# (a dummy keeps the instance valid), U* (keep, replace the UIDs inside) for references;
+# otherwise Z where allowed (an empty value conforms for Type 2 and 3), else X.
 _TYPE_CHOICE = {
-    0x00400555: "Z",  # Acquisition Context Sequence (Type 2)
-    0x00700084: "Z",  # Content Creator's Name (Type 2)
-    0x00180010: "Z",  # Contrast/Bolus Agent (Type 2)
-    0x00189919: "Z",  # Instruction Performed DateTime (Type 2)
-    0x00102203: "Z",  # Patient's Sex Neutered (Type 2C)
-    0x00100020: "Z",  # Patient ID (Type 2)
-    0x300E0008: "Z",  # Reviewer Name (Type 2C)
-    0x300A00B2: "Z",  # Treatment Machine Name (Type 2)
-    0x00080023: "D",  # Content Date (Type 1 in SR, enhanced images)
+    0x00080023: "D",  # Content Date (Type 1 in SR documents and enhanced images)
     0x00080033: "D",  # Content Time
     0x0008002A: "D",  # Acquisition DateTime (Type 1 in waveforms, enhanced images)
     0x300A0006: "D",  # RT Plan Date
@@ -61,7 +55,7 @@ _TYPE_CHOICE = {
 }
 _ENHANCED_TYPE1 = {0x00181000: "D"}  # Device Serial Number (Enhanced General Equipment)
 _FIXED_SIZE = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 8, "AT": 4, "SV": 8, "UV": 8}
-_SWEPT_VRS = frozenset({"AE", "CS", "LO", "SH", "UR", "DA", "DT", "AS"})
+_SWEPT_VRS = frozenset({"AE", "LO", "SH", "UR", "DA", "DT"})
 _PATIENT_NAME, _PATIENT_ID, _ISSUER = 0x00100010, 0x00100020, 0x00100021
 _SHARED_FG = 0x52009229
 _IDENTIFYING_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC", "DA"})
@@ -142,7 +136,7 @@ class _Walk:
         if value is None or value == "":
             return value
         values = list(value) if isinstance(value, list | tuple) else [value]
-        mapped = [v if str(v) in UID_dictionary else self.pseudo.uid(str(v)) for v in values]
+        mapped = [v if _standard_or_empty(str(v)) else self.pseudo.uid(str(v)) for v in values]
         return mapped if len(mapped) > 1 else mapped[0]
 
     # the walk --------------------------------------------------------------------------
@@ -279,13 +273,13 @@ class _Walk:
         self.note(path, tag, code)
 
     def resolve(self, tag: int, code: str) -> str:
-        choices = code.rstrip("*").split("/")
+        """A combined code: D or U* where the attribute is known to need it; else Z
+        (an empty value conforms wherever the attribute is Type 2 or 3); else X."""
+        choices = [c.rstrip("*") for c in code.split("/")]
         choice = _TYPE_CHOICE.get(tag) or (_ENHANCED_TYPE1.get(tag) if self.enhanced else None)
-        if choice is not None:
-            for option in choices:
-                if option.rstrip("*") == choice:
-                    return choice
-        return choices[0]
+        if choice is not None and choice in choices:
+            return choice
+        return "Z" if "Z" in choices else "X"
 
     def clean(self, element: Any, vr: str) -> None:
         value = element.value
@@ -355,10 +349,15 @@ def _identifying_tokens(ds: Dataset, pseudo: Pseudonymizer) -> list[str]:
     return tokens
 
 
+def _standard_or_empty(uid: str) -> bool:
+    """A well-known UID (SOP class, transfer syntax...) or a placeholder such as "0"."""
+    return uid in UID_dictionary or not any(c in "123456789" for c in uid)
+
+
 def _text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("latin-1")
-    return "\\".join(map(str, value)) if isinstance(value, list) else str(value)
+    return "\\".join(map(str, value)) if isinstance(value, list | MultiValue) else str(value)
 
 
 def _malformed(raw: Any, vr: str, value: Any) -> bool:
@@ -386,7 +385,7 @@ def _fits(value: Any, vr: str) -> bool:
     limit = MAX_LENGTH[vr]
     if isinstance(value, bytes):
         return all(len(part.strip()) <= limit for part in value.split(b"\\"))
-    values = value if isinstance(value, list) else [value]
+    values = value if isinstance(value, list | MultiValue) else [value]
     return all(len(str(v).strip()) <= limit for v in values)
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from tessera.dicom.files import Outcome, deidentify_instance
@@ -77,7 +77,9 @@ def start_scp(receiver: Receiver, host: str, port: int, ae_title: str) -> Any:
     if not title or len(title) > 16 or not title.isascii() or "\\" in title:
         raise UsageError("the AE title must be 1-16 ASCII characters")
     ae = AE(ae_title=title)
-    ae.supported_contexts = AllStoragePresentationContexts
+    for context in AllStoragePresentationContexts:  # compressed syntaxes too, as received
+        if context.abstract_syntax is not None:
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(Verification)
     ae.maximum_pdu_size = 0
     try:
