@@ -5,11 +5,11 @@ the raw values (0) to ``*``.  A node is *anonymous* when, after suppressing the 
 of every equivalence class that violates the criteria (size < k, fewer than l distinct
 sensitive values, EMD > t), no more than ``suppression_limit`` of the records are
 suppressed.  These criteria are monotone under generalisation (a coarser node of an
-anonymous one is anonymous), so the search walks the lattice bottom-up by height and
-never evaluates a node above one already found anonymous (ARX's predictive tagging,
-as in OLA/Flash); only minimal anonymous nodes are candidates, and the candidate with
-the least loss wins.  (With t-closeness the monotonicity is an approximation, as in
-ARX.)
+anonymous one is anonymous), so the lattice is searched Flash-style
+(:mod:`tessera.risk.lattice`: binary search along paths, tagging by closure in both
+directions, ARX's predictive tagging); only minimal anonymous nodes are candidates,
+and the candidate with the least loss wins.  (With t-closeness the monotonicity is an
+approximation, as in ARX.)
 
 Utility metrics of the chosen node:
 
@@ -25,7 +25,6 @@ Suppressed records are removed from the output.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +43,7 @@ from tessera.risk.classes import (
     histograms_from_codes,
 )
 from tessera.risk.hierarchy import Hierarchy
+from tessera.risk.lattice import search
 from tessera.risk.privacy import distinct_values, t_closeness_equal, t_closeness_ordered
 
 __all__ = ["AnonymizationResult", "Criteria", "anonymize"]
@@ -249,32 +249,20 @@ def anonymize(
     size = int(np.prod(heights))
     if size > _MAX_LATTICE:
         raise InputError(f"the generalisation lattice has {size} nodes; use fewer levels")
-    nodes = sorted(itertools.product(*(range(h) for h in heights)), key=lambda v: (sum(v), v))
     ev = _Evaluator(columns, criteria, sens)
-    found = np.empty((0, len(columns)), dtype=np.int64)
-    best: tuple[float, float, tuple[int, ...], _Outcome] | None = None
-    evaluated = 0
-    complete = True
-    for node in nodes:
-        arr = np.asarray(node, dtype=np.int64)
-        if found.shape[0] and bool(np.any(np.all(arr >= found, axis=1))):
-            continue  # above an anonymous node: anonymous, not minimal
-        if evaluated >= max_nodes:
-            complete = False
-            break
+
+    def judge(node: tuple[int, ...]) -> tuple[bool, tuple[float, float]]:
         out = ev.evaluate(node)
-        evaluated += 1
-        if out.ok:
-            found = np.vstack([found, arr])
-            cand = (out.loss, out.discernibility, node, out)
-            if best is None or cand[:2] < best[:2]:
-                best = cand
-    if best is None:
+        return out.ok, (out.loss, out.discernibility)
+
+    found = search(heights, judge, max_evaluations=max_nodes)
+    if not found.minimal:
         raise PolicyError(
             "no generalisation meets the criteria within the suppression limit"
-            + ("" if complete else f" (search stopped after {max_nodes} nodes)")
+            + ("" if found.complete else f" (search stopped after {max_nodes} nodes)")
         )
-    _, _, node, out = best
+    node = min(found.minimal, key=lambda item: (item[1], item[0]))[0]
+    out = ev.evaluate(node)
     data = _materialise(df, columns, node, out.kept)
     kept_n = int(out.kept.sum())
     return AnonymizationResult(
@@ -290,9 +278,9 @@ def anonymize(
         loss=out.loss,
         discernibility=out.discernibility,
         average_class_size=kept_n / max(int(out.keep_class.sum()), 1),
-        nodes_evaluated=evaluated,
+        nodes_evaluated=found.evaluated,
         lattice_size=size,
-        complete=complete,
+        complete=found.complete,
     )
 
 

@@ -134,11 +134,16 @@ def test_bad_criteria_and_columns() -> None:
 
 def test_search_budget_is_reported() -> None:
     df = _cohort(200)
-    with pytest.raises(PolicyError, match="stopped after 3 nodes"):
+    hier = parse_hierarchies(SPEC)
+    crit = Criteria(k=3, suppression_limit=0.0)
+    r = anonymize(df, ["age", "zip", "admitted"], crit, hier, max_nodes=3)
+    assert r.nodes_evaluated == 3 and not r.as_dict()["search"]["complete"]
+    assert assess(r.data, ["age", "zip", "admitted"], detect_identifiers=False).k_anonymity >= 3
+    with pytest.raises(PolicyError, match="stopped after 1 nodes"):
         anonymize(
             df,
             ["age", "zip", "admitted"],
-            Criteria(k=3, suppression_limit=0.0),
-            parse_hierarchies(SPEC),
-            max_nodes=3,
+            Criteria(k=300, suppression_limit=0.0),
+            hier,
+            max_nodes=1,
         )
