@@ -11,8 +11,8 @@ tessera audit record --home "$H" --action login --user alice --role researcher \
   --address 10.0.0.7 --client tessera-cli
 tessera audit record --home "$H" --action vault.get --user alice --entity scan-17 \
   --entity-type object --purpose HRESCH --detail job=j-1 --detail bytes=5242880
-echo "-- eight days of synthetic normal use by 30 people, with a password-spraying attack"
-tessera monitor simulate --home "$H" --scenario password-spraying --days 8 --users 30
+echo "-- eight days of synthetic normal use by 20 people, with a password-spraying attack"
+tessera monitor simulate --home "$H" --scenario password-spraying --days 8 --users 20
 echo "-- three custodian nodes keep their own logs; everyone checks everyone's signed heads"
 for i in 1 2 3; do
   tessera audit record --home "$H" --node "$i" --action fragment.store --entity scan-17 \
@@ -32,7 +32,7 @@ if tessera audit verify --home "$DEMO_DIR/audit-tampered" --json; then
   echo "tampering NOT detected" >&2; exit 1
 fi
 echo "   (exit 1: entry 1 is named)"
-echo "-- detection over the real log: rules plus an Isolation Forest"
+echo "-- detection over the real log (the rules; drop --no-anomaly to add the Isolation Forest)"
 tessera monitor scan --home "$H" --no-anomaly
 echo "-- shared as STIX 2.1 (validated with stix2-validator; TLP:AMBER, accounts pseudonymised)"
 tessera monitor export --home "$H" --no-anomaly --stix "$DEMO_DIR/alerts.stix.json"
