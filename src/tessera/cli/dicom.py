@@ -128,6 +128,9 @@ def serve(
     option: OptionsOption = None,
     key_file: KeyFileOption = None,
     keep_burned_in: KeepOption = False,
+    to_vault: Annotated[
+        bool, typer.Option("--vault", help="Store into the environment's vault, not --out.")
+    ] = False,
     home: HomeOption = None,
 ) -> int:
     """Receive studies over DICOM (C-STORE), de-identify them and store them."""
@@ -148,6 +151,7 @@ def serve(
         options=option or [],
         key_file=key_file,
         keep_burned_in=keep_burned_in,
+        to_vault=to_vault,
         on_outcome=log,
     )
     stop = threading.Event()
@@ -157,7 +161,8 @@ def serve(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    typer.echo(f"listening on {node.host}:{node.port} as {node.ae_title}; storing in {target}")
+    where = "the vault" if to_vault else str(target)
+    typer.echo(f"listening on {node.host}:{node.port} as {node.ae_title}; storing in {where}")
     sys.stdout.flush()
     try:
         stop.wait()
@@ -174,7 +179,7 @@ def reidentify(
     json_out: JsonOption = False,
     home: HomeOption = None,
 ) -> int:
-    """Show the identity behind a patient pseudonym (local identity table)."""
+    """Show the identity behind a patient pseudonym (from the vault, audited)."""
     identity = workflow.reidentify(resolve_home(home), pseudonym)
     if json_out:
         emit_json({"pseudonym": pseudonym, "identity": identity})

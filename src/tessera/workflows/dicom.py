@@ -1,21 +1,28 @@
 """DICOM use cases: de-identify a batch, run the receiving node, re-identify.
 
 The dicom package takes its storage target and identity table as Protocols; this module
-chooses the implementations.  Today both are local folders under the environment
-(``HOME/dicom/``); when the vault's API settles, ``_sink`` and ``_identities`` return
-vault-backed objects (see docs/dicom.md, "Wiring the vault").
+chooses the implementations.  In an environment made by ``tessera init`` (one with a
+vault), the pseudonym-to-identity table lives in the vault, secret-shared k-of-n across
+the custodians' stores, and re-identification reads it back (k stores must answer) and
+appends an audit record; ``tessera dicom serve --vault`` stores what it receives there
+too.  Without an environment both fall back to folders under ``HOME/dicom/``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import stat
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+from tessera.config import Environment
+from tessera.core.audit_sink import Action, AuditEvent
 from tessera.dicom import (
     BatchSettings,
     FolderIdentityStore,
@@ -29,10 +36,15 @@ from tessera.dicom import (
     run_batch,
 )
 from tessera.dicom.node import Receiver, start_scp
-from tessera.errors import ConfigError, InputError, NotFoundError
+from tessera.errors import ConfigError, InputError, NotFoundError, TesseraError, UsageError
+from tessera.vault import Vault
+from tessera.workflows import audit
+from tessera.workflows.vault import open_vault, vault_settings
 
 __all__ = [
     "NodeHandle",
+    "VaultIdentityStore",
+    "VaultSink",
     "deidentify_paths",
     "load_key",
     "reidentify",
@@ -73,11 +85,83 @@ def load_key(home: Path, key_file: Path | None = None) -> bytes:
     return key
 
 
+IDENTITY_PREFIX = "dicom-identity/"
+OBJECT_PREFIX = "dicom/"
+
+
+class VaultSink:
+    """De-identified objects into the vault under ``dicom/<pseudonym>/<uid>.dcm``."""
+
+    def __init__(self, vault: Vault, scheme: str = "shamir") -> None:
+        self.vault = vault
+        self.scheme = scheme
+
+    def put(self, name: str, data: bytes) -> str:
+        """Split ``data`` across the stores; return ``vault:<name>``."""
+        result = self.vault.put(BytesIO(data), len(data), OBJECT_PREFIX + name, scheme=self.scheme)
+        return f"vault:{result.name}"
+
+
+class VaultIdentityStore:
+    """The pseudonym -> identity table as one small vault object per patient."""
+
+    def __init__(self, vault: Vault, scheme: str = "shamir") -> None:
+        self.vault = vault
+        self.scheme = scheme
+        self._known: set[str] = set()
+
+    def _name(self, pseudonym: str) -> str:
+        if not (pseudonym.startswith("TS") and len(pseudonym) == 22 and pseudonym.isalnum()):
+            raise UsageError("not a Tessera patient pseudonym")
+        return f"{IDENTITY_PREFIX}{pseudonym}"
+
+    def put(self, pseudonym: str, identity: Mapping[str, str]) -> None:
+        """Record the identity once (the first recorded for a pseudonym stays)."""
+        name = self._name(pseudonym)
+        if pseudonym in self._known:
+            return
+        try:
+            self.vault.lookup(name)
+        except NotFoundError:
+            body = json.dumps(dict(identity), sort_keys=True).encode()
+            self.vault.put(BytesIO(body), len(body), name, scheme=self.scheme)
+        self._known.add(pseudonym)
+
+    def get(self, pseudonym: str) -> dict[str, str]:
+        """Reconstruct the identity from k stores (NotFoundError if none recorded)."""
+        name = self._name(pseudonym)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "identity.json"
+            self.vault.get(name, out)
+            try:
+                data = json.loads(out.read_text(encoding="utf-8"))
+            except ValueError:
+                raise InputError("the identity record is damaged") from None
+        return {str(k): str(v) for k, v in data.items()}
+
+
+def _environment(home: Path) -> Environment | None:
+    if not (home / "tessera.toml").exists():
+        return None
+    env = Environment.load(home)
+    return env if "vault" in env.extra else None
+
+
+def _vault(home: Path, *, write: bool) -> tuple[Vault, str] | None:
+    env = _environment(home)
+    if env is None:
+        return None
+    return open_vault(env, write=write), str(vault_settings(env)["scheme"])
+
+
 def _sink(out: Path) -> ObjectSink:
     return FolderSink(out)
 
 
 def _identities(home: Path) -> IdentityStore:
+    opened = _vault(home, write=True)
+    if opened is not None:
+        return VaultIdentityStore(*opened)
     return FolderIdentityStore(_dicom_home(home) / "identities")
 
 
@@ -137,13 +221,20 @@ def start_node(
     options: Sequence[str] = (),
     key_file: Path | None = None,
     keep_burned_in: bool = False,
+    to_vault: bool = False,
     on_outcome: Callable[[Outcome, str | None], None] | None = None,
 ) -> NodeHandle:
-    """Start the C-STORE SCP that de-identifies into ``out`` (port 0: any free port)."""
+    """Start the C-STORE SCP that de-identifies into ``out`` or the vault (port 0: any)."""
+    sink: ObjectSink = _sink(out)
+    if to_vault:
+        opened = _vault(home, write=True)
+        if opened is None:
+            raise ConfigError(f"no environment with a vault at {home} (run 'tessera init')")
+        sink = VaultSink(*opened)
     receiver = Receiver(
         Profile.from_codes(options),
         Pseudonymizer(load_key(home, key_file)),
-        _sink(out),
+        sink,
         _identities(home),
         keep_burned_in=keep_burned_in,
         on_outcome=on_outcome,
@@ -153,6 +244,35 @@ def start_node(
     return NodeHandle(str(bound_host), int(bound_port), ae_title, receiver, server)
 
 
-def reidentify(home: Path, pseudonym: str) -> dict[str, str]:
-    """The identity behind a patient pseudonym, from the local identity table."""
-    return _identities(home).get(pseudonym.strip())
+def reidentify(home: Path, pseudonym: str, *, user: str = "") -> dict[str, str]:
+    """The identity behind a patient pseudonym.
+
+    In an environment: read from the vault (k of the n custodians' stores must answer)
+    and recorded in the audit log, whether it succeeds or not.  Otherwise from the local
+    folder table (no quorum, no audit: the embedded fallback).
+    """
+    pseudonym = pseudonym.strip()
+    opened = _vault(home, write=False)
+    if opened is None:
+        return FolderIdentityStore(_dicom_home(home) / "identities").get(pseudonym)
+    store = VaultIdentityStore(*opened)
+    outcome = "success"
+    try:
+        return store.get(pseudonym)
+    except NotFoundError:
+        outcome = "not_found"
+        raise
+    except TesseraError:
+        outcome = "failure"
+        raise
+    finally:
+        event = AuditEvent(
+            action=Action.DICOM_REIDENTIFY,
+            outcome=outcome,
+            user=user or os.environ.get("USER", ""),
+            patient=pseudonym,
+            entity=IDENTITY_PREFIX + pseudonym,
+            entity_type="identity",
+            purpose="re-identification",
+        )
+        audit.record(home, [event])
