@@ -66,6 +66,10 @@ def _print_report(r: RiskReport) -> None:
     if r.uniqueness is not None:
         u = r.uniqueness.as_dict()
         t.add_row(f"population uniqueness ({u['model']})", _fmt(u["population_uniqueness"]))
+        t.add_row(
+            "sample uniques that are population-unique",
+            _fmt(u["sample_uniques_population_unique"]),
+        )
         for name, m in u["models"].items():
             t.add_row(f"  {name}", _fmt(m["fraction"]))
     _out.print(t)

@@ -310,6 +310,11 @@ class UniquenessEstimate:
             "model": self.dankar_model,
             "population_uniques": num(self.dankar),
             "population_uniqueness": frac(self.dankar),
+            # each population unique is sampled with probability pi: of the sample
+            # uniques, about dankar * pi / sample_uniques are population uniques
+            "sample_uniques_population_unique": None
+            if math.isnan(self.dankar) or not self.sample_uniques
+            else min(1.0, self.dankar * self.sampling_fraction / self.sample_uniques),
             "models": {
                 name: {"uniques": num(v), "fraction": frac(v)}
                 for name, v in (("pitman", self.pitman), ("zayatz", self.zayatz), ("snb", self.snb))

@@ -104,7 +104,7 @@ def _population(seed: int, size: int) -> np.ndarray:
 def test_estimates_track_true_population_uniques(fraction: float, model: str | None) -> None:
     big_n = 100_000
     key = _population(1, big_n)
-    _, counts = np.unique(key, return_counts=True)
+    values, counts = np.unique(key, return_counts=True)
     truth = int((counts == 1).sum())
     rng = np.random.default_rng(2)
     sample = key[rng.choice(big_n, int(big_n * fraction), replace=False)]
@@ -117,6 +117,9 @@ def test_estimates_track_true_population_uniques(fraction: float, model: str | N
         assert math.isnan(value) or value == pytest.approx(truth, rel=0.6)
     d = e.as_dict()
     assert d["population_uniqueness"] == pytest.approx(e.dankar / big_n)
+    sampled_truth = np.count_nonzero(np.isin(sample, values[counts == 1]))
+    share = sampled_truth / e.sample_uniques  # sample uniques that are population uniques
+    assert d["sample_uniques_population_unique"] == pytest.approx(share, rel=0.3)
 
 
 def test_models_need_enough_information() -> None:
