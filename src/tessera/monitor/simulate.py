@@ -296,7 +296,7 @@ def _attacker_address(rng: np.random.Generator) -> str:
 
 def _spraying(rng: np.random.Generator, t: datetime, users: list[User]) -> list[AuditEvent]:
     address = _attacker_address(rng)
-    victims = rng.choice(len(users), size=int(rng.integers(15, 40)), replace=False)
+    victims = rng.choice(len(users), size=min(len(users), int(rng.integers(15, 40))), replace=False)
     out = []
     for v in victims:
         t += timedelta(seconds=int(rng.integers(10, 90)))

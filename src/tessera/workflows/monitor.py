@@ -162,6 +162,8 @@ def simulate(
     """Write ``days`` of synthetic normal use ending now, with one ``scenario`` attack."""
     if scenario not in SCENARIOS:
         raise UsageError(f"unknown scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
+    if not 10 <= users <= 2000:
+        raise UsageError("--users must be between 10 and 2000")
     if not 8 <= days <= 60:
         raise UsageError("--days must be between 8 and 60 (baselines need a week)")
     end = (now or datetime.now(UTC)).replace(microsecond=0)

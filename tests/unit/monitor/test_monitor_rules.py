@@ -85,3 +85,11 @@ def test_alert_rejects_unknown_kind_and_severity() -> None:
         Alert("nope", "low", (), "x", T0, T0)
     with pytest.raises(ValueError):
         Alert("anomaly", "urgent", (), "x", T0, T0)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_injectors_work_on_a_small_population(scenario: str) -> None:
+    rng = np.random.default_rng(2)
+    people = population(rng, 10)
+    events = inject(scenario, rng, T0 + timedelta(days=8), people)
+    assert events and all(e.recorded is not None for e in events)
