@@ -13,9 +13,12 @@ from pydicom.data import get_testdata_file
 
 from tessera.workflows.dicom import reidentify, start_node
 
+# dcmtk's storescu (pynetdicom installs a Python one of the same name in the venv)
+STORESCU = "/usr/bin/storescu" if Path("/usr/bin/storescu").exists() else shutil.which("storescu")
+
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk not installed"),
+    pytest.mark.skipif(STORESCU is None, reason="dcmtk not installed"),
 ]
 
 SENT = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "rtdose.dcm", "rtstruct.dcm",
@@ -36,7 +39,7 @@ def test_storescu_to_our_node(tmp_path: Path) -> None:
     node = start_node(home=home, out=out, port=0, ae_title="TESSERA_TEST")
     try:
         run = subprocess.run(
-            ["storescu", "-nh", "-aec", "TESSERA_TEST", "-aet", "PACS", node.host, str(node.port),
+            [STORESCU, "-nh", "-aec", "TESSERA_TEST", "-aet", "PACS", node.host, str(node.port),
              *(sample_path(n) for n in SENT + AT_RISK)],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip

@@ -19,6 +19,9 @@ from tessera.workflows.audit import verify_log
 from tessera.workflows.dicom import deidentify_paths, reidentify, start_node
 from tessera.workflows.vault import open_vault
 
+# dcmtk's storescu (pynetdicom installs a Python one of the same name in the venv)
+STORESCU = "/usr/bin/storescu" if Path("/usr/bin/storescu").exists() else shutil.which("storescu")
+
 pytestmark = pytest.mark.integration
 
 
@@ -51,14 +54,14 @@ def test_identity_in_vault_and_reidentify_audited(tmp_path: Path) -> None:
     assert verify_log(home, note=False).entries == 3
 
 
-@pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk not installed")
+@pytest.mark.skipif(STORESCU is None, reason="dcmtk not installed")
 def test_node_stores_received_objects_in_the_vault(tmp_path: Path) -> None:
     home = tmp_path / "env"
     assert main(["init", str(home), "--nodes", "3", "--threshold", "2", "--unencrypted-key"]) == 0
     node = start_node(home=home, out=tmp_path / "unused", port=0, to_vault=True)
     try:
         run = subprocess.run(
-            ["storescu", "-aec", "TESSERA", node.host, str(node.port), str(ct_small())],
+            [STORESCU, "-aec", "TESSERA", node.host, str(node.port), str(ct_small())],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     finally:

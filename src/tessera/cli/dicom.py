@@ -140,7 +140,8 @@ def serve(
 
     def log(outcome: Outcome, where: str | None) -> None:
         detail = where if outcome.status == "deidentified" else outcome.reason
-        stderr.print(f"{outcome.status}: {detail}")
+        sys.stderr.write(f"{outcome.status}: {detail}\n")
+        sys.stderr.flush()
 
     node = workflow.start_node(
         home=root,
