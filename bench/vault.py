@@ -5,7 +5,7 @@ Usage: python bench/vault.py [--mib 1024] [--scheme shamir] [--k 3] [--n 5]
 
 Every phase runs in its own child process (so its peak RSS is its own, read with
 ``os.wait4``; the interpreter alone is ~70 MiB) on the same input file, in this one run,
-and is timed inside that process:
+and is timed inside that process, after removing its previous output and ``sync``:
 
 * ``cp``       the ``cp`` command copying the input (what the disk can do);
 * ``split``    ``split_stream`` of the input into n fragment files in n local folders;
@@ -54,34 +54,46 @@ def _vault(root: Path, k: int, n: int) -> Vault:
     return Vault(stores, k=k, verifier=key.verify_key, signer=key, state_dir=root / "state")
 
 
-def run_phase(phase: str, work: Path, k: int, n: int, scheme: str) -> None:
-    """One measured phase (in a child process)."""
+def run_phase(phase: str, work: Path, k: int, n: int, scheme: str) -> float:
+    """One phase (in a child process): remove its previous output, sync, time it."""
     src = work / "input.bin"
     size = src.stat().st_size
+    folders = [work / "raw" / f"f{i}" for i in range(1, n + 1)]
+    vault = _vault(work / "vault", k, n)
+    # Every phase starts from nothing, with no dirty pages of earlier phases pending.
+    if phase == "put" and vault.manifests():
+        vault.rm("input.bin")
+    output = {"cp": "copy.bin", "combine": "combined.bin", "get": "restored.bin"}.get(phase)
+    if output:
+        (work / output).unlink(missing_ok=True)
+    if phase == "split":
+        for f in folders:
+            f.mkdir(parents=True, exist_ok=True)
+            (f / "fragment").unlink(missing_ok=True)
+    os.sync()
+    start = time.perf_counter()
     if phase == "cp":
         subprocess.run(["cp", str(src), str(work / "copy.bin")], check=True)
     elif phase == "split":
-        folders = [work / "raw" / f"f{i}" for i in range(1, n + 1)]
-        for f in folders:
-            f.mkdir(parents=True, exist_ok=True)
         outs = [open(f / "fragment", "wb") for f in folders]  # noqa: SIM115
         with open(src, "rb") as s:
             split_stream(s, outs, k=k, size=size, scheme=scheme)
         for o in outs:
             o.close()
     elif phase == "combine":
-        ins = [open(work / "raw" / f"f{i}" / "fragment", "rb") for i in range(n - k + 1, n + 1)]  # noqa: SIM115
+        ins = [open(f / "fragment", "rb") for f in folders[n - k :]]  # noqa: SIM115
         with open(work / "combined.bin", "wb") as out:
             combine_stream(ins, out)
         for f in ins:
             f.close()
     elif phase == "put":
         with open(src, "rb") as s:
-            _vault(work / "vault", k, n).put(s, size, "input.bin", scheme=scheme)
+            vault.put(s, size, "input.bin", scheme=scheme)
     elif phase == "get":
-        _vault(work / "vault", k, n).get("input.bin", work / "restored.bin")
+        vault.get("input.bin", work / "restored.bin")
     else:
         raise SystemExit(f"unknown phase {phase}")
+    return time.perf_counter() - start
 
 
 def _child(phase: str, work: Path, args: argparse.Namespace) -> tuple[float, float]:
@@ -122,9 +134,7 @@ def main() -> None:
     parser.add_argument("--phase", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
-        start = time.perf_counter()
-        run_phase(args.phase, args.dir, args.k, args.n, args.scheme)
-        print(time.perf_counter() - start)
+        print(run_phase(args.phase, args.dir, args.k, args.n, args.scheme))
         return
     size = args.mib << 20
     work = Path(tempfile.mkdtemp(prefix="tessera-bench-vault-", dir=args.dir))
@@ -140,8 +150,6 @@ def main() -> None:
                 best["seconds"] = min(best["seconds"], seconds)
                 best["peak_rss_mb"] = max(best["peak_rss_mb"], rss)
                 best["mb_per_s"] = size / best["seconds"] / 1e6
-                if phase == "cp":
-                    (work / "copy.bin").unlink()
         for name in ("restored.bin", "combined.bin"):
             if not _same(work / "input.bin", work / name):
                 raise SystemExit(f"{name} differs from the input!")
