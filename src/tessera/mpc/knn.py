@@ -312,12 +312,17 @@ def run_program(program_type: type[_Program]) -> None:
     knn_fast.install(thresha)
     program = program_type(mpc, job, args.timings)
 
+    missing = [name for name in [*job.part_names(), "patient"] if name not in inputs]
+    if missing:  # before connecting: the other parties see this party fail at once
+        raise SystemExit(f"knn party: input {missing[0]!r} missing")
+
     async def _run() -> Any:
         await mpc.start()
-        try:
-            return await program.run(inputs)
-        finally:
-            await mpc.shutdown()
+        result = await program.run(inputs)
+        # No shutdown after a failure: its barrier would wait for the others forever;
+        # the process exits instead and the launcher stops the remaining parties.
+        await mpc.shutdown()
+        return result
 
     profile_dir = os.environ.get(PROFILE_ENV)
     if profile_dir:  # developer aid: cProfile stats per party

@@ -147,10 +147,14 @@ def run_local_parties(
                 cmd.append("--timings")
             procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
         deadline = start + timeout
-        for proc in procs:
-            proc.wait(timeout=max(1.0, deadline - time.perf_counter()))
-    except subprocess.TimeoutExpired:
-        raise BackendError(f"the MPC parties did not finish within {timeout:.0f} s") from None
+        # A party that fails leaves the others waiting on it: stop them all at once.
+        while True:
+            codes = [proc.poll() for proc in procs]  # poll every one (no short-circuit)
+            if all(c is not None for c in codes) or any(c not in (None, 0) for c in codes):
+                break
+            if time.perf_counter() > deadline:
+                raise BackendError(f"the MPC parties did not finish within {timeout:.0f} s")
+            time.sleep(0.05)
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -159,15 +163,18 @@ def run_local_parties(
         for log in logs:
             log.close()
     seconds = time.perf_counter() - start
-    text = "".join(
+    logs_text = [
         (workdir / f"party_{i}.log").read_text(errors="replace") for i in range(len(procs))
-    )
-    failed = [i for i, proc in enumerate(procs) if proc.returncode != 0]
+    ]
+    codes = [proc.returncode for proc in procs]
+    failed = [i for i, c in enumerate(codes) if c is not None and c > 0]
+    failed += [i for i, c in enumerate(codes) if c not in (0, None) and i not in failed]
     if failed or not all(o.exists() for o in outs):
-        last = [ln for ln in text.splitlines() if ln.strip()][-1:] or ["no output"]
-        raise BackendError(f"MPC party {failed[0] if failed else '?'} failed: {last[0][:200]}")
+        who = failed[0] if failed else 0
+        lines = [ln for ln in logs_text[who].splitlines() if ln.strip()]
+        raise BackendError(f"MPC party {who} failed: {(lines or ['no output'])[-1][:200]}")
     shares = []
     for o in outs:
         with np.load(io.BytesIO(o.read_bytes()), allow_pickle=False) as z:
             shares.append(np.asarray(z["result"], dtype=np.uint64))
-    return PartyRun(shares, seconds, text)
+    return PartyRun(shares, seconds, "".join(logs_text))

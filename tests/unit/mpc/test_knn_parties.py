@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tessera.errors import IntegrityError
+from tessera.errors import BackendError, IntegrityError
 from tessera.mpc.knn_local import reconstruct_result, run_local_parties, share_patient
 from tessera.mpc.knn_spec import PatientQuery, recommend_plain
 
@@ -36,7 +36,7 @@ def _run(t: Table, tmp_path: Path, patient: dict[str, int], **mode: int) -> None
         reconstruct_result(t.job, bad)
 
 
-@pytest.mark.parametrize("k", [1, 37])
+@pytest.mark.parametrize("k", [1, 37, 150])
 def test_k_nearest_with_ties_equals_the_oracle(tmp_path: Path, k: int) -> None:
     t = make_table(150, seed=k)
     patient = {f.name: f.lo + (f.hi - f.lo) // 2 for f in t.job.features}
@@ -47,3 +47,14 @@ def test_radius_mode_equals_the_oracle(tmp_path: Path) -> None:
     t = make_table(120, seed=5, mode="radius")
     patient = {f.name: f.hi for f in t.job.features}
     _run(t, tmp_path, patient, radius=20)
+
+
+def test_a_failing_party_stops_the_run(tmp_path: Path) -> None:
+    t = make_table(30, seed=9)
+    inputs = t.party_inputs()
+    query = PatientQuery.build(t.job, {f.name: f.lo for f in t.job.features}, k=3)
+    for i, share in enumerate(share_patient(t.job, query)):
+        inputs[i]["patient"] = share
+    del inputs[1]["patient"]  # party 1 cannot start its part of the computation
+    with pytest.raises(BackendError, match="MPC party 1 failed"):
+        run_local_parties(t.job, inputs, tmp_path, timeout=120)
