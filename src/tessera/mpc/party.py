@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +121,13 @@ async def _run(mpc: Any, ctx: PartyContext) -> None:
     await mpc.start()
     try:
         await module.run(ctx)
-    finally:
-        await mpc.shutdown()
+    except BaseException:
+        # MPyC's shutdown barrier would wait forever for the other parties' pending
+        # rounds: report and leave at once (the node reports the failure).
+        traceback.print_exc(file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(1)
+    await mpc.shutdown()
 
 
 def main() -> None:

@@ -18,6 +18,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from mpyc import asyncoro
+
+from tessera.mpc._speedups import limb_matmul
 
 __all__ = ["run"]
 
@@ -84,13 +87,17 @@ class _Eval:
         return self.cache[key]
 
     def digit_onehot_t(self, ref: str, j: int) -> Value:
-        """Shared one-hot (16 x rows) of digit j, computed locally from its thermometer."""
+        """This party's shares (16 x rows, int64) of digit j's one-hot, from its thermometer."""
         th = self.raw[f"{ref}.th{j}"].astype(np.int64)  # rows x 15, shares in [0, p)
         valid = self.raw[f"{ref}.valid"].astype(np.int64).reshape(-1, 1)
         zero = np.zeros((self.rows, 1), dtype=np.int64)
         upper = np.concatenate([valid, th], axis=1)
         lower = np.concatenate([th, zero], axis=1)
-        return self.ctx.shared(np.mod(upper - lower, self.ctx.prime).T.copy())
+        return np.mod(upper - lower, self.ctx.prime).T.copy()
+
+    def raw_int(self, name: str) -> np.ndarray:
+        """This party's shares of a part as int64 (values in [0, p))."""
+        return self.raw[name].astype(np.int64)
 
     def ones(self) -> np.ndarray:
         return np.ones(self.rows, dtype=np.int64)
@@ -245,6 +252,28 @@ class _Eval:
         return combos
 
 
+def _times_local(ev: _Eval, c: Value, raw: np.ndarray) -> Value:
+    """Secure ``c @ M`` where this party holds ``raw``, its shares of M (int64 in [0, p)).
+
+    What MPyC's np_matmul does for two secure operands (local product of shares, then
+    one resharing per output), without turning M into an array of Python ints.
+    """
+    mpc = ev.mpc
+    sectype = type(c)
+    shape = (c.shape[0], raw.shape[1])
+
+    @asyncoro.mpc_coro
+    async def product(c):  # type: ignore[no-untyped-def]  # mpc_coro reads annotations
+        await mpc.returnType((sectype, shape))
+        share = await mpc.gather(c)
+        local = limb_matmul(share.value, raw, ev.ctx.prime)
+        if local is None:
+            local = (share.value @ raw.astype(object)) % ev.ctx.prime
+        return mpc._reshare(ev.ctx.field.array(local))
+
+    return product(c)
+
+
 def _bits(n: int) -> int:
     return max(2, int(n).bit_length() + 2)
 
@@ -258,7 +287,7 @@ def _select_digit(
     its one-hot (G x base); only inner products and base-1 small comparisons per group.
     """
     mpc = ev.mpc
-    counts = c @ th  # G x (base-1): selected rows with digit >= k
+    counts = _times_local(ev, c, th)  # G x (base-1): selected rows with digit >= k
     if op == "max":
         diff = counts - 1  # some selected row has digit >= k
     else:
@@ -293,18 +322,18 @@ def _extreme(ev: _Eval, spec: dict[str, Any], sel: Value, groups: list[Value]) -
     c = mpc.np_stack([ev.secure(ev.mul(sv, g)) for g in groups])  # G x rows
     digits = int(info["digits"])
     if digits == 0:
-        value, _ = _select_digit(ev, ev.part(f"{ref}.th"), c, op, width + 1, gn)
+        value, _ = _select_digit(ev, ev.raw_int(f"{ref}.th"), c, op, width + 1, gn)
         return value
     total: Value = None
     for j in range(digits):
-        th = ev.part(f"{ref}.th{j}")  # rows x 15
+        th = ev.raw_int(f"{ref}.th{j}")  # rows x 15
         digit, onehot = _select_digit(ev, th, c, op, 16, gn)
         weight = 16 ** (digits - 1 - j)
         total = digit * weight if total is None else total + digit * weight
         if j == digits - 1:
             break
         # rows whose digit j equals the chosen one: onehot_g . (their digit's one-hot)
-        keep = onehot @ ev.digit_onehot_t(ref, j)  # G x rows
+        keep = _times_local(ev, onehot, ev.digit_onehot_t(ref, j))  # G x rows
         c = c * keep
     return total
 

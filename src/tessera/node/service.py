@@ -113,10 +113,22 @@ class NodeService:
         )
         self._replay.commit()
         self.requesters = self._load_requesters()
+        self._clean_jobs()
         self._closed = not warm  # no warm party processes at all when warm=False
         self._zygote: tuple[subprocess.Popen[bytes], Path] | None = None
         if warm:
             self._spawn_zygote()
+
+    def _clean_jobs(self) -> None:
+        """Remove what a previous run of this node left (job folders hold key copies)."""
+        jobs = self.root / "jobs"
+        if not jobs.is_dir():
+            return
+        for path in jobs.iterdir():
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.name.startswith("zygote-"):
+                path.unlink(missing_ok=True)
 
     def _load_requesters(self) -> list[VerifyKey]:
         keys = []
