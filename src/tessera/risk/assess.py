@@ -115,7 +115,9 @@ def population_class_sizes(
         )
     except (pl.exceptions.SchemaError, pl.exceptions.ComputeError) as exc:
         raise InputError("population table columns do not match the sample's types") from exc
-    key, _ = combine_codes([encode_column(both.get_column(c)) for c in qi], both.height)
+    key, _ = combine_codes(
+        [encode_column(both.get_column(c), ordered=False) for c in qi], both.height
+    )
     skey, pkey = key[: sample.height], key[sample.height :]
     rep = skey[table.first_row]
     uniq, counts = np.unique(pkey, return_counts=True)

@@ -43,11 +43,12 @@ _MAX_KEY = 1 << 62
 _DENSE_LIMIT = 4
 
 
-def encode_column(series: pl.Series) -> tuple[IntArray, int]:
-    """Dense codes 0..c-1 in the column's sort order (missing values first) and c.
+def encode_column(series: pl.Series, *, ordered: bool = True) -> tuple[IntArray, int]:
+    """Dense codes 0..c-1 and c; missing values get their own code.
 
-    Hash-based: the distinct values are found and sorted (cheap, there are few), then
-    every row is looked up (an Enum cast for text, ``searchsorted`` for numbers).
+    With ``ordered`` the codes follow the column's sort order (missing first); without,
+    any order (enough for grouping, and cheaper for text).  Hash-based: no sort of the
+    rows, only of the few distinct values.
     """
     nulls = series.null_count()
     dtype = series.dtype
@@ -55,15 +56,25 @@ def encode_column(series: pl.Series) -> tuple[IntArray, int]:
         series = series.cast(pl.Int8)
         dtype = series.dtype
     if dtype.is_temporal():
-        series, dtype = series.to_physical(), series.to_physical().dtype
+        series = series.to_physical()
+        dtype = series.dtype
+    mask = series.is_null().to_numpy() if nulls else None
     if dtype == pl.String:
-        codes, card = _encode_text(series)
-    elif dtype.is_integer() and _small_range(series):
-        values = series.fill_null(series.min()).to_numpy().astype(np.int64, copy=False)
-        offset = values - int(values.min())
-        present = np.bincount(offset) > 0
-        codes = (np.cumsum(present) - 1)[offset]
-        card = int(present.sum())
+        codes, card = _encode_text(series, mask, ordered)
+    elif dtype.is_integer() and nulls < series.len():
+        values = series.to_numpy()
+        if mask is not None:
+            values = np.where(mask, values[~mask][0], values)
+        values = values.astype(np.int64, copy=False)
+        lo, hi = int(values.min()), int(values.max())
+        if hi - lo <= 4 * values.size + 1024:
+            offset = values - lo
+            present = np.bincount(offset) > 0
+            codes = (np.cumsum(present) - 1)[offset]
+            card = int(present.sum())
+        else:
+            uniq, inverse = np.unique(values, return_inverse=True)
+            codes, card = inverse.reshape(-1).astype(np.int64), int(uniq.size)
     elif dtype.is_numeric():
         uniq = series.unique().drop_nulls().sort().to_numpy()
         card = uniq.size
@@ -73,47 +84,40 @@ def encode_column(series: pl.Series) -> tuple[IntArray, int]:
         ranks = series.rank("dense")
         codes = ranks.fill_null(1).to_numpy().astype(np.int64) - 1
         card = int(codes.max()) + 1 if codes.size and nulls < series.len() else 0
-    if nulls:
-        mask = series.is_null().to_numpy()
+    if mask is not None:
         codes = codes + 1
         codes[mask] = 0
         card += 1
     return codes, int(card)
 
 
-def _small_range(series: pl.Series) -> bool:
-    """Whether an integer column's values span at most a few times its length."""
-    lo, hi = series.min(), series.max()
-    if lo is None or hi is None:
-        return False
-    return int(hi) - int(lo) <= 4 * series.len() + 1024  # type: ignore[arg-type]
-
-
-def _encode_text(series: pl.Series) -> tuple[IntArray, int]:
-    """Text to codes in lexical order (missing rows get code 0, fixed up by the caller).
+def _encode_text(
+    series: pl.Series, mask: npt.NDArray[np.bool_] | None, ordered: bool
+) -> tuple[IntArray, int]:
+    """Text to codes (missing rows get an arbitrary code, fixed up by the caller).
 
     A Categorical cast is a hash lookup (an Enum cast is ~10x slower); its physical
-    codes are then renumbered in the sorted order of the labels they stand for.
+    codes are renumbered densely, in the sorted order of their labels when ``ordered``.
     """
     n = series.len()
     phys = series.cast(pl.Categorical).to_physical()
-    null = series.is_null().to_numpy() if series.null_count() else None
-    raw = phys.fill_null(0).to_numpy().astype(np.int64, copy=False)
+    raw = (phys if mask is None else phys.fill_null(0)).to_numpy().astype(np.int64, copy=False)
     top = int(raw.max()) + 1 if n else 0
     if top > 8 * n + 1024:  # a sparse global dictionary: fall back to an Enum cast
         cats = series.unique().drop_nulls().sort()
         enum = series.cast(pl.Enum(cats.to_list())).to_physical()
         return enum.fill_null(0).to_numpy().astype(np.int64), cats.len()
-    rows = np.arange(n, dtype=np.int64)
-    valid = raw if null is None else raw[~null]
-    valid_rows = rows if null is None else rows[~null]
+    valid = raw if mask is None else raw[~mask]
     present = np.flatnonzero(np.bincount(valid, minlength=top))
-    first = np.full(top, -1, dtype=np.int64)
-    first[valid[::-1]] = valid_rows[::-1]
-    labels = series.gather(first[present])
-    order = labels.arg_sort().to_numpy()
     rank = np.zeros(top, dtype=np.int64)
-    rank[present[order]] = np.arange(present.size, dtype=np.int64)
+    if ordered and present.size > 1:
+        rows = np.arange(n, dtype=np.int64)
+        valid_rows = rows if mask is None else rows[~mask]
+        first = np.full(top, -1, dtype=np.int64)
+        first[valid[::-1]] = valid_rows[::-1]
+        labels = series.gather(first[present])
+        present = present[labels.arg_sort().to_numpy()]
+    rank[present] = np.arange(present.size, dtype=np.int64)
     return rank[raw], int(present.size)
 
 
@@ -252,7 +256,7 @@ def build_classes(df: pl.DataFrame, qi: Sequence[str], sensitive: str | None = N
     n = df.height
     if n == 0:
         raise InputError("the table has no rows")
-    key, card = combine_codes([encode_column(df.get_column(c)) for c in qi], n)
+    key, card = combine_codes([encode_column(df.get_column(c), ordered=False) for c in qi], n)
     class_of_row, sizes, first = group_keys(key, card)
     hist = (
         sensitive_histograms(class_of_row, int(sizes.size), df.get_column(sensitive))
