@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,15 @@ def _outcomes(paths: list[Path], settings: BatchSettings, workers: int) -> Itera
         yield from map(_work, paths)
         return
     chunk = max(1, min(32, len(paths) // (workers * 4)))
-    with ProcessPoolExecutor(workers, initializer=_init, initargs=(settings,)) as pool:
-        yield from pool.map(_work, paths, chunksize=chunk)
+    done = 0
+    try:
+        with ProcessPoolExecutor(workers, initializer=_init, initargs=(settings,)) as pool:
+            for outcome in pool.map(_work, paths, chunksize=chunk):
+                done += 1
+                yield outcome
+    except BrokenProcessPool:  # a worker died (killed, out of memory): report, go on
+        for _ in paths[done:]:
+            yield Outcome("failed", "worker process died while handling this batch")
 
 
 def run_batch(

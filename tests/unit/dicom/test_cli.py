@@ -12,7 +12,15 @@ import pytest
 from pydicom import dcmread
 
 from tessera.cli.main import main
-from tessera.dicom import FolderIdentityStore, FolderSink
+from tessera.dicom import (
+    BatchSettings,
+    FolderIdentityStore,
+    FolderSink,
+    Profile,
+    discover,
+    run_batch,
+)
+from tessera.dicom import batch as batch_module
 from tessera.errors import NotFoundError, UsageError
 
 from .conftest import base_dataset, encode
@@ -120,3 +128,24 @@ def test_folder_stores(tmp_path: Path) -> None:
         store.get("TS" + "B" * 20)
     with pytest.raises(UsageError):
         store.get("../../etc/passwd")
+
+
+def _dying(path: Path) -> object:
+    """A worker that dies on one file (as an out-of-memory kill would)."""
+    if path.name == "Doe_1.dcm":
+        os._exit(3)
+    return batch_module._original_work(path)  # type: ignore[attr-defined]
+
+
+def test_batch_survives_a_dying_worker(
+    tmp_path: Path, inputs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = discover(inputs) * 4  # 20 files: enough for the pool
+    monkeypatch.setattr(batch_module, "_original_work", batch_module._work, raising=False)
+    monkeypatch.setattr(batch_module, "_work", _dying)
+    entries = run_batch(
+        paths, BatchSettings.of(Profile(), bytes(32)), FolderSink(tmp_path / "o"),
+        FolderIdentityStore(tmp_path / "i"), workers=2,
+    )  # fmt: skip
+    assert len(entries) == len(paths)
+    assert any(e["reason"] == "worker process died while handling this batch" for e in entries)
