@@ -70,6 +70,11 @@ class Store:
         return f"Store({self.id}, {display_url(self.url)!r})"
 
     @property
+    def local(self) -> bool:
+        """True for a folder on this machine (``file://`` or a plain path)."""
+        return urlsplit(self.url).scheme in ("", "file", "local")
+
+    @property
     def label(self) -> str:
         """How errors and reports name this store: ``"3 (s3://bucket/vault)"``."""
         return f"{self.id} ({display_url(self.url)})"

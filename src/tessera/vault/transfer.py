@@ -28,7 +28,13 @@ _END = object()
 
 
 class StoreWriter:
-    """Write one file on one store from a background thread (write-only, sequential)."""
+    """Write one file on one store (write-only, sequential).
+
+    Remote stores are written from a background thread through a bounded queue, so a
+    slow store never holds up the others.  A local folder is written directly from the
+    caller's thread: the page cache makes those writes non-blocking, and the copy into
+    the queue would cost more than it saves.
+    """
 
     def __init__(self, store: Store, relative: str, *, depth: int = 8, stall_s: float = 120.0):
         self.store = store
@@ -39,10 +45,18 @@ class StoreWriter:
         self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
         self._position = 0
         self._closed = False
-        self._thread = threading.Thread(
-            target=self._run, name=f"vault-write-{store.id}", daemon=True
-        )
-        self._thread.start()
+        self._direct: IO[bytes] | None = None
+        self._thread: threading.Thread | None = None
+        if store.local:
+            try:
+                self._direct = store.open_write(relative)
+            except BaseException as exc:
+                self.error = exc
+        else:
+            self._thread = threading.Thread(
+                target=self._run, name=f"vault-write-{store.id}", daemon=True
+            )
+            self._thread.start()
 
     def _run(self) -> None:
         target: IO[bytes] | None = None
@@ -73,7 +87,12 @@ class StoreWriter:
         """Queue a copy of ``data`` for the store; never raises for store failures."""
         view = memoryview(data).cast("B")
         size = view.nbytes
-        if self.error is None:
+        if self._direct is not None and self.error is None:
+            try:
+                self._direct.write(view)
+            except BaseException as exc:
+                self.error = self.store._fail(f"write {self.relative}", exc)
+        elif self._thread is not None and self.error is None:
             # Copy into a recycled buffer: the caller may reuse ``data`` at once, and
             # fresh 1 MiB allocations per write cost more than the copy itself.
             try:
@@ -111,7 +130,15 @@ class StoreWriter:
 
     def finish(self) -> BaseException | None:
         """Wait until everything is written and the file closed; the store's error, if any."""
-        if not self._closed:
+        if not self._closed and self._thread is None:
+            self._closed = True
+            if self._direct is not None:
+                try:
+                    self._direct.close()
+                except BaseException as exc:
+                    if self.error is None:
+                        self.error = self.store._fail(f"write {self.relative}", exc)
+        if not self._closed and self._thread is not None:
             self._closed = True
             try:
                 self._queue.put(_END, timeout=self._stall_s)
