@@ -10,10 +10,10 @@ APT_STAMP := $(VENV)/.apt-installed
 
 install: $(STAMP) $(APT_STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[all,dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[all,dev]'
 	touch $(STAMP)
 
 # Debian packages the integration tests drive (sshd, storescu, dciodvfy).  Installed
