@@ -22,11 +22,13 @@ Algorithm (see :mod:`tessera.mpc.knn_spec` for the definition):
    ripple-carry adder against the public masked value (one multiplication per record
    per bit);
 3. threshold: the k-th smallest (distance, row index) pair is found most significant
-   bit first.  Per level a secret count of records below the candidate prefix decides
-   the bit with one secure comparison; per record a "prefix equal" flag costs two
-   multiplications per distance bit and one per (public) index bit.  "Already smaller"
-   is never kept per level: it is the inner product of each record's per-level
-   "equal so far and bit 0" flags with the threshold's bits, one resharing per record;
+   digit first, two bits (a base-4 digit) per level.  Per level three secret counts of
+   the records below the candidate prefixes are compared with k in parallel (three
+   small secure comparisons); per record the "prefix equal and digit = v" flags cost
+   three multiplications (secret distance digits; none for public row-index digits) and
+   the new "prefix equal" flag one resharing.  "Already smaller" is never kept per
+   level: it is the inner product of each record's per-level flags with the comparison
+   bits, one resharing per record at the end;
 4. aggregates: one-hot treatments transposed times [selected, selected * time,
    selected * event] — one resharing per output.
 
@@ -169,32 +171,63 @@ class _Program:
         return out
 
     def select_k(self, bits: list[Any], k: Any) -> Any:
-        """0/1 flags of the k records first in (distance, row index) order."""
+        """0/1 flags of the k records first in (distance, row index) order.
+
+        Two bits per level (a base-4 digit; one bit first when the count is odd): the
+        digit's three candidate counts are compared with k in parallel, which halves the
+        sequential rounds.  Per level and record: three multiplications for "prefix equal
+        and digit = v" (secret digits; none for public index digits) and one resharing
+        for the new "prefix equal" flag.
+        """
         mpc, n = self.mpc, self.job.rows
-        eq = None
-        below = self.secint(0)
-        flags, thresholds = [], []
         index = np.arange(n)
-        levels: list[tuple[bool, int]] = [(True, b) for b in reversed(range(len(bits)))]
-        levels += [(False, b) for b in reversed(range(self.job.index_bits))]
-        for secret, b in levels:
-            if secret:
-                db = bits[b]
-                if eq is None:
-                    e, f = db, 1 - db
+        levels = [("secret", g) for g in _digit_groups(len(bits))]
+        levels += [("public", g) for g in _digit_groups(self.job.index_bits)]
+        pairs = [g for kind, g in levels if kind == "secret" and len(g) == 2]
+        highs_lows = None
+        if pairs:  # h*l of every secret digit, all in one round
+            highs = mpc.np_stack([bits[g[0]] for g in pairs], axis=1)
+            lows = mpc.np_stack([bits[g[1]] for g in pairs], axis=1)
+            highs_lows = self.mul(highs, lows)
+        eq: Any = None
+        below = self.secint(0)
+        flags: list[Any] = []
+        thresholds: list[Any] = []
+        pair_no = 0
+        for kind, group in levels:
+            if kind == "secret":
+                if len(group) == 1:
+                    base = [bits[group[0]]]
                 else:
-                    e = self.mul(eq, db)
-                    f = eq - e
+                    assert highs_lows is not None
+                    base = [bits[group[0]], bits[group[1]], highs_lows[:, pair_no]]
+                    pair_no += 1
+                if eq is None:
+                    prods = base
+                else:
+                    both = self.mul(mpc.np_stack(base, axis=1), eq.reshape(n, 1))
+                    prods = [both[:, j] for j in range(len(base))]
+                e = _digit_indicators(prods, eq)
             else:
-                ib = ((index >> b) & 1).astype(object)
-                f = eq * (1 - ib)  # public bit: local
-                e = eq - f
-            zeros = mpc.np_sum(f)
-            t_b = below + zeros < k  # threshold bit: 1 when fewer than k are <= prefix|0
-            below = below + t_b * zeros
-            eq = f + self.mul(e - f, t_b)
-            flags.append(f)
-            thresholds.append(t_b)
+                digit = np.zeros(n, dtype=np.int64)
+                for b in group:
+                    digit = digit * 2 + ((index >> b) & 1)
+                onehot = np.eye(1 << len(group), dtype=np.int64)[digit].astype(object)
+                e = [eq * onehot[:, v] for v in range(1 << len(group))]  # public: local
+            sums = [mpc.np_sum(x) for x in e[:-1]]
+            below_v, cum = [], below
+            for s_v in sums:
+                cum = cum + s_v
+                below_v.append(cum < k)  # digit > v  <=>  fewer than k are <= prefix|v
+            t_onehot = [1 - below_v[0]]
+            t_onehot += [below_v[v - 1] - below_v[v] for v in range(1, len(below_v))]
+            t_onehot.append(below_v[-1])
+            for g_v, s_v in zip(below_v, sums, strict=True):
+                below = below + g_v * s_v
+            stacked = mpc.np_stack(e, axis=1)
+            eq = self.matmul(stacked, mpc.np_fromlist(t_onehot)[:, None]).reshape(n)
+            flags.extend(e[:-1])
+            thresholds.extend(below_v)
         smaller = self.matmul(mpc.np_stack(flags, axis=1), mpc.np_fromlist(thresholds)[:, None])
         return smaller.reshape(n) + eq
 
@@ -252,6 +285,29 @@ class _Program:
         result = await mpc.gather(await self.aggregate(parts, self.secint.array(selected)))
         self._phase("aggregate")
         return np.asarray(result.value, dtype=object).astype(np.uint64)
+
+
+def _digit_groups(bits: int) -> list[tuple[int, ...]]:
+    """Bit positions, most significant first, in groups of two (one single bit first if odd)."""
+    groups: list[tuple[int, ...]] = []
+    b = bits
+    if b % 2:
+        groups.append((b - 1,))
+        b -= 1
+    while b > 0:
+        groups.append((b - 1, b - 2))
+        b -= 2
+    return groups
+
+
+def _digit_indicators(prods: list[Any], eq: Any) -> list[Any]:
+    """[eq and digit = v] for v = 0.. from eq*h, eq*l, eq*h*l (or eq*d); eq None means 1."""
+    one = 1 if eq is None else eq
+    if len(prods) == 1:
+        (d,) = prods
+        return [one - d, d]
+    h, lo, hl = prods
+    return [one - h - lo + hl, lo - hl, h - hl, hl]
 
 
 def _mul(mpc: Any, secint: Any, a: Any, b: Any) -> Any:
