@@ -151,6 +151,12 @@ def test_custodians_in_separate_namespaces(
         result = run_query(env, "SELECT COUNT(*), SUM(age) FROM ward WHERE age > 40 AND smoker")
         want = [a for a in ages if a > 40 and a % 2]
         assert result["rows"] == [[len(want), sum(want)]]
+    except BaseException:
+        for i in (1, 2, 3):  # shown by pytest on failure
+            log_path = tmp_path / f"node-{i}.log"
+            if log_path.exists():
+                print(f"--- node {i} log:\n{log_path.read_text(errors='replace')[-2000:]}")
+        raise
     finally:
         for proc, log in procs:
             proc.terminate()

@@ -307,7 +307,9 @@ def run_job(
     """
     clients = ensure_nodes(env)
     try:
-        ports = {i: int(c.request("GET", "/v1/mpc-port")["port"]) for i, c in clients.items()}
+        with ThreadPoolExecutor(max_workers=len(clients)) as pool:  # TLS set-ups in parallel
+            asked = {i: pool.submit(c.request, "GET", "/v1/mpc-port") for i, c in clients.items()}
+            ports = {i: int(f.result()["port"]) for i, f in asked.items()}
         job = {
             "version": 1,
             "type": job_type,
