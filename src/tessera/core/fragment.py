@@ -20,15 +20,16 @@ from __future__ import annotations
 import hmac
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tessera.core.bitslice import from_elements, to_elements
+from tessera.core.blockpool import SharedArena, worker_count, worker_pool
 from tessera.core.fragfmt import (
     INNER_HEADER_SIZE,
     KEY_MATERIAL,
@@ -54,7 +55,6 @@ from tessera.core.fragread import (
 )
 from tessera.core.fragsplit import (
     DEFAULT_BLOCK_SIZE,
-    WORKERS,
     gcm_nonce,
     make_headers,
     share_keys,
@@ -101,16 +101,27 @@ class _Restorer:
         self.spares = list(range(self.h.k, len(self.readers)))
         self.bad = list(opened.bad)
         self.gcm = AESGCM(opened.keys.data_key) if self.h.scheme == "ssms" else None
-        self.slot = self.new_slot()
+        self.slots: list[_Slot] = []
+        self.spare_slot = self.new_slot(None)
 
-    def new_slot(self) -> _Slot:
-        """Buffers for one block in flight."""
+    def slot_bytes(self) -> int:
+        """Bytes of one slot."""
         h = self.h
         record = payload_length(h.scheme, h.block_size, h.k) + TAG_SIZE * (h.n + 1)
+        return h.k * (record + 64) + h.block_size + piece_length(h.block_size, h.k) * h.k + 256
+
+    def new_slot(self, arena: SharedArena | None) -> _Slot:
+        """Buffers for one block in flight (in shared memory when ``arena`` is given)."""
+        h = self.h
+        record = payload_length(h.scheme, h.block_size, h.k) + TAG_SIZE * (h.n + 1)
+
+        def take(nbytes: int) -> np.ndarray:
+            return arena.take(nbytes) if arena else np.empty(nbytes, dtype=np.uint8)
+
         return _Slot(
-            records=[np.empty(record, dtype=np.uint8) for _ in range(h.k)],
-            out=np.empty(h.block_size, dtype=np.uint8),
-            ct=np.empty(piece_length(h.block_size, h.k) * h.k, dtype=np.uint8),
+            records=[take(record) for _ in range(h.k)],
+            out=take(h.block_size),
+            ct=take(piece_length(h.block_size, h.k) * h.k),
         )
 
     def _drop(self, reader_pos: int, reason: str) -> None:
@@ -122,31 +133,44 @@ class _Restorer:
         self.active.append(self.spares.pop(0))
         self.active.sort()
 
-    def read(self, b: int, slot: _Slot) -> _Job:
-        """Read block ``b`` of the active fragments into ``slot``."""
+    def read(self, b: int, slot: _Slot) -> tuple[list[int], list[bytes], list[np.ndarray]]:
+        """Read block ``b`` of the active fragments into ``slot``: (xs, tag lists,
+        payload views)."""
         reads = [
             self.readers[i].read(b, into=rec)
             for i, rec in zip(self.active, slot.records, strict=False)
         ]
         xs = [self.o.sources[i].header.index for i in self.active]
-        return _Job(b, self.readers[0].lengths[b], xs, reads, slot)
+        return xs, [t for _p, t in reads], [p for p, _t in reads]
 
-    def restore(self, job: _Job) -> bool:
-        """Restore and authenticate a block read by :meth:`read` (thread-safe)."""
-        payloads = [p for p, _t in job.reads]
-        tag_lists = [t for _p, t in job.reads]
-        out = job.slot.out[: job.blen]
-        xs, b, blen = job.xs, job.b, job.blen
+    def restore_slot(self, b: int, xs: list[int], tag_lists: list[bytes], index: int) -> bool:
+        """Restore block ``b`` read into slot ``index`` (in a worker process)."""
+        slot = self.slots[index]
+        plen = payload_length(self.h.scheme, self.readers[0].lengths[b], self.h.k)
+        payloads = [rec[:plen] for rec in slot.records[: len(xs)]]
+        return self.restore(b, xs, tag_lists, payloads, slot)
+
+    def restore(
+        self,
+        b: int,
+        xs: list[int],
+        tag_lists: list[bytes],
+        payloads: list[np.ndarray],
+        slot: _Slot,
+    ) -> bool:
+        """Restore and authenticate block ``b`` into ``slot.out``."""
+        blen = self.readers[0].lengths[b]
+        out = slot.out[:blen]
         if self.gcm is None:
             interpolate_block(xs, [as_planes(p) for p in payloads], [0], [as_planes(out)])
             mine = self.o.keys.plaintext_tag(b, self.o.keys.inner_planes(out))
-            slot = self.h.n * TAG_SIZE
+            at = self.h.n * TAG_SIZE
             # Any carried plaintext tag that matches proves the block: forging one
             # needs the key, which only k fragments give.
-            return any(hmac.compare_digest(mine, t[slot : slot + TAG_SIZE]) for t in set(tag_lists))
+            return any(hmac.compare_digest(mine, t[at : at + TAG_SIZE]) for t in set(tag_lists))
         k = self.h.k
         plen = payloads[0].size
-        ct = job.slot.ct[: plen * k]
+        ct = slot.ct[: plen * k]
         missing = [x for x in range(1, k + 1) if x not in xs]
         for j, x in enumerate(xs):
             if x <= k:
@@ -166,15 +190,16 @@ class _Restorer:
 
     def block(self, b: int) -> memoryview:
         """The verified plaintext of block ``b``, setting damaged fragments aside."""
+        slot = self.spare_slot
         while True:
-            job = self.read(b, self.slot)
-            if self.restore(job):
-                return self.slot.out.data[: job.blen]
+            xs, tag_lists, payloads = self.read(b, slot)
+            if self.restore(b, xs, tag_lists, payloads, slot):
+                return slot.out.data[: self.readers[0].lengths[b]]
             # The restored block failed its check: find the damaged fragment(s).
-            tags = consensus([t for _p, t in job.reads], self.h.n)
+            tags = consensus(tag_lists, self.h.n)
             culprits = [
                 pos
-                for pos, (payload, _t) in zip(self.active, job.reads, strict=True)
+                for pos, payload in zip(self.active, payloads, strict=True)
                 if not fragment_ok(
                     self.o.keys,
                     self.o.sources[pos].header.index,
@@ -194,15 +219,6 @@ class _Slot:
     records: list[np.ndarray]
     out: np.ndarray
     ct: np.ndarray
-
-
-@dataclass
-class _Job:
-    b: int
-    blen: int
-    xs: list[int]
-    reads: list[tuple[np.ndarray, bytes]]
-    slot: _Slot
 
 
 class _Writer:
@@ -232,39 +248,58 @@ def combine_stream(
 ) -> CombineReport:
     """Restore the file from ``k`` or more fragments into ``dst``.
 
-    The calling thread reads and writes; two workers restore and authenticate blocks.
-    A block that fails its check is redone in order by :meth:`_Restorer.block`, which
-    names the damaged fragments and swaps in spares.
+    The calling process reads and writes; for large files worker processes restore and
+    authenticate blocks in shared memory.  A block that fails its check is redone in
+    order by :meth:`_Restorer.block`, which names the damaged fragments and swaps in
+    spares.
     """
     opened = open_fragments(srcs)
     r = _Restorer(opened)
     h = opened.header
     writer = _Writer(dst, h.padded_size, progress)
     nblocks = len(r.readers[0].lengths)
-    slots = [r.new_slot() for _ in range(min(WORKERS + 1, nblocks))]
-    pending: deque[tuple[Future[bool], _Job]] = deque()
-
-    def drain_one() -> None:
-        future, job = pending.popleft()
-        if future.result():
-            writer.write(job.b, job.slot.out.data[: job.blen])
-        else:
-            writer.write(job.b, r.block(job.b))
-
-    with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="tessera-combine") as pool:
+    workers = worker_count(nblocks)
+    if not workers:
+        for b in range(nblocks):
+            writer.write(b, r.block(b))
+    else:
+        nslots = workers + 2
+        arena = SharedArena(nslots * r.slot_bytes())
+        r.slots = [r.new_slot(arena) for _ in range(nslots)]
         try:
-            for b in range(nblocks):
-                if len(pending) == len(slots):
-                    drain_one()
-                job = r.read(b, slots[b % len(slots)])
-                pending.append((pool.submit(r.restore, job), job))
-            while pending:
-                drain_one()
+            with worker_pool(r, workers) as pool:
+                _combine_pipeline(r, writer, nblocks, pool.submit)
         finally:
-            for future, _job in pending:
-                future.cancel()
+            r.slots = []
+            arena.close()
     used = tuple(opened.sources[i].header.index for i in r.active)
     return CombineReport(h.object_id, writer.size, used, tuple(r.bad))
+
+
+def _combine_pipeline(
+    r: _Restorer, writer: _Writer, nblocks: int, submit: Callable[..., Future[Any]]
+) -> None:
+    nslots = len(r.slots)
+    pending: deque[tuple[Future[Any], int]] = deque()
+
+    def drain_one() -> None:
+        future, b = pending.popleft()
+        if future.result():
+            writer.write(b, r.slots[b % nslots].out.data[: r.readers[0].lengths[b]])
+        else:
+            writer.write(b, r.block(b))
+
+    try:
+        for b in range(nblocks):
+            if len(pending) == nslots:
+                drain_one()
+            xs, tag_lists, _payloads = r.read(b, r.slots[b % nslots])
+            pending.append((submit("restore_slot", b, xs, tag_lists, b % nslots), b))
+        while pending:
+            drain_one()
+    finally:
+        for future, _b in pending:
+            future.cancel()
 
 
 # -------------------------------------------------------------------------- verify

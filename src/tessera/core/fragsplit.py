@@ -1,24 +1,24 @@
 """Splitting a stream into fragments (see :mod:`tessera.core.fragfmt` for the format).
 
-Blocks are processed by a small pipeline: the calling thread reads plaintext blocks
-and writes finished fragment records in order, while two worker threads share,
-encode and tag blocks.  numpy's XOR loops and OpenSSL (AES-CTR, AES-GCM, GHASH) release
-the GIL, so on two cores the arithmetic of one block overlaps with the next one.
+Blocks go through a small pipeline: the calling process reads plaintext blocks into
+slots and writes finished fragment records in order, while worker processes (for large
+inputs) share, encode and tag the blocks in place in shared memory.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tessera.core.bitslice import XorProgram, from_elements, to_elements
+from tessera.core.blockpool import SharedArena, worker_count, worker_pool
 from tessera.core.fragfmt import (
     INNER_HEADER_SIZE,
     KEY_MATERIAL,
@@ -51,7 +51,6 @@ __all__ = [
 ]
 
 DEFAULT_BLOCK_SIZE = 1 << 20
-WORKERS = 2
 Progress = Callable[[int], None]
 ZERO_TAG = bytes(TAG_SIZE)
 U8 = npt.NDArray[np.uint8]
@@ -125,12 +124,11 @@ class _Slot:
     """Buffers of one block in flight (reused, so no page faults per block)."""
 
     plain: U8
-    payloads: list[U8]
-    ct: U8  # ssms: the k data pieces are views into this buffer
+    region: U8  # the n payloads back to back; for ssms the first k are the ciphertext
 
 
 class _BlockSplitter:
-    """Shares and tags one block; safe to call from several threads at once."""
+    """Shares and tags one block held in a slot (in this process or a worker)."""
 
     def __init__(
         self, scheme: str, k: int, n: int, keys: TagKeys, rng: RandomSource, object_id: bytes
@@ -138,35 +136,45 @@ class _BlockSplitter:
         self.scheme, self.k, self.n = scheme, k, n
         self.keys, self.rng, self.object_id = keys, rng, object_id
         self.gcm = AESGCM(keys.data_key) if scheme == "ssms" else None
+        self.slots: list[_Slot] = []
 
-    def slot(self, block_size: int) -> _Slot:
+    def slot_bytes(self, block_size: int) -> int:
+        """Bytes of one slot (plaintext block and n payloads), 64-byte aligned."""
         plen = payload_length(self.scheme, block_size, self.k)
-        ct = np.empty(plen * self.k if self.gcm else 0, dtype=np.uint8)
-        if self.gcm:
-            payloads = [ct[j * plen : (j + 1) * plen] for j in range(self.k)]
-            payloads += [np.empty(plen, dtype=np.uint8) for _ in range(self.n - self.k)]
-        else:
-            payloads = [np.empty(plen, dtype=np.uint8) for _ in range(self.n)]
-        return _Slot(np.empty(block_size, dtype=np.uint8), payloads, ct)
+        return block_size + self.n * plen + 128
 
-    def __call__(self, b: int, blen: int, slot: _Slot) -> tuple[list[U8], bytes]:
+    def make_slots(self, count: int, block_size: int, arena: SharedArena | None) -> None:
+        """Allocate ``count`` slots, in shared memory when ``arena`` is given."""
+        plen = payload_length(self.scheme, block_size, self.k)
+
+        def take(nbytes: int) -> U8:
+            return arena.take(nbytes) if arena else np.empty(nbytes, dtype=np.uint8)
+
+        self.slots = [_Slot(take(block_size), take(self.n * plen)) for _ in range(count)]
+
+    def outs(self, slot: _Slot, blen: int) -> list[U8]:
+        """The n payload views of a block of ``blen`` plaintext bytes."""
+        plen = payload_length(self.scheme, blen, self.k)
+        return [slot.region[i * plen : (i + 1) * plen] for i in range(self.n)]
+
+    def tags(self, b: int, blen: int, index: int) -> bytes:
+        """Share and encode block ``b`` in slot ``index``; return its tag list."""
         k, n = self.k, self.n
-        plen = payload_length(self.scheme, blen, k)
+        slot = self.slots[index]
         plain = slot.plain[:blen]
+        outs = self.outs(slot, blen)
         if self.gcm is None:
-            outs = [p[:plen] for p in slot.payloads]
             split_block(as_planes(plain), [as_planes(o) for o in outs], k, self.rng)
             inputs = [plain, *outs[: k - 1]]
             first_derived = k
             program = evaluation_program((0, *range(1, k)), tuple(range(k, n + 1)))
         else:
-            ct = slot.ct[: plen * k]
+            plen = outs[0].size
+            ct = slot.region[: plen * k]
             written = self.gcm.encrypt_into(
                 gcm_nonce(b), plain.data, self.object_id, ct[: blen + TAG_SIZE].data
             )
             ct[written:] = 0
-            outs = [ct[j * plen : (j + 1) * plen] for j in range(k)]
-            outs += [p[:plen] for p in slot.payloads[k:]]
             if n > k:
                 interpolate_block(
                     range(1, k + 1),
@@ -177,10 +185,9 @@ class _BlockSplitter:
             inputs = outs[:k]
             first_derived = k + 1
             program = evaluation_program(tuple(range(1, k + 1)), tuple(range(k + 1, n + 1)))
-        tags = split_tags(
+        return split_tags(
             self.keys, b, inputs, first_derived, program, n, plaintext=self.gcm is None
         )
-        return outs, tags
 
 
 def split_stream(
@@ -196,7 +203,11 @@ def split_stream(
     progress: Progress | None = None,
 ) -> FragmentHeader:
     """Split ``size`` bytes of ``src`` into ``len(dsts)`` fragments (``dsts[i]`` gets
-    index ``i + 1``), any ``k`` of which restore it.  Returns fragment 1's header."""
+    index ``i + 1``), any ``k`` of which restore it.  Returns fragment 1's header.
+
+    Large inputs are shared by worker processes (see :mod:`tessera.core.blockpool`)
+    unless a random source is injected, which keeps everything in this process.
+    """
     n = len(dsts)
     check_parameters(k, n)
     if scheme not in SCHEMES:
@@ -205,6 +216,7 @@ def split_stream(
         raise ValueError("block_size must be a positive multiple of 64")
     if size < 0:
         raise ValueError("size must be >= 0")
+    injected = rng is not None
     rng = rng or default_rng()
     oid = object_id if object_id is not None else rng.random_bytes(16)
     if len(oid) != 16:
@@ -228,47 +240,68 @@ def split_stream(
     reader = _Reader(src, size)
     lengths = block_lengths(padded, block_size)
     splitter = _BlockSplitter(scheme, k, n, keys, rng, oid)
-    # A deterministic source (tests, known answers) must see blocks in order.
-    workers = 1 if len(lengths) == 1 or getattr(rng, "deterministic", False) else WORKERS
-    window = workers + 1
-    slots = [splitter.slot(min(block_size, padded)) for _ in range(min(window, len(lengths)))]
-    pending: deque[tuple[Future[tuple[list[U8], bytes]], int]] = deque()
-
-    def drain_one() -> None:
-        future, done_len = pending.popleft()
-        outs, tags = future.result()
-        for out, dst in zip(outs, dsts, strict=True):
-            dst.write(out.data)
-            dst.write(tags)
-        if progress:
-            progress(done_len)
-
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tessera-split") as pool:
-        try:
-            for b, blen in enumerate(lengths):
-                if len(pending) == len(slots):
-                    drain_one()
-                slot = slots[b % len(slots)]
-                view = slot.plain.data
-                if b == 0:
-                    view[:INNER_HEADER_SIZE] = inner_header(size)
-                    reader.fill(view[INNER_HEADER_SIZE:blen])
-                else:
-                    reader.fill(view[:blen])
-                if workers == 1:
-                    future: Future[tuple[list[U8], bytes]] = Future()
-                    future.set_result(splitter(b, blen, slot))
-                else:
-                    future = pool.submit(splitter, b, blen, slot)
-                pending.append((future, blen - INNER_HEADER_SIZE if b == 0 else blen))
-            while pending:
-                drain_one()
-        finally:
-            for future, _len in pending:
-                future.cancel()
+    workers = 0 if injected else worker_count(len(lengths))
+    slot_size = min(block_size, padded)
+    nslots = workers + 2 if workers else 1
+    arena = SharedArena(nslots * splitter.slot_bytes(slot_size)) if workers else None
+    splitter.make_slots(nslots, slot_size, arena)
+    try:
+        if workers:
+            with worker_pool(splitter, workers) as pool:
+                _pipeline(splitter, reader, dsts, lengths, size, progress, pool.submit)
+        else:
+            _pipeline(splitter, reader, dsts, lengths, size, progress, None)
+    finally:
+        splitter.slots = []
+        if arena is not None:
+            arena.close()
     if reader.left:
         raise InputError("input is longer than its stated size")
     return headers[0]
+
+
+def _pipeline(
+    splitter: _BlockSplitter,
+    reader: _Reader,
+    dsts: Sequence[BinaryIO],
+    lengths: list[int],
+    size: int,
+    progress: Progress | None,
+    submit: Callable[..., Future[Any]] | None,
+) -> None:
+    """Read blocks into slots, have them shared (here or by workers), write in order."""
+    nslots = len(splitter.slots)
+    pending: deque[tuple[Future[Any] | bytes, int, int]] = deque()
+
+    def drain_one() -> None:
+        result, b, blen = pending.popleft()
+        tags = result if isinstance(result, bytes) else result.result()
+        for out, dst in zip(splitter.outs(splitter.slots[b % nslots], blen), dsts, strict=True):
+            dst.write(out.data)
+            dst.write(tags)
+        if progress:
+            progress(blen - INNER_HEADER_SIZE if b == 0 else blen)
+
+    try:
+        for b, blen in enumerate(lengths):
+            if len(pending) == nslots:
+                drain_one()
+            view = splitter.slots[b % nslots].plain.data
+            if b == 0:
+                view[:INNER_HEADER_SIZE] = inner_header(size)
+                reader.fill(view[INNER_HEADER_SIZE:blen])
+            else:
+                reader.fill(view[:blen])
+            if submit is None:
+                pending.append((splitter.tags(b, blen, b % nslots), b, blen))
+            else:
+                pending.append((submit("tags", b, blen, b % nslots), b, blen))
+        while pending:
+            drain_one()
+    finally:
+        for result, _b, _len in pending:
+            if isinstance(result, Future):
+                result.cancel()
 
 
 def split_tags(

@@ -212,3 +212,23 @@ def test_format_known_answer() -> None:
     assert frags[0][:48].hex() == vector["header_fields"]
     assert (header.k, header.n, header.index, header.scheme) == (2, 3, 1, "shamir")
     assert combine(frags[1:])[0] == bytes.fromhex(vector["plaintext"])
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_worker_processes_give_the_same_answers(
+    scheme: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many blocks go through forked workers over shared memory; damage found there is
+    still named and corrected in order."""
+    monkeypatch.setenv("TESSERA_WORKERS", "2")
+    data = hashlib.shake_256(b"workers").digest(40 * BLOCK + 123)
+    frags = split(data, 3, 5, scheme)
+    assert combine(frags[2:])[0] == data
+    damaged = bytearray(frags[3])
+    damaged[len(damaged) // 3] ^= 0x08
+    out, report = combine([frags[0], frags[1], frags[2], bytes(damaged), frags[4]])
+    assert out == data
+    assert report.bad == ()  # type: ignore[attr-defined]
+    out, report = combine([frags[1], frags[2], bytes(damaged), frags[4]])
+    assert out == data
+    assert [b.index for b in report.bad] == [4]  # type: ignore[attr-defined]
