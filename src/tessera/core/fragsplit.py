@@ -280,7 +280,12 @@ def _pipeline(
             dst.write(out.data)
             dst.write(tags)
         if progress:
-            progress(blen - INNER_HEADER_SIZE if b == 0 else blen)
+            # Block b holds plaintext bytes [b*B - 16, b*B - 16 + blen); count only
+            # real bytes, not the inner header or the padding.
+            start = max(b * lengths[0] - INNER_HEADER_SIZE, 0)
+            end = min(size, b * lengths[0] - INNER_HEADER_SIZE + blen)
+            if end > start:
+                progress(end - start)
 
     try:
         for b, blen in enumerate(lengths):

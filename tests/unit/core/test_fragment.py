@@ -232,3 +232,17 @@ def test_worker_processes_give_the_same_answers(
     out, report = combine([frags[1], frags[2], bytes(damaged), frags[4]])
     assert out == data
     assert [b.index for b in report.bad] == [4]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("size", [0, 5, 4096, 10_000, 3 * 4096 + 77])
+def test_progress_counts_exactly_the_plaintext(size: int) -> None:
+    seen: list[int] = []
+    split_stream(
+        io.BytesIO(bytes(size)),
+        [io.BytesIO() for _ in range(3)],
+        k=2,
+        size=size,
+        block_size=BLOCK,
+        progress=seen.append,
+    )
+    assert sum(seen) == size
