@@ -1,68 +1,51 @@
 #!/usr/bin/env bash
-# Differential privacy: a table policy, a DP release with its intervals, a refusal when
-# the budget is spent, and the budget surviving in the ledger.
+# Differential privacy on the secure SQL: the steward gives the 'patients' table of the
+# SQL demo (30-sql.sh, same $DEMO_DIR) a DP policy; 'tessera query' then releases
+# answers with noise that each custodian node draws itself (OpenDP) and adds inside the
+# MPC, so the exact answer exists nowhere; each number carries its 95% interval; the
+# query that would overspend is refused before anything runs; the ledger persists.
 set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$DEMO_DIR"
-H="$DEMO_DIR/dp-env"
-PY="$(dirname "$(command -v tessera)")/python"  # the interpreter tessera runs on
-[ -e "$H/tessera.toml" ] || tessera init "$H" --nodes 3 --unencrypted-key >/dev/null
-echo "-- the steward gives table 'cohort' a DP policy: total epsilon 1.2, 1 per query"
-tessera budget policy cohort --mode dp --total-epsilon 1.2 --default-epsilon 1 \
+H="$DEMO_DIR/sql-env"
+PY="$(dirname "$(command -v tessera)")/python"
+trap 'tessera node stop --home "$H" >/dev/null 2>&1 || true' EXIT
+if [ ! -e "$H/tessera.toml" ]; then  # run on its own: build the SQL demo's table
+  tessera init "$H" --nodes 3 --unencrypted-key >/dev/null
+  "$PY" "$ROOT/bench/data/cohort.py" cohort --rows 1500 --hospitals 3 >/dev/null
+  for h in 1 2 3; do
+    tessera table import "cohort/hospital-$h.csv" --name patients --hospital "hospital-$h" \
+      --schema cohort/patients.schema.yaml --key patient_id --home "$H" >/dev/null
+  done
+fi
+echo "-- the steward: table 'patients' gets a DP policy (total epsilon 1.5, 1 per query)"
+tessera table policy patients --mode dp --total-epsilon 1.5 --default-epsilon 1 \
   --min-group-size 5 --home "$H"
-tessera budget show --home "$H"
-echo "-- a DP release: COUNT and AVG(age) per hospital (300 / 120 / 3 patients)."
-echo "   Three custodian processes each draw their own discrete Gaussian noise share"
-echo "   from the serialised release plan; the shares are summed onto the statistics."
-echo "   (Until 'tessera query --epsilon' is wired to the secure SQL, this demo computes"
-echo "    the exact statistics in the clear itself; the DP layer is the real one.)"
-TESSERA_HOME="$H" "$PY" - <<'PY'
-import json, os, subprocess, sys
-from pathlib import Path
-from tessera.dp import Aggregate, ReleasePlan
-from tessera.errors import BudgetExhaustedError
-from tessera.workflows.dp import open_ledger, run_private_query
-
-exact = {"count": [300, 120, 3], "sum:age": [300 * 61, 120 * 47, 3 * 80]}
-custodian = ("import json, sys; from tessera.dp import ReleasePlan, sample_noise_share; "
-             "p = ReleasePlan.from_dict(json.load(sys.stdin)); "
-             "print(json.dumps(sample_noise_share(p).tolist()))")
-
-def custodians(plan: ReleasePlan) -> dict[str, list[int]]:
-    doc = json.dumps(plan.to_dict())
-    shares = [json.loads(subprocess.run([sys.executable, "-c", custodian], input=doc,
-                                        text=True, capture_output=True, check=True).stdout)
-              for _ in range(plan.custodians)]
-    return {k: [exact[k][c] + sum(s[i][c] for s in shares) for c in range(plan.cells)]
-            for i, k in enumerate(plan.keys)}
-
-query = dict(tables=["cohort"], researcher="demo", cells=3, custodians=3, threshold=1,
-             aggregates=[Aggregate("count"), Aggregate("avg", "age", 0, 120)],
-             execute=custodians)
-ledger = open_ledger(Path(os.environ["TESSERA_HOME"]))
-answer = run_private_query(ledger, **query)
-p = answer.privacy
-print(f"guarantee: rho={p['rho']:.4f}-zCDP, (epsilon={p['epsilon']:.3f}, delta={p['delta']:g})"
-      f"-DP from any {p['honest_custodians_needed']} of {p['custodians']} custodians' noise")
-for c, hospital in enumerate(["A", "B", "C"]):
-    row = answer.rows[c]
-    if row[0] is None:
-        print(f"hospital {hospital}: suppressed (noisy count below {p['min_group_size']})")
-        continue
-    ivs = [col["intervals"][c] for col in p["columns"]]
-    print(f"hospital {hospital}: count {row[0]:.0f} [{ivs[0][0]:.0f}, {ivs[0][1]:.0f}]   "
-          f"avg(age) {row[1]:.1f} [{ivs[1][0]:.1f}, {ivs[1][1]:.1f}]   (95% intervals)")
-print(f"budget left: {json.dumps(p['budget_remaining'])}")
-print("-- the same query again: the budget does not admit it")
-try:
-    run_private_query(ledger, **query)
-except BudgetExhaustedError as exc:
-    print(f"refused: {exc}")
-else:
-    sys.exit("unexpected: second release admitted")
+echo "-- a DP release through the custodian nodes: count, mean age, mean BMI per regimen"
+echo "   (each number: released value [95% interval]; guarantee and budget on stderr)"
+tessera query "SELECT regimen, COUNT(*) AS n, AVG(age), AVG(bmi) FROM patients
+               GROUP BY regimen ORDER BY n DESC" --researcher alice --home "$H"
+echo "-- the same in JSON: the privacy object (guarantee, per-statistic noise, budget)"
+tessera query "SELECT COUNT(*) AS n, AVG(cd4) FROM patients WHERE age > 60" \
+  --epsilon 0.5 --researcher alice --home "$H" --json >release.json
+"$PY" - <<'PY'
+import json
+d = json.load(open("release.json"))
+p = d["privacy"]
+print("rows:", d["rows"])
+print("intervals:", {c["column"]: c["intervals"] for c in p["columns"]})
+print(f"guarantee: ({p['epsilon']:.3f}, {p['delta']:g})-DP = rho {p['rho']:.4f}-zCDP "
+      f"from any {p['honest_custodians_needed']} of {p['custodians']} custodians")
+print("budget remaining:", p["budget_remaining"])
 PY
-echo "-- the ledger survives: a fresh process sees what was spent"
-tessera budget show --home "$H" --json | "$PY" -c \
-  'import json,sys; b=json.load(sys.stdin)["budgets"][0]; print("cohort spent rho", round(b["spent_rho"], 5), "remaining", round(b["remaining_rho"], 5))'
-echo "-- and the command line refuses a bad policy with one line (exit 2)"
-if tessera budget policy cohort --mode dp --home "$H" 2>err.txt; then exit 1; fi
-cat err.txt
+echo "-- MIN/MAX have no useful DP release here: refused with one line (exit 1)"
+if tessera query "SELECT MAX(age) FROM patients" --home "$H"; then
+  echo "unexpected success"; exit 1
+fi
+echo "-- a third query at epsilon 1 would overspend: refused before any node runs (exit 1)"
+if tessera query "SELECT sex, COUNT(*) FROM patients GROUP BY sex" --home "$H"; then
+  echo "unexpected success"; exit 1
+fi
+echo "-- the ledger survives: the custodians restart, a fresh process still sees the spend"
+tessera node stop --home "$H" >/dev/null
+tessera budget show --home "$H"

@@ -87,9 +87,10 @@ def query(
     if privacy:
         stderr.print(_guarantee(privacy))
     if result["suppressed_groups"]:
-        basis = "noisy count below" if privacy else "empty or with fewer than"
+        basis = "a noisy count below" if privacy else "no rows or fewer than"
         stderr.print(
-            f"{result['suppressed_groups']} group(s) {basis} {result['min_group']} rows suppressed"
+            f"{result['suppressed_groups']} group(s) with {basis} {result['min_group']} "
+            "rows suppressed"
         )
 
 
