@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -11,11 +13,15 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom import _config as pynetdicom_config
+from pynetdicom.sop_class import CTImageStorage, SecondaryCaptureImageStorage  # type: ignore[attr-defined]
 
 from tessera.cli.main import main
 from tessera.config import Environment
 from tessera.errors import NotFoundError, TesseraError
-from tessera.workflows.audit import verify_log
+from tessera.workflows.audit import gateway_log, verify_log
 from tessera.workflows.dicom import deidentify_paths, reidentify, start_node
 from tessera.workflows.vault import open_vault
 
@@ -31,6 +37,15 @@ def ct_small() -> Path:
         return Path(get_testdata_file("CT_small.dcm"))  # type: ignore[arg-type]
 
 
+def _reidentify_outcomes(home: Path) -> list[str]:
+    """Outcomes of the identity look-ups in the audit log (other commands log too)."""
+    return [
+        e.outcome
+        for _, e in gateway_log(home).events()
+        if e.action == "dicom.reidentify" and e.entity_type == "identity"
+    ]
+
+
 def test_identity_in_vault_and_reidentify_audited(tmp_path: Path) -> None:
     home = tmp_path / "env"
     assert main(["init", str(home), "--nodes", "3", "--threshold", "2", "--unencrypted-key"]) == 0
@@ -43,15 +58,15 @@ def test_identity_in_vault_and_reidentify_audited(tmp_path: Path) -> None:
     }
     with pytest.raises(NotFoundError):
         reidentify(home, "TS" + "0" * 20)
-    report = verify_log(home, note=False)
-    assert report.ok and report.entries == 2
+    assert verify_log(home, note=False).ok
+    assert _reidentify_outcomes(home) == ["success", "not_found"]
     # below the threshold (2 of 3 stores lost) the identity cannot be reconstructed
     for store in ("node-1", "node-2"):
         for path in sorted((home / "stores" / store).rglob("*"), reverse=True):
             path.unlink() if path.is_file() else path.rmdir()
     with pytest.raises(TesseraError):
         reidentify(home, pseudonym)
-    assert verify_log(home, note=False).entries == 3
+    assert len(_reidentify_outcomes(home)) == 3  # the failed attempt is audited too
 
 
 @pytest.mark.skipif(STORESCU is None, reason="dcmtk not installed")
@@ -75,3 +90,89 @@ def test_node_stores_received_objects_in_the_vault(tmp_path: Path) -> None:
         out = Path(tmp) / "x.dcm"
         open_vault(Environment.load(home)).get(stored[0], out)
         assert dcmread(out).PatientIdentityRemoved == "YES"
+
+
+def _dataset_bytes(path: Path) -> bytes:
+    """The encoded data set of a DICOM file, after its preamble and file meta."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ds = dcmread(path, stop_before_pixels=False)
+    raw = path.read_bytes()
+    meta_end = 132 + 12 + int(ds.file_meta.FileMetaInformationGroupLength)
+    return raw[meta_end:]
+
+
+def test_node_keeps_originals_secret_shared_and_fetches_them_audited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "env"
+    assert main(["init", str(home), "--nodes", "3", "--threshold", "2", "--unencrypted-key"]) == 0
+    with open(home / "tessera.toml", "a", encoding="utf-8") as fh:
+        fh.write("\n[dicom]\nkeep_original = true\n")
+    with pytest.raises(TesseraError, match="only secret-shared in the vault"):
+        start_node(home=home, out=tmp_path / "unused", port=0)  # never to a plain folder
+    assert main(["dicom", "serve", "--port", "0", "--home", str(home)]) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        burned = Path(get_testdata_file("SC_rgb_small_odd.dcm"))  # type: ignore[arg-type]
+    node = start_node(home=home, out=tmp_path / "unused", port=0, to_vault=True)
+    # pynetdicom sends the files' encoded data sets as they are on disk (no re-encoding)
+    monkeypatch.setattr(pynetdicom_config, "STORE_SEND_CHUNKED_DATASET", True)
+    try:
+        sender = AE(ae_title="MODALITY")
+        sender.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        sender.add_requested_context(SecondaryCaptureImageStorage, ExplicitVRLittleEndian)
+        assoc = sender.associate(node.host, node.port, ae_title="TESSERA")
+        assert assoc.is_established
+        statuses = [assoc.send_c_store(path).Status for path in (ct_small(), burned)]
+        assoc.release()
+    finally:
+        node.stop()
+    assert statuses[0] == 0 and statuses[1] != 0  # the quarantined file is refused
+    assert node.receiver.counts == {"deidentified": 1, "quarantined": 1}
+    vault = open_vault(Environment.load(home))
+    names = [m.name for m in vault.ls()]
+    copies = [n for n in names if n.startswith("dicom/")]
+    originals = [n for n in names if n.startswith("dicom-original/")]
+    assert len(copies) == 1 and len(originals) == 1  # no original kept for the quarantined file
+    assert originals[0] == "dicom-original/" + copies[0].removeprefix("dicom/")
+    source = dcmread(ct_small())
+    for identifier in (str(source.PatientName), source.PatientID, source.SOPInstanceUID):
+        assert identifier not in " ".join(names)
+    # the stores hold shares only: no identifying bytes anywhere in them
+    needles = [str(source.PatientName).encode(), source.SOPInstanceUID.encode()]
+    for path in (home / "stores").rglob("*"):
+        if path.is_file():
+            body = path.read_bytes()
+            assert not any(n in body for n in needles), path
+    # fetched by the de-identified copy's SOP Instance UID: the data set as sent, byte for byte
+    new_uid = copies[0].rsplit("/", 1)[1].removesuffix(".dcm")
+    out = tmp_path / "original.dcm"
+    assert main(["dicom", "original", new_uid, "--out", str(out), "--home", str(home)]) == 0
+    assert _dataset_bytes(out) == _dataset_bytes(ct_small())
+    back = dcmread(out)
+    assert back.PatientName == source.PatientName and back.SOPInstanceUID == source.SOPInstanceUID
+    # through the real entry point, by pseudonym, as JSON
+    pseudonym = copies[0].split("/")[1]
+    again = tmp_path / "again"
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "tessera"), "dicom", "original", pseudonym,
+         "--out", str(again), "--json", "--home", str(home)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["originals"][0]["name"] == originals[0]
+    assert Path(again).read_bytes() == out.read_bytes()
+    assert (
+        main(["dicom", "original", "2.25.1", "--out", str(tmp_path / "x"), "--home", str(home)])
+        == 1
+    )
+    assert not (tmp_path / "x").exists()
+    assert verify_log(home, note=False).ok
+    events = [e for _, e in gateway_log(home).events() if e.entity_type == "dicom-original"]
+    assert [(e.action, e.outcome, e.entity) for e in events] == [
+        ("dicom.reidentify", "success", originals[0]),
+        ("dicom.reidentify", "success", originals[0]),
+        ("dicom.reidentify", "not_found", "dicom-original/*/2.25.1.dcm"),
+    ]  # two retrievals and one miss, all audited
+    assert all(e.patient in ("", pseudonym) for e in events)

@@ -131,6 +131,14 @@ def serve(
     to_vault: Annotated[
         bool, typer.Option("--vault", help="Store into the environment's vault, not --out.")
     ] = False,
+    keep_original: Annotated[
+        bool | None,
+        typer.Option(
+            "--keep-original/--no-keep-original",
+            help="Also keep each instance as received, secret-shared in the vault "
+            "(needs --vault; default: [dicom] keep_original in tessera.toml).",
+        ),
+    ] = None,
     home: HomeOption = None,
 ) -> int:
     """Receive studies over DICOM (C-STORE), de-identify them and store them."""
@@ -153,6 +161,7 @@ def serve(
         key_file=key_file,
         keep_burned_in=keep_burned_in,
         to_vault=to_vault,
+        keep_original=keep_original,
         on_outcome=log,
     )
     stop = threading.Event()
@@ -163,6 +172,8 @@ def serve(
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     where = "the vault" if to_vault else str(target)
+    if node.receiver.originals is not None:
+        where += " (originals kept, secret-shared)"
     typer.echo(f"listening on {node.host}:{node.port} as {node.ae_title}; storing in {where}")
     sys.stdout.flush()
     try:
@@ -187,4 +198,30 @@ def reidentify(
     else:
         for key, value in identity.items():
             typer.echo(f"{key}: {value}")
+    return 0
+
+
+@app.command("original")
+def original(
+    ref: Annotated[
+        str,
+        typer.Argument(
+            help="A de-identified SOP Instance UID, a patient pseudonym (TS...), or the "
+            "vault name of the de-identified copy."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="File to write (a folder when several originals match)."),
+    ],
+    json_out: JsonOption = False,
+    home: HomeOption = None,
+) -> int:
+    """Restore the original(s) kept by 'serve --keep-original' from the vault (audited)."""
+    fetched = workflow.fetch_original(resolve_home(home), ref, out)
+    if json_out:
+        emit_json({"originals": fetched})
+    else:
+        for item in fetched:
+            typer.echo(f"{item['name']} -> {item['path']}")
     return 0

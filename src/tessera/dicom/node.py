@@ -1,4 +1,12 @@
-"""A DICOM node: a pynetdicom C-STORE SCP that de-identifies what it receives."""
+"""A DICOM node: a pynetdicom C-STORE SCP that de-identifies what it receives.
+
+With an ``originals`` sink the node also keeps each instance exactly as it arrived
+(pynetdicom's encoded data set, before any decoding, behind the file meta it was sent
+with) under the same relative name as its de-identified copy
+(``<pseudonym>/<new SOP Instance UID>.dcm``): names carry no identifiers, and the
+de-identified copy's name is the link to its original.  Quarantined and failed
+instances are refused (the sender keeps them) and no original is kept for them.
+"""
 
 from __future__ import annotations
 
@@ -33,13 +41,17 @@ class Receiver:
     sink: ObjectSink
     identities: IdentityStore
     keep_burned_in: bool = False
+    originals: ObjectSink | None = None
     on_outcome: Callable[[Outcome, str | None], None] | None = None
     counts: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def handle_store(self, event: Any) -> Dataset | int:
         """The EVT_C_STORE handler: returns the C-STORE status."""
+        original: bytes | None = None
         try:
+            if self.originals is not None:  # the bytes as sent, before anything changes ds
+                original = event.encoded_dataset(include_meta=True)
             ds = event.dataset
             ds.file_meta = event.file_meta
         except Exception as exc:
@@ -55,7 +67,9 @@ class Receiver:
                     report = outcome.report
                     if report is not None and report.identity and report.pseudonym:
                         self.identities.put(report.pseudonym, report.identity)
-                    where = self.sink.put(outcome.name, outcome.data)
+                    if self.originals is not None and original is not None:
+                        self.originals.put(outcome.name, original)  # first: never a copy
+                    where = self.sink.put(outcome.name, outcome.data)  # without its original
                 except Exception as exc:
                     outcome = Outcome("failed", f"cannot store ({type(exc).__name__})")
             self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1

@@ -5,13 +5,18 @@ chooses the implementations.  In an environment made by ``tessera init`` (one wi
 vault), the pseudonym-to-identity table lives in the vault, secret-shared k-of-n across
 the custodians' stores, and re-identification reads it back (k stores must answer) and
 appends an audit record; ``tessera dicom serve --vault`` stores what it receives there
-too.  Without an environment both fall back to folders under ``HOME/dicom/``.
+too, and with ``--keep-original`` (or ``[dicom] keep_original = true``) each instance as
+received, secret-shared under ``dicom-original/<pseudonym>/<new uid>.dcm``; fetching
+one back (:func:`fetch_original`) is audited like a re-identification.  Without an
+environment both fall back to folders under ``HOME/dicom/``; originals are kept only in
+the vault.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import stat
 import tempfile
@@ -46,6 +51,8 @@ __all__ = [
     "VaultIdentityStore",
     "VaultSink",
     "deidentify_paths",
+    "fetch_original",
+    "keep_original_setting",
     "load_key",
     "reidentify",
     "start_node",
@@ -87,18 +94,25 @@ def load_key(home: Path, key_file: Path | None = None) -> bytes:
 
 IDENTITY_PREFIX = "dicom-identity/"
 OBJECT_PREFIX = "dicom/"
+ORIGINAL_PREFIX = "dicom-original/"
+_PSEUDONYM = re.compile(r"TS[0-9A-F]{20}")
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 
 class VaultSink:
-    """De-identified objects into the vault under ``dicom/<pseudonym>/<uid>.dcm``."""
+    """Objects into the vault under ``<prefix><pseudonym>/<uid>.dcm``.
 
-    def __init__(self, vault: Vault, scheme: str = "shamir") -> None:
+    The prefix is ``dicom/`` for de-identified copies, ``dicom-original/`` for originals.
+    """
+
+    def __init__(self, vault: Vault, scheme: str = "shamir", prefix: str = OBJECT_PREFIX) -> None:
         self.vault = vault
         self.scheme = scheme
+        self.prefix = prefix
 
     def put(self, name: str, data: bytes) -> str:
         """Split ``data`` across the stores; return ``vault:<name>``."""
-        result = self.vault.put(BytesIO(data), len(data), OBJECT_PREFIX + name, scheme=self.scheme)
+        result = self.vault.put(BytesIO(data), len(data), self.prefix + name, scheme=self.scheme)
         return f"vault:{result.name}"
 
 
@@ -152,6 +166,20 @@ def _vault(home: Path, *, write: bool) -> tuple[Vault, str] | None:
     if env is None:
         return None
     return open_vault(env, write=write), str(vault_settings(env)["scheme"])
+
+
+def keep_original_setting(home: Path) -> bool:
+    """``[dicom] keep_original`` from HOME/tessera.toml (False when unset or no file)."""
+    if not (home / "tessera.toml").exists():
+        return False
+    env = Environment.load(home)
+    table = env.extra.get("dicom", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{env.path}: [dicom] must be a table")
+    value = table.get("keep_original", False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{env.path}: [dicom] keep_original must be true or false")
+    return value
 
 
 def _sink(out: Path) -> ObjectSink:
@@ -222,21 +250,38 @@ def start_node(
     key_file: Path | None = None,
     keep_burned_in: bool = False,
     to_vault: bool = False,
+    keep_original: bool | None = None,
     on_outcome: Callable[[Outcome, str | None], None] | None = None,
 ) -> NodeHandle:
-    """Start the C-STORE SCP that de-identifies into ``out`` or the vault (port 0: any)."""
+    """Start the C-STORE SCP that de-identifies into ``out`` or the vault (port 0: any).
+
+    ``keep_original`` (None: ``[dicom] keep_original`` from tessera.toml) also keeps each
+    received instance as it arrived, secret-shared in the vault; it requires ``to_vault``
+    (originals are never written to a plain folder).
+    """
+    if keep_original is None:
+        keep_original = keep_original_setting(home)
+    if keep_original and not to_vault:
+        raise ConfigError(
+            "originals are kept only secret-shared in the vault: serve with --vault "
+            "(or --no-keep-original)"
+        )
     sink: ObjectSink = _sink(out)
+    originals: ObjectSink | None = None
     if to_vault:
         opened = _vault(home, write=True)
         if opened is None:
             raise ConfigError(f"no environment with a vault at {home} (run 'tessera init')")
         sink = VaultSink(*opened)
+        if keep_original:
+            originals = VaultSink(*opened, prefix=ORIGINAL_PREFIX)
     receiver = Receiver(
         Profile.from_codes(options),
         Pseudonymizer(load_key(home, key_file)),
         sink,
         _identities(home),
         keep_burned_in=keep_burned_in,
+        originals=originals,
         on_outcome=on_outcome,
     )
     server = start_scp(receiver, host, port, ae_title)
@@ -276,3 +321,109 @@ def reidentify(home: Path, pseudonym: str, *, user: str = "") -> dict[str, str]:
             purpose="re-identification",
         )
         audit.record(home, [event])
+
+
+def _parse_ref(ref: str) -> tuple[str, str]:
+    """(pseudonym, new SOP Instance UID) named by ``ref``, either may be empty."""
+    ref = ref.strip()
+    for prefix in (ORIGINAL_PREFIX, OBJECT_PREFIX):
+        if ref.startswith(prefix):
+            ref = ref[len(prefix) :]
+            break
+    ref = ref.removesuffix(".dcm")
+    pseudonym, _, uid = ref.rpartition("/") if "/" in ref else ("", "", ref)
+    if not pseudonym and _PSEUDONYM.fullmatch(uid):
+        pseudonym, uid = uid, ""
+    if pseudonym and not _PSEUDONYM.fullmatch(pseudonym):
+        raise UsageError("not a Tessera patient pseudonym")
+    if uid and not (len(uid) <= 64 and _UID.fullmatch(uid)):
+        raise UsageError("not a de-identified SOP Instance UID (digits and dots)")
+    if not pseudonym and not uid:
+        raise UsageError("give a de-identified SOP Instance UID or a patient pseudonym")
+    return pseudonym, uid
+
+
+def _original_pattern(ref: str) -> str:
+    """``dicom-original/<pseudonym or *>/<uid or *>.dcm``: what a reference asked for."""
+    pseudonym, uid = _parse_ref(ref)
+    return f"{ORIGINAL_PREFIX}{pseudonym or '*'}/{uid or '*'}.dcm"
+
+
+def _original_names(names: Sequence[str], ref: str) -> list[str]:
+    """The ``dicom-original/`` names that ``ref`` designates (see :func:`fetch_original`)."""
+    pseudonym, uid = _parse_ref(ref)
+    found = []
+    for name in names:
+        if not name.startswith(ORIGINAL_PREFIX):
+            continue
+        owner, _, file = name[len(ORIGINAL_PREFIX) :].partition("/")
+        if pseudonym and owner != pseudonym:
+            continue
+        if uid and file != f"{uid}.dcm":
+            continue
+        found.append(name)
+    return sorted(found)
+
+
+def fetch_original(home: Path, ref: str, out: Path, *, user: str = "") -> list[dict[str, str]]:
+    """Restore kept originals from the vault into ``out``; audited like :func:`reidentify`.
+
+    ``ref`` is a de-identified SOP Instance UID, a patient pseudonym, or the vault name
+    of the de-identified copy (``dicom/<pseudonym>/<uid>.dcm``) or of the original.  One
+    match is written to the file ``out`` (or into it, as ``<uid>.dcm``, when ``out`` is an
+    existing folder); several (a pseudonym with many instances) go into the folder
+    ``out`` as ``<uid>.dcm``.  Every retrieval (k stores must answer) appends a
+    ``dicom.reidentify`` audit event naming the vault entry, whether it succeeds or not.
+    """
+    opened = _vault(home, write=False)
+    if opened is None:
+        raise ConfigError(f"no environment with a vault at {home}: originals are kept only there")
+    vault = opened[0]
+    who = user or os.environ.get("USER", "")
+    pattern = _original_pattern(ref)  # refuses a malformed reference first
+    names = _original_names([m.name for m in vault.ls()], ref)
+    if not names:
+        audit.record(
+            home,
+            [
+                AuditEvent(
+                    action=Action.DICOM_REIDENTIFY,
+                    outcome="not_found",
+                    user=who,
+                    patient=pattern.split("/")[1].strip("*"),
+                    entity=pattern,
+                    entity_type="dicom-original",
+                    purpose="re-identification (original instance)",
+                )
+            ],
+        )
+        raise NotFoundError("no original kept in the vault for this reference")
+    many = len(names) > 1 or out.is_dir()
+    if many:
+        out.mkdir(parents=True, exist_ok=True)
+    fetched: list[dict[str, str]] = []
+    for name in names:
+        pseudonym, _, file = name[len(ORIGINAL_PREFIX) :].partition("/")
+        target = out / file if many else out
+        outcome = "success"
+        try:
+            vault.get(name, target)
+        except NotFoundError:
+            outcome = "not_found"
+            raise
+        except TesseraError:
+            outcome = "failure"
+            raise
+        finally:
+            event = AuditEvent(
+                action=Action.DICOM_REIDENTIFY,
+                outcome=outcome,
+                user=who,
+                patient=pseudonym,
+                entity=name,
+                entity_type="dicom-original",
+                purpose="re-identification (original instance)",
+            )
+            audit.record(home, [event])
+        fetched.append({"name": name, "pseudonym": pseudonym, "path": str(target)})
+    return fetched
