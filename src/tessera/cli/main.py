@@ -14,6 +14,7 @@ import typer
 
 from tessera import __version__
 from tessera.errors import TesseraError
+from tessera.workflows.audit_cli import run_audited
 
 __all__ = ["COMMANDS", "GROUPS", "build_app", "main"]
 
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("TESSERA_DEBUG") == "1"
     try:
         args = sys.argv[1:] if argv is None else argv
-        build_app(_command_name(args))(args=args, prog_name="tessera")
+        run_audited(build_app(_command_name(args)), args)  # one audit event per command
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)

@@ -11,6 +11,7 @@ from this custodian.  :class:`NodeService` takes a ``noise_source`` callable
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -27,12 +28,15 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 
 from tessera.config import Environment
+from tessera.core.audit_sink import Action, AuditEvent, AuditSink
 from tessera.errors import (
     BackendError,
     ConfigError,
     InputError,
     IntegrityError,
+    NotFoundError,
     PolicyError,
+    TesseraError,
 )
 from tessera.keys.signing import VerifyKey
 from tessera.mpc.jobs import SIGNING_CONTEXT, canonical_bytes, validate_job
@@ -94,6 +98,7 @@ class NodeService:
         noise_source: NoiseSource | None = None,
         party_timeout: float = 600.0,
         warm: bool = True,
+        audit: AuditSink | None = None,
     ) -> None:
         if not any(n.id == node_id for n in env.nodes):
             raise ConfigError(f"node {node_id} is not in {env.path}")
@@ -116,6 +121,7 @@ class NodeService:
         self._clean_jobs()
         self._closed = not warm  # no warm party processes at all when warm=False
         self._zygote: tuple[subprocess.Popen[bytes], Path] | None = None
+        self.audit = audit if audit is not None else _node_audit(env, node_id)
         if warm:
             self._spawn_zygote()
 
@@ -287,8 +293,12 @@ class NodeService:
             warm[1].unlink(missing_ok=True)
 
     def run_job(self, envelope: Any) -> dict[str, Any]:
-        """Verify and run a signed job; return this party's result shares."""
-        job = self.verify(envelope)
+        """Verify and run a signed job; return this party's result shares (audited)."""
+        try:
+            job = self.verify(envelope)
+        except Exception as exc:
+            self._record_job(None, exc)
+            raise
         folder = self.root / "jobs" / job["job_id"]
         started = time.time()
         log_path: Path | None = None
@@ -311,6 +321,9 @@ class NodeService:
                 last = tail[-1][:200] if tail else f"exit status {code}"
                 raise BackendError(f"the MPC party failed: {last}")
             result: dict[str, Any] = json.loads(result_path.read_text())
+        except Exception as exc:
+            self._record_job(job, exc)
+            raise
         finally:
             shutil.rmtree(folder, ignore_errors=True)
             if log_path is not None:
@@ -319,4 +332,58 @@ class NodeService:
             threading.Thread(target=self._refill, daemon=True).start()
         result["node"] = self.node_id
         result["seconds"] = round(time.time() - started, 3)
+        self._record_job(job, None)
         return result
+
+    # ----- audit ---------------------------------------------------------------------
+    def _record_job(self, job: Mapping[str, Any] | None, error: BaseException | None) -> None:
+        """One ``mpc.job`` event in this node's log: accepted and run, refused or failed.
+
+        ``job`` is None when the envelope was refused before its signature verified: then
+        nothing from it is recorded (it is unauthenticated input).  Never raises.
+        """
+        detail: dict[str, str | int | float | bool] = {}
+        entity = ""
+        if job is not None:
+            tables = sorted({str(item["table"]) for item in job["inputs"]})
+            entity = ",".join(tables)
+            detail.update(job=str(job["job_id"]), type=str(job["type"]))
+            detail["noise"] = bool(job.get("noise"))
+        if isinstance(error, PolicyError | IntegrityError):
+            outcome = "denied"
+        elif isinstance(error, NotFoundError):
+            outcome = "not_found"
+        elif isinstance(error, TesseraError):
+            outcome = "failure"
+        else:
+            outcome = "success" if error is None else "error"
+        if error is not None:
+            detail["error"] = error.code if isinstance(error, TesseraError) else "internal_error"
+        event = AuditEvent(
+            Action.MPC_JOB,
+            outcome=outcome,
+            user="requester",
+            source=f"node-{self.node_id}",
+            entity=entity,
+            entity_type="table" if entity else "",
+            detail=detail,
+        )
+        try:
+            self.audit.emit(event)
+        except Exception as exc:  # auditing never breaks a job
+            _log.warning("node %d: audit event not recorded (%s)", self.node_id, type(exc).__name__)
+
+
+_log = logging.getLogger(__name__)
+
+
+def _node_audit(env: Environment, node_id: int) -> AuditSink:
+    """This node's audit log (``HOME/nodes/<i>/audit``), or a null sink if it cannot open."""
+    from tessera.core.audit_sink import NullAuditSink
+    from tessera.workflows.audit import node_log
+
+    try:
+        return node_log(env.home, node_id)
+    except (TesseraError, OSError) as exc:
+        _log.warning("node %d: no audit log (%s)", node_id, type(exc).__name__)
+        return NullAuditSink()

@@ -1,0 +1,237 @@
+"""Every ``tessera`` command leaves one AuditEvent in the environment's gateway log."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tessera.cli.main import main
+from tessera.core.audit_sink import AuditEvent, MemoryAuditSink
+from tessera.errors import BudgetExhaustedError, NotFoundError, PolicyError, StorageUnavailableError
+from tessera.node.service import NodeService
+from tessera.workflows.audit import gateway_log, node_log
+from tessera.workflows.audit_cli import CommandCall, command_event, outcome_of
+from tessera.workflows.nodes import sign_job
+
+pytestmark = pytest.mark.integration
+
+TESSERA = Path(sys.executable).with_name("tessera")
+
+
+def _events(home: Path, node: int | None = None) -> list[AuditEvent]:
+    log = gateway_log(home, create=False) if node is None else node_log(home, node, create=False)
+    return [event for _, event in log.events()]
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("TESSERA_HOME", raising=False)
+    monkeypatch.delenv("TESSERA_ROLE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "env"
+    assert main(["init", str(home), "--nodes", "3", "--unencrypted-key"]) == 0
+    return home
+
+
+def test_vault_commands_recorded_with_outcomes(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TESSERA_ROLE", "clinician")
+    scan = tmp_path / "scan.bin"
+    scan.write_bytes(os.urandom(2048))
+    h = ["--home", str(home)]
+    assert main(["vault", "put", str(scan), "--name", "scan-17", *h]) == 0
+    assert main(["vault", "get", "scan-17", "--out", str(tmp_path / "back.bin"), *h]) == 0
+    assert main(["vault", "get", "no-such", "--out", str(tmp_path / "x.bin"), *h]) == 1
+    # Neither help, a group without a command nor Click's usage errors are operations.
+    assert main(["vault", "--help"]) == 0
+    assert main(["vault", *h]) in (0, 2)
+    assert main(["vault", "put", *h]) == 2
+    assert main(["vault", "get", "--oops", *h]) == 2
+    monkeypatch.setenv("TESSERA_HOME", str(home))  # the home from the environment variable
+    assert main(["vault", "rm", "scan-17"]) == 0
+    capsys.readouterr()
+
+    assert main(["audit", "verify", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True
+
+    seen = [(e.action, e.outcome, e.entity) for e in _events(home)]
+    assert seen == [
+        ("environment.init", "success", ""),
+        ("vault.put", "success", "scan-17"),
+        ("vault.get", "success", "scan-17"),
+        ("vault.get", "not_found", "no-such"),
+        ("vault.rm", "success", "scan-17"),
+        ("audit.verify", "success", "gateway"),  # recorded by the audit command itself
+    ]
+    put, get, missing = _events(home)[1:4]
+    assert put.user == getpass.getuser() and put.role == "clinician"
+    assert put.address == "127.0.0.1" and put.client == "tessera-cli"
+    assert put.source == "gateway" and put.entity_type == "object"
+    assert dict(get.detail) == {"command": "vault get"}
+    assert missing.detail["error"] == "not_found"
+
+
+def test_audit_commands_are_not_recorded_by_the_hook(home: Path) -> None:
+    before = len(_events(home))
+    assert main(["audit", "head", "--home", str(home), "--json"]) == 0
+    assert (
+        main(["audit", "export", "--format", "fhir", "--out", "b.json", "--home", str(home)]) == 0
+    )
+    assert len(_events(home)) == before
+
+
+def test_query_recorded_as_a_hash_never_the_text(home: Path) -> None:
+    sql = "SELECT count(*) FROM patients WHERE surname = 'Janssen'"
+    assert main(["query", sql, "--home", str(home)]) == 1  # no such table: refused
+    last = _events(home)[-1]
+    assert last.action == "query" and last.outcome == "failure"
+    assert last.entity == "patients" and last.entity_type == "table"
+    assert last.detail["query_hash"] == hashlib.sha256(sql.encode()).hexdigest()
+    assert last.detail["error"] == "input_error"
+    assert b"Janssen" not in (home / "audit" / "records.jsonl").read_bytes()
+
+
+def test_policy_change_and_read(home: Path) -> None:
+    h = ["--home", str(home)]
+    assert main(["table", "policy", "visits", "--mode", "dp", "--total-epsilon", "2", *h]) == 0
+    assert main(["budget", "show", "--table", "visits", *h]) == 0
+    assert main(["table", "policy", "visits", *h]) == 0
+    tail = [(e.action, e.outcome, e.entity) for e in _events(home)[-3:]]
+    assert tail == [
+        ("policy.change", "success", "visits"),
+        ("budget.show", "success", "visits"),
+        ("policy.show", "success", "visits"),
+    ]
+
+
+def test_outcomes_follow_the_error_class() -> None:
+    assert outcome_of(None) == ("success", "")
+    assert outcome_of(SystemExit(0)) == ("success", "")
+    assert outcome_of(SystemExit(2)) is None
+    assert outcome_of(SystemExit(1)) == ("failure", "exit_1")
+    assert outcome_of(PolicyError("no")) == ("denied", "policy_refused")
+    assert outcome_of(BudgetExhaustedError("no")) == ("denied", "budget_exhausted")
+    assert outcome_of(NotFoundError("no")) == ("not_found", "not_found")
+    assert outcome_of(StorageUnavailableError("down")) == ("failure", "storage_unavailable")
+    assert outcome_of(OSError("disk")) == ("error", "os_error")
+    assert outcome_of(RuntimeError("bug")) == ("error", "internal_error")
+    event = command_event(
+        CommandCall(("query",), {"sql": "SELECT 1 FROM t", "epsilon": 0.5}),
+        "denied",
+        "budget_exhausted",
+        user="r1",
+    )
+    assert event.detail["reason"] == "budget" and event.detail["epsilon"] == 0.5
+
+
+def test_nothing_written_outside_an_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TESSERA_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "note.txt").write_bytes(b"plain file")
+    out = tmp_path / "frags"
+    out.mkdir()
+    assert main(["share", "split", "note.txt", "-n", "3", "-k", "2", "--out", str(out)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frags", "note.txt"]
+    assert len(list(out.iterdir())) == 3
+
+
+def test_unwritable_log_warns_and_keeps_the_exit_code(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (home / "audit" / "log.json").write_text("not json")
+    assert main(["vault", "ls", "--home", str(home)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["tessera: warning: the audit event was not recorded (input_error)"]
+    assert main(["vault", "get", "gone", "--out", "x", "--home", str(home)]) == 1
+    assert "tessera: error: no file named 'gone'" in capsys.readouterr().err
+
+
+def test_entry_point_records_the_os_user(home: Path) -> None:
+    env = {**os.environ, "TESSERA_HOME": str(home), "TESSERA_ROLE": "steward"}
+    done = subprocess.run(
+        [str(TESSERA), "vault", "ls", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    last = _events(home)[-1]
+    assert (last.action, last.user, last.role) == ("vault.ls", getpass.getuser(), "steward")
+
+
+def _job(env: Any, **over: Any) -> dict[str, Any]:
+    import secrets
+
+    job: dict[str, Any] = {
+        "version": 1,
+        "type": "sql",
+        "job_id": secrets.token_hex(16),
+        "issued_at": int(time.time()),
+        "parties": [["127.0.0.1", 1000], ["127.0.0.1", 1001], ["127.0.0.1", 1002]],
+        "inputs": [{"alias": "p", "table": "patients", "parts": ["age.v"]}],
+        "noise": None,
+        "params": {},
+    }
+    job.update(over)
+    return sign_job(env, job)
+
+
+def test_node_records_refused_and_failed_jobs(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tessera.config import Environment
+
+    env = Environment.load(home)
+    service = NodeService(env, 2, warm=False)  # default sink: HOME/nodes/2/audit
+    try:
+        with pytest.raises(Exception, match="unsigned"):
+            service.run_job({"job": {"job_id": "forged"}})
+        envelope = _job(env)
+        with pytest.raises(NotFoundError):  # no shares of 'patients' at this node
+            service.run_job(envelope)
+        with pytest.raises(Exception, match="replayed"):
+            service.run_job(envelope)
+    finally:
+        service.close()
+    events = _events(home, node=2)
+    assert [(e.action, e.outcome, e.source) for e in events] == [
+        ("mpc.job", "denied", "node-2"),
+        ("mpc.job", "not_found", "node-2"),
+        ("mpc.job", "denied", "node-2"),
+    ]
+    assert dict(events[0].detail) == {"error": "integrity_error"}  # nothing unverified kept
+    job_id = envelope["job"]["job_id"]
+    assert events[1].detail["job"] == job_id and events[1].detail["type"] == "sql"
+    assert events[1].entity == "patients"
+    assert events[2].detail["error"] == "job_replayed"
+    capsys.readouterr()
+    assert main(["audit", "verify", "--node", "2", "--json", "--home", str(home)]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+
+
+def test_node_emits_into_a_given_sink(home: Path) -> None:
+    from tessera.config import Environment
+
+    sink = MemoryAuditSink()
+    service = NodeService(Environment.load(home), 3, warm=False, audit=sink)
+    try:
+        with pytest.raises(Exception, match="unsigned"):
+            service.run_job("not an envelope")
+    finally:
+        service.close()
+    assert [(e.action, e.outcome) for e in sink.events] == [("mpc.job", "denied")]
