@@ -235,3 +235,33 @@ def test_node_emits_into_a_given_sink(home: Path) -> None:
     finally:
         service.close()
     assert [(e.action, e.outcome) for e in sink.events] == [("mpc.job", "denied")]
+
+
+def test_query_on_custodian_nodes_recorded_at_gateway_and_nodes(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real import and SQL query: the gateway and every node keep their own events."""
+    from tessera.config import Environment
+    from tessera.workflows.nodes import stop_nodes
+
+    csv = tmp_path / "p.csv"
+    csv.write_text("age,sex\n34,F\n51,M\n47,F\n62,M\n29,F\n70,M\n")
+    h = ["--home", str(home)]
+    sql = "SELECT COUNT(*) FROM patients WHERE age > 30"
+    try:
+        assert main(["table", "import", str(csv), "--name", "patients", *h]) == 0
+        capsys.readouterr()
+        assert main(["query", sql, "--json", *h]) == 0
+        assert json.loads(capsys.readouterr().out)["rows"] == [[5]]
+    finally:
+        stop_nodes(Environment.load(home))
+    gateway = [(e.action, e.outcome, e.entity) for e in _events(home)]
+    assert gateway[1:3] == [
+        ("table.import", "success", "patients"),
+        ("query", "success", "patients"),
+    ]
+    for node in (1, 2, 3):
+        (job,) = _events(home, node)
+        assert (job.action, job.outcome, job.entity) == ("mpc.job", "success", "patients")
+        assert job.source == f"node-{node}" and job.detail["type"] == "sql"
+        assert main(["audit", "verify", "--node", str(node), "--json", *h]) == 0
