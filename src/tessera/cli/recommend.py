@@ -46,6 +46,14 @@ def recommend(
         Path | None,
         typer.Option("--profile", help="Recommendation profile YAML (else the schema's)."),
     ] = None,
+    epsilon: Annotated[
+        float | None,
+        typer.Option("--epsilon", help="DP tables: spend this epsilon (default: the policy's)."),
+    ] = None,
+    researcher: Annotated[
+        str | None,
+        typer.Option("--researcher", help="DP tables: whose budget is charged."),
+    ] = None,
     home: HomeOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -59,6 +67,11 @@ def recommend(
     if csv:
         if schema is None:
             raise UsageError("--csv needs --schema")
+        if epsilon is not None or researcher is not None:
+            raise UsageError(
+                "--epsilon/--researcher apply to tables with a DP policy (--table); "
+                "local mode (--csv) reads your own CSVs and releases exactly"
+            )
         result = recommend_local(csv, schema, doc, k=k, radius=radius, profile_text=profile_text)
     else:
         if table is None:
@@ -68,7 +81,14 @@ def recommend(
             raise UsageError("give --profile (a YAML with a recommend: section, e.g. the schema)")
         env = Environment.load(resolve_home(home))
         result = recommend_table(
-            env, table, doc, source.read_text(encoding="utf-8"), k=k, radius=radius
+            env,
+            table,
+            doc,
+            source.read_text(encoding="utf-8"),
+            k=k,
+            radius=radius,
+            epsilon=epsilon,
+            researcher=researcher,
         )
     if json_out:
         emit_json(result)
@@ -77,21 +97,48 @@ def recommend(
 
 
 def _print(result: dict[str, Any]) -> None:
+    privacy = result.get("privacy")
     out = Table("treatment", "count", "mean time to failure", "failure share")
     used = [t for t in result["treatments"] if t["count"]]
     used.sort(key=lambda t: (-t["count"], t["treatment"]))
     for t in used:
+        ivs = t.get("intervals") or {}
         mean = t["mean_time_to_failure"]
         share = t.get("failure_share")
         out.add_row(
             t["treatment"],
-            str(t["count"]),
-            "-" if mean is None else f"{mean:.1f}",
-            "-" if share is None else f"{share:.0%}",
+            _with(str(t["count"]), ivs.get("count"), "{:.0f}"),
+            "-"
+            if mean is None
+            else _with(f"{mean:.1f}", ivs.get("mean_time_to_failure"), "{:.1f}"),
+            "-" if share is None else _with(f"{share:.0%}", ivs.get("failure_share"), "{:.0%}"),
         )
     console = Console()
-    console.print(f"{result['k']} most similar of {result['rows']} patients")
+    about = "about " if privacy is not None and result["mode"] == "radius" else ""
+    console.print(f"{about}{result['k']} most similar of {result['rows']} patients")
     console.print(out)
+    if privacy is not None:
+        left = ", ".join(
+            f"{name} epsilon {b['epsilon']:.3g} (rho {b['rho']:.3g})"
+            for name, b in (privacy.get("budget_remaining") or {}).items()
+        )
+        hidden = len(privacy["suppressed_cells"])
+        console.print(
+            f"differential privacy: ({privacy['epsilon']:.3g}, {privacy['delta']:.0e})-DP "
+            f"(rho {privacy['rho']:.3g} zCDP), distributed discrete Gaussian noise from any "
+            f"{privacy['honest_custodians_needed']} of {privacy['custodians']} custodians; "
+            f"the [intervals] of a row hold together with "
+            f"{privacy['confidence']:.0%} probability; {hidden} treatment(s) below "
+            f"{privacy['min_group_size']} (noisy) not shown; budget left: {left}",
+            soft_wrap=True,
+            markup=False,
+        )
+
+
+def _with(text: str, interval: list[float] | None, fmt: str) -> str:
+    if interval is None:
+        return text
+    return f"{text} [{fmt.format(interval[0])}, {fmt.format(interval[1])}]"
 
 
 def register(app: typer.Typer) -> None:

@@ -56,6 +56,11 @@ class Aggregate:
     scale: int = 1
     nullable: bool = False
     label: str | None = None
+    #: How many records one person can move in or out of the aggregated rows: 1 for SQL
+    #: (a person is in or out), 2 for k-nearest-neighbour aggregates (one person entering
+    #: the k nearest pushes one out).  Every statistic's sensitivity is multiplied by the
+    #: largest factor among the release's aggregates.
+    sensitivity_factor: int = 1
 
     def __post_init__(self) -> None:
         if self.func not in _ALL_FUNCS:
@@ -66,6 +71,8 @@ class Aggregate:
             raise ValueError(f"bounds of {self.column}: lower {self.lower} > upper {self.upper}")
         if self.scale < 1:
             raise ValueError("scale must be >= 1")
+        if self.sensitivity_factor < 1:
+            raise ValueError("sensitivity_factor must be >= 1")
 
     @property
     def name(self) -> str:
@@ -195,7 +202,12 @@ def _statistics_for(aggregates: Sequence[Aggregate], private: bool) -> list[Stat
             top = max(lo * lo, hi * hi)
             bottom = 0 if lo <= 0 <= hi else min(lo * lo, hi * hi)
             add(Statistic(f"sumsq:{col}", "sum_squares", col, bottom, top, top))
-    return list(stats.values())
+    factor = max(agg.sensitivity_factor for agg in aggregates)
+    if factor == 1:
+        return list(stats.values())
+    return [
+        Statistic(**{**asdict(s), "sensitivity": s.sensitivity * factor}) for s in stats.values()
+    ]
 
 
 def plan_release(

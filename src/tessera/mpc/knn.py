@@ -419,7 +419,33 @@ async def run(ctx: Any) -> None:
     patient = program.load(inputs["patient"])
     selected = await ctx.mpc.gather(await program.select(inputs, patient))
     result = await program.aggregate(inputs, program.secint.array(selected))
-    await ctx.release(result.reshape(job.treatments * 3), {"rows": job.rows})
+    if not ctx.job.get("noise"):  # exact release: treatments x 3, treatment-major
+        await ctx.release(result.reshape(job.treatments * 3), {"rows": job.rows})
+        return
+    noisy = _noisy(ctx, program, result)
+    await ctx.release(noisy, {"rows": job.rows, "noisy": True})
+
+
+def _noisy(ctx: Any, program: _Program, result: Any) -> Any:
+    """DP release: (count, time sum[, events]) x treatments, statistic-major, plus noise.
+
+    The job's ``noise.cells`` is ``width * treatments`` (width 2 without an event column,
+    3 with one), in the order of the release plan's statistics (count, sum:time,
+    sum:event).  Every party inputs its own noise vector (drawn by its node from the
+    job's release plan) privately, as ``PartyContext.add_noise`` does for SQL but in this
+    program's secure type; only the noisy statistics are ever reconstructed.
+    """
+    job, mpc = program.job, program.mpc
+    cells = int(ctx.job["noise"]["cells"])
+    width = 3 if job.event is not None else 2
+    mine = ctx.noise()
+    if cells != width * job.treatments or mine is None or mine.shape != (cells,):
+        raise SystemExit("noise vector missing or of the wrong length for this recommendation")
+    total = mpc.np_transpose(result)[:width].reshape(cells)  # statistic-major
+    vec = program.secint.array(program.field.array(np.mod(mine.astype(object), job.prime)))
+    for contribution in mpc.input(vec, senders=list(range(len(mpc.parties)))):
+        total = total + contribution
+    return total
 
 
 if __name__ == "__main__":

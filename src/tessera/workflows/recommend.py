@@ -37,19 +37,29 @@ import numpy as np
 import yaml
 
 from tessera.config import Environment
-from tessera.errors import InputError, IntegrityError
+from tessera.dp import Aggregate, ReleasePlan
+from tessera.errors import InputError, IntegrityError, PolicyError
 from tessera.mpc import knn_seal
 from tessera.mpc.knn_local import reconstruct_result, run_local_parties, share_patient
 from tessera.mpc.knn_spec import Feature, KnnJob, PatientQuery, PlainResult
 from tessera.tables.encode import PRIME, encode_rows, read_csv, share_parts
 from tessera.tables.schema import Column, Schema, parse_value
 from tessera.tables.store import Catalog
+from tessera.workflows.dp import (
+    PrivateAnswer,
+    combined_policy,
+    current_researcher,
+    open_ledger,
+    run_private_query,
+)
 from tessera.workflows.nodes import run_job
 
 __all__ = [
     "Profile",
     "build_job",
+    "dp_aggregates",
     "patient_units",
+    "private_document",
     "read_patient",
     "read_profile",
     "recommend_local",
@@ -249,7 +259,9 @@ def recommend_local(
     with tempfile.TemporaryDirectory(prefix="tessera-knn-") as tmp:
         run = run_local_parties(job, inputs, workdir or Path(tmp), timeout=timeout)
     result = reconstruct_result(job, run.shares)
-    return result_document(job, schema, result, time.perf_counter() - start)
+    doc = result_document(job, schema, result, time.perf_counter() - start)
+    doc["privacy"] = None  # local mode: the caller's own CSVs, released exactly
+    return doc
 
 
 def _radius_units(radius: str | int) -> int:
@@ -278,8 +290,17 @@ def recommend_table(
     *,
     k: int | None = None,
     radius: str | int | None = None,
+    epsilon: float | None = None,
+    researcher: str | None = None,
 ) -> dict[str, Any]:
-    """Recommend for ``patient`` from a secret-shared table, computed by the custodian nodes."""
+    """Recommend for ``patient`` from a secret-shared table, computed by the custodian nodes.
+
+    When the table has a DP policy (docs/dp.md) the per-treatment statistics are
+    released under it: the budget is reserved before any node runs (a recommendation
+    that would overspend raises BudgetExhaustedError and nothing runs), every custodian
+    adds its discrete Gaussian share inside the MPC, and the JSON gains intervals and a
+    ``privacy`` object (``null`` for an exact release).
+    """
     manifest = Catalog(env.home).get(table)
     schema = Schema.from_dict(manifest["schema"])
     profile = read_profile(profile_text)
@@ -289,6 +310,149 @@ def recommend_table(
     mode = "k" if k is not None else "radius"
     job = build_job(schema, profile, rows, mode=mode, parties=env.n, threshold=env.mpc_threshold)
     query = _query(schema, job, patient, k, radius)
+    ledger = open_ledger(env.home)
+    policy = combined_policy(ledger, [table])
+    if not policy.is_private:
+        if epsilon is not None:
+            raise PolicyError(
+                f"--epsilon: {table} has no differential privacy policy "
+                "(tessera table policy NAME --mode dp ...)"
+            )
+        start = time.perf_counter()
+        values = _run_knn(env, table, manifest, job, query, None)
+        if len(values) != job.treatments * 3 or any(v < 0 for v in values):
+            raise IntegrityError("the custodians returned a malformed result")
+        grid = np.array(values, dtype=object).reshape(job.treatments, 3)
+        counts = tuple(int(v) for v in grid[:, 0])
+        result = PlainResult(
+            sum(counts),
+            counts,
+            tuple(int(v) for v in grid[:, 1]),
+            tuple(int(v) for v in grid[:, 2]) if job.event is not None else None,
+        )
+        doc = result_document(job, schema, result, time.perf_counter() - start)
+        doc["privacy"] = None
+        return doc
+    aggregates = dp_aggregates(schema, job)
+    width = 3 if job.event is not None else 2
+
+    def execute(plan: ReleasePlan) -> dict[str, list[int]]:
+        expected = ("count", f"sum:{job.time}", f"sum:{job.event}")[:width]
+        if plan.keys != expected:
+            raise IntegrityError(f"unexpected release plan statistics {plan.keys}")
+        noise = {
+            "cells": width * job.treatments,
+            "groups": job.treatments,
+            "release_plan": plan.to_dict(),
+        }
+        values = _run_knn(env, table, manifest, job, query, noise)
+        if len(values) != width * job.treatments:
+            raise IntegrityError("the custodians returned a malformed result")
+        n = job.treatments
+        return {key: values[i * n : (i + 1) * n] for i, key in enumerate(plan.keys)}
+
+    start = time.perf_counter()
+    answer = run_private_query(
+        ledger,
+        tables=[table],
+        researcher=current_researcher(researcher),
+        aggregates=aggregates,
+        cells=job.treatments,
+        custodians=env.n,
+        threshold=env.mpc_threshold,
+        execute=execute,
+        epsilon=epsilon,
+        note=f"recommend {table}",
+    )
+    return private_document(job, schema, answer, k, time.perf_counter() - start)
+
+
+def dp_aggregates(schema: Schema, job: KnnJob) -> list[Aggregate]:
+    """What a DP recommendation releases per treatment, with the k-NN sensitivities.
+
+    Statistics (in this order): ``count``, ``sum:TIME`` over times clamped to the
+    schema bounds, ``sum:EVENT`` (0/1).  One person can move two records of the k
+    nearest (one in, one out: ``sensitivity_factor`` 2); in radius mode only the
+    person's own record (1).  See docs/recommend.md, "Differential privacy".
+    """
+    col = schema.column(job.time)
+    factor = 2 if job.mode == "k" else 1
+    scale = 10**col.scale
+    out = [
+        Aggregate("count", label="count", sensitivity_factor=factor),
+        Aggregate(
+            "avg",
+            job.time,
+            lower=col.min,
+            upper=col.max,
+            scale=scale,
+            label="mean_time_to_failure",
+            sensitivity_factor=factor,
+        ),
+    ]
+    if job.event is not None:
+        out.append(Aggregate("sum", job.event, 0, 1, label="failures", sensitivity_factor=factor))
+        out.append(
+            Aggregate("avg", job.event, 0, 1, label="failure_share", sensitivity_factor=factor)
+        )
+    return out
+
+
+def private_document(
+    job: KnnJob, schema: Schema, answer: PrivateAnswer, k: int | None, seconds: float
+) -> dict[str, Any]:
+    """The ``--json`` document of a DP release (DESIGN.md shape plus ``privacy``).
+
+    Per treatment: the noisy ``count``, ``mean_time_to_failure`` (noisy time sum / noisy
+    count, clamped to the schema bounds), ``failures`` and ``failure_share``, each with
+    its 95% interval under ``intervals``; ``null`` where the noisy count is below the
+    policy's minimum group size.  ``k`` is the requested k (radius mode: the sum of the
+    released counts).
+    """
+    release = answer.release
+    names = schema.column(job.treatment).categories
+    cols = release.columns
+    entries = []
+    for c, name in enumerate(names):
+        row, ivs = release.rows[c], release.intervals[c]
+        entry: dict[str, Any] = {"treatment": name}
+        intervals: dict[str, list[float] | None] = {}
+        for j, col in enumerate(cols):
+            value, iv = row[j], ivs[j]
+            if col == "failures" and value is not None and iv is not None:
+                # A count of failures is >= 0: clamping is post-processing.
+                value, iv = max(value, 0.0), (max(iv[0], 0.0), max(iv[1], 0.0))
+            if col in ("count", "failures") and value is not None:
+                value = round(value)
+            entry[col] = value
+            intervals[col] = None if iv is None else [float(iv[0]), float(iv[1])]
+        entry["intervals"] = intervals
+        entry["suppressed"] = release.suppressed[c]
+        entries.append(entry)
+    privacy = answer.privacy
+    if privacy is not None:  # the same clamped intervals in both places
+        for column in privacy["columns"]:
+            column["intervals"] = [e["intervals"][column["column"]] for e in entries]
+    total = sum(e["count"] or 0 for e in entries)
+    return {
+        "k": k if k is not None else total,
+        "mode": job.mode,
+        "rows": job.rows,
+        "treatments": entries,
+        "seconds": round(seconds, 3),
+        "privacy": privacy,
+    }
+
+
+def _run_knn(
+    env: Environment,
+    table: str,
+    manifest: Mapping[str, Any],
+    job: KnnJob,
+    query: PatientQuery,
+    noise: dict[str, Any] | None,
+) -> list[int]:
+    """Seal the patient's shares to the nodes, run the ``knn`` job, return its outputs."""
     nonce = secrets.token_hex(16)
     sealed = []
     for i, share in enumerate(share_patient(job, query)):
@@ -305,16 +469,5 @@ def recommend_table(
     ]
     params: dict[str, Any] = {"job": job.to_json(), "alias": "t", "nonce": nonce}
     params |= {"patient": sealed, "prime": PRIME}
-    start = time.perf_counter()
-    values, _metas = run_job(env, "knn", inputs, params, prime=PRIME)
-    if len(values) != job.treatments * 3 or any(v < 0 for v in values):
-        raise IntegrityError("the custodians returned a malformed result")
-    grid = np.array(values, dtype=object).reshape(job.treatments, 3)
-    counts = tuple(int(v) for v in grid[:, 0])
-    result = PlainResult(
-        sum(counts),
-        counts,
-        tuple(int(v) for v in grid[:, 1]),
-        tuple(int(v) for v in grid[:, 2]) if job.event is not None else None,
-    )
-    return result_document(job, schema, result, time.perf_counter() - start)
+    values, _metas = run_job(env, "knn", inputs, params, prime=PRIME, noise=noise)
+    return [int(v) for v in values]
