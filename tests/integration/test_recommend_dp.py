@@ -206,3 +206,84 @@ def _check_dp(doc: dict[str, Any], oracle: PlainResult, k: int) -> None:
         misses += not all(exact)
     # Each cell's intervals hold together with >= 95%: two misses in ten is already rare.
     assert shown >= 5 and misses <= 2
+
+
+@pytest.fixture
+def env_with_fixed_noise(tmp_path: Path) -> Any:
+    """Three in-process nodes whose noise sources return fixed values (1, 20, 300)."""
+    import socket
+    import ssl
+    import threading
+    import time
+
+    import uvicorn
+
+    from tessera.node.app import create_app
+    from tessera.node.service import NodeService
+    from tessera.workflows.environment import init_environment
+
+    def source(value: int) -> Any:
+        return lambda spec, party, parties: [value] * int(spec["cells"])
+
+    env = init_environment(tmp_path / "home", nodes=3)
+    pki = env.home / "pki"
+    (env.home / "run").mkdir()
+    servers = []
+    try:
+        for node, value in zip(env.nodes, (1, 20, 300), strict=True):
+            service = NodeService(env, node.id, warm=False, noise_source=source(value))
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(16)
+            config = uvicorn.Config(
+                create_app(service),
+                ssl_certfile=str(pki / f"node-{node.id}.crt"),
+                ssl_keyfile=str(pki / f"node-{node.id}.key"),
+                ssl_ca_certs=str(pki / "ca.crt"),
+                ssl_cert_reqs=ssl.CERT_REQUIRED,
+                log_level="warning",
+            )
+            server = uvicorn.Server(config)
+            thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+            thread.start()
+            servers.append((server, thread, service, sock))
+            info = {"node": node.id, "pid": 0, "host": "127.0.0.1", "port": sock.getsockname()[1]}
+            (env.home / "run" / f"node-{node.id}.json").write_text(json.dumps(info))
+        deadline = time.monotonic() + 30
+        while not all(s.started for s, *_ in servers):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        yield env
+    finally:
+        for server, thread, service, sock in servers:
+            server.should_exit = True
+            thread.join(30)
+            service.close()
+            sock.close()
+
+
+def test_every_released_cell_gets_the_sum_of_all_custodians_noise(
+    env_with_fixed_noise: Any, tmp_path: Path
+) -> None:
+    """With fixed noise sources the k-NN release is exactly oracle + 1 + 20 + 300 per cell."""
+    from tessera.dp import Policy
+    from tessera.workflows.dp import open_ledger, set_table_policy
+    from tessera.workflows.recommend import recommend_table
+    from tessera.workflows.tables import import_csv
+
+    env = env_with_fixed_noise
+    cols = _cohort(tmp_path)
+    import_csv(env, tmp_path / "cohort.csv", "cohort", schema_path=tmp_path / "cohort.schema.yaml")
+    policy = Policy(mode="dp", total_rho=10.0, default_epsilon=1.0, min_group_size=1)
+    set_table_policy(open_ledger(env.home), "cohort", policy)
+    patient = json.loads((tmp_path / "patient.json").read_text())
+    doc = recommend_table(env, "cohort", patient, SCHEMA, k=40)
+    oracle = _oracle(cols, 40)
+    noise = 1 + 20 + 300
+    assert [t["count"] for t in doc["treatments"]] == [c + noise for c in oracle.counts]
+    assert [t["failures"] for t in doc["treatments"]] == [
+        e + noise
+        for e in oracle.events  # type: ignore[union-attr]
+    ]
+    for t, s, c in zip(doc["treatments"], oracle.time_sums, oracle.counts, strict=True):
+        assert t["mean_time_to_failure"] == pytest.approx(min((s + noise) / (c + noise), T_MAX))

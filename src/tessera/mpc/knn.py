@@ -31,6 +31,10 @@ Algorithm (see :mod:`tessera.mpc.knn_spec` for the definition):
    bits, one resharing per record at the end;
 4. aggregates: one-hot treatments transposed times [selected, selected * time,
    selected * event] — one resharing per output.
+5. DP (node jobs with a ``noise`` spec only, see :func:`run`): every party inputs its
+   own noise share per statistic and treatment, drawn by its node from the job's
+   release plan, and only the noisy (count, time sum[, events]) are released,
+   statistic-major.  Without ``noise`` the exact treatments x 3 release is unchanged.
 
 Tables of 20,000 rows need fast local arithmetic: see :mod:`tessera.mpc.knn_fast`.
 """
