@@ -287,3 +287,17 @@ def test_every_released_cell_gets_the_sum_of_all_custodians_noise(
     ]
     for t, s, c in zip(doc["treatments"], oracle.time_sums, oracle.counts, strict=True):
         assert t["mean_time_to_failure"] == pytest.approx(min((s + noise) / (c + noise), T_MAX))
+
+
+def test_local_mode_refuses_epsilon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Local mode reads the caller's own CSVs and releases exactly: --epsilon is a usage error."""
+    _cohort(tmp_path)
+    args = ["recommend", "--patient", str(tmp_path / "patient.json"), "--k", "10"]
+    args += [
+        "--csv",
+        str(tmp_path / "cohort.csv"),
+        "--schema",
+        str(tmp_path / "cohort.schema.yaml"),
+    ]
+    assert main([*args, "--epsilon", "1", "--home", str(tmp_path / "home")]) == 2
+    assert "local mode" in capsys.readouterr().err
