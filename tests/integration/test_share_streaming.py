@@ -12,13 +12,17 @@ pytestmark = pytest.mark.integration
 
 SIZE = 192 << 20
 
-# The command runs in its own process, which reports its own peak RSS (children's
-# rusage would mix in other tests' processes started by the same pytest worker).
+# The command runs in its own process, which reports its own peak RSS: VmHWM of its
+# address space.  (getrusage's ru_maxrss would not do: children's figures mix in other
+# tests' processes, and Linux carries a process's maximum across exec, so a child of a
+# large pytest worker starts with the worker's peak.)
 _CHILD = """
-import resource, sys
+import sys
 from tessera.cli.main import main
 code = main(sys.argv[1:])
-sys.stderr.write(f"MAXRSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n")
+with open("/proc/self/status") as f:
+    hwm = [line.split()[1] for line in f if line.startswith("VmHWM:")][0]
+sys.stderr.write(f"MAXRSS {hwm}\\n")
 sys.exit(code)
 """
 
