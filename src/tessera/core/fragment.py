@@ -18,18 +18,15 @@ raised: callers write to a temporary name and rename after success.
 from __future__ import annotations
 
 import hmac
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tessera.core.bitslice import from_elements, to_elements
-from tessera.core.blockpool import SharedArena, worker_count, worker_pool
 from tessera.core.fragfmt import (
     INNER_HEADER_SIZE,
     KEY_MATERIAL,
@@ -101,27 +98,16 @@ class _Restorer:
         self.spares = list(range(self.h.k, len(self.readers)))
         self.bad = list(opened.bad)
         self.gcm = AESGCM(opened.keys.data_key) if self.h.scheme == "ssms" else None
-        self.slots: list[_Slot] = []
-        self.spare_slot = self.new_slot(None)
+        self.slot = self.new_slot()
 
-    def slot_bytes(self) -> int:
-        """Bytes of one slot."""
+    def new_slot(self) -> _Slot:
+        """Buffers for one block: k records, the plaintext, the ssms ciphertext."""
         h = self.h
         record = payload_length(h.scheme, h.block_size, h.k) + TAG_SIZE * (h.n + 1)
-        return h.k * (record + 64) + h.block_size + piece_length(h.block_size, h.k) * h.k + 256
-
-    def new_slot(self, arena: SharedArena | None) -> _Slot:
-        """Buffers for one block in flight (in shared memory when ``arena`` is given)."""
-        h = self.h
-        record = payload_length(h.scheme, h.block_size, h.k) + TAG_SIZE * (h.n + 1)
-
-        def take(nbytes: int) -> np.ndarray:
-            return arena.take(nbytes) if arena else np.empty(nbytes, dtype=np.uint8)
-
         return _Slot(
-            records=[take(record) for _ in range(h.k)],
-            out=take(h.block_size),
-            ct=take(piece_length(h.block_size, h.k) * h.k),
+            records=[np.empty(record, dtype=np.uint8) for _ in range(h.k)],
+            out=np.empty(h.block_size, dtype=np.uint8),
+            ct=np.empty(piece_length(h.block_size, h.k) * h.k, dtype=np.uint8),
         )
 
     def _drop(self, reader_pos: int, reason: str) -> None:
@@ -142,13 +128,6 @@ class _Restorer:
         ]
         xs = [self.o.sources[i].header.index for i in self.active]
         return xs, [t for _p, t in reads], [p for p, _t in reads]
-
-    def restore_slot(self, b: int, xs: list[int], tag_lists: list[bytes], index: int) -> bool:
-        """Restore block ``b`` read into slot ``index`` (in a worker process)."""
-        slot = self.slots[index]
-        plen = payload_length(self.h.scheme, self.readers[0].lengths[b], self.h.k)
-        payloads = [rec[:plen] for rec in slot.records[: len(xs)]]
-        return self.restore(b, xs, tag_lists, payloads, slot)
 
     def restore(
         self,
@@ -190,7 +169,7 @@ class _Restorer:
 
     def block(self, b: int) -> memoryview:
         """The verified plaintext of block ``b``, setting damaged fragments aside."""
-        slot = self.spare_slot
+        slot = self.slot
         while True:
             xs, tag_lists, payloads = self.read(b, slot)
             if self.restore(b, xs, tag_lists, payloads, slot):
@@ -248,58 +227,17 @@ def combine_stream(
 ) -> CombineReport:
     """Restore the file from ``k`` or more fragments into ``dst``.
 
-    The calling process reads and writes; for large files worker processes restore and
-    authenticate blocks in shared memory.  A block that fails its check is redone in
-    order by :meth:`_Restorer.block`, which names the damaged fragments and swaps in
-    spares.
+    A block that fails its check is redone by :meth:`_Restorer.block`, which names
+    the damaged fragments and swaps in spares.
     """
     opened = open_fragments(srcs)
     r = _Restorer(opened)
     h = opened.header
     writer = _Writer(dst, h.padded_size, progress)
-    nblocks = len(r.readers[0].lengths)
-    workers = worker_count(nblocks)
-    if not workers:
-        for b in range(nblocks):
-            writer.write(b, r.block(b))
-    else:
-        nslots = workers + 2
-        arena = SharedArena(nslots * r.slot_bytes())
-        r.slots = [r.new_slot(arena) for _ in range(nslots)]
-        try:
-            with worker_pool(r, workers) as pool:
-                _combine_pipeline(r, writer, nblocks, pool.submit)
-        finally:
-            r.slots = []
-            arena.close()
+    for b in range(len(r.readers[0].lengths)):
+        writer.write(b, r.block(b))
     used = tuple(opened.sources[i].header.index for i in r.active)
     return CombineReport(h.object_id, writer.size, used, tuple(r.bad))
-
-
-def _combine_pipeline(
-    r: _Restorer, writer: _Writer, nblocks: int, submit: Callable[..., Future[Any]]
-) -> None:
-    nslots = len(r.slots)
-    pending: deque[tuple[Future[Any], int]] = deque()
-
-    def drain_one() -> None:
-        future, b = pending.popleft()
-        if future.result():
-            writer.write(b, r.slots[b % nslots].out.data[: r.readers[0].lengths[b]])
-        else:
-            writer.write(b, r.block(b))
-
-    try:
-        for b in range(nblocks):
-            if len(pending) == nslots:
-                drain_one()
-            xs, tag_lists, _payloads = r.read(b, r.slots[b % nslots])
-            pending.append((submit("restore_slot", b, xs, tag_lists, b % nslots), b))
-        while pending:
-            drain_one()
-    finally:
-        for future, _b in pending:
-            future.cancel()
 
 
 # -------------------------------------------------------------------------- verify
