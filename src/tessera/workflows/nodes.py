@@ -149,6 +149,18 @@ def ensure_nodes(
 ) -> dict[int, NodeClient]:
     """A client per node, starting local nodes that do not answer (embedded default)."""
     clients: dict[int, NodeClient] = {}
+    try:
+        return _ensure(env, clients, start=start, timeout=timeout)
+    except BaseException:
+        # Clients already connected to healthy nodes must not leak their TLS sockets.
+        for client in clients.values():
+            client.close()
+        raise
+
+
+def _ensure(
+    env: Environment, clients: dict[int, NodeClient], *, start: bool, timeout: float
+) -> dict[int, NodeClient]:
     to_start = []
     for node in env.nodes:
         info = _known(env, node.id)
