@@ -120,7 +120,7 @@ class _Reader:
 
 @dataclass
 class _Slot:
-    """Buffers of one block in flight (reused, so no page faults per block)."""
+    """Buffers of one block (reused, so no page faults per block)."""
 
     plain: U8
     region: U8  # the n payloads back to back; for ssms the first k are the ciphertext
@@ -135,25 +135,24 @@ class _BlockSplitter:
         self.scheme, self.k, self.n = scheme, k, n
         self.keys, self.rng, self.object_id = keys, rng, object_id
         self.gcm = AESGCM(keys.data_key) if scheme == "ssms" else None
-        self.slots: list[_Slot] = []
+        self.slot = _Slot(np.empty(0, dtype=np.uint8), np.empty(0, dtype=np.uint8))
 
-    def make_slots(self, count: int, block_size: int) -> None:
-        """Allocate ``count`` slots for blocks of up to ``block_size`` bytes."""
+    def allocate(self, block_size: int) -> None:
+        """Buffers for blocks of up to ``block_size`` bytes."""
         plen = payload_length(self.scheme, block_size, self.k)
-        self.slots = [
-            _Slot(np.empty(block_size, dtype=np.uint8), np.empty(self.n * plen, dtype=np.uint8))
-            for _ in range(count)
-        ]
+        self.slot = _Slot(
+            np.empty(block_size, dtype=np.uint8), np.empty(self.n * plen, dtype=np.uint8)
+        )
 
     def outs(self, slot: _Slot, blen: int) -> list[U8]:
         """The n payload views of a block of ``blen`` plaintext bytes."""
         plen = payload_length(self.scheme, blen, self.k)
         return [slot.region[i * plen : (i + 1) * plen] for i in range(self.n)]
 
-    def tags(self, b: int, blen: int, index: int) -> bytes:
-        """Share and encode block ``b`` in slot ``index``; return its tag list."""
+    def tags(self, b: int, blen: int) -> bytes:
+        """Share and encode block ``b`` (read into the slot); return its tag list."""
         k, n = self.k, self.n
-        slot = self.slots[index]
+        slot = self.slot
         plain = slot.plain[:blen]
         outs = self.outs(slot, blen)
         if self.gcm is None:
@@ -230,7 +229,7 @@ def split_stream(
     reader = _Reader(src, size)
     lengths = block_lengths(padded, block_size)
     splitter = _BlockSplitter(scheme, k, n, keys, rng, oid)
-    splitter.make_slots(1, min(block_size, padded))
+    splitter.allocate(min(block_size, padded))
     _pipeline(splitter, reader, dsts, lengths, size, progress)
     if reader.left:
         raise InputError("input is longer than its stated size")
@@ -246,7 +245,7 @@ def _pipeline(
     progress: Progress | None,
 ) -> None:
     """Read each block into the slot, share it, write the n records."""
-    slot = splitter.slots[0]
+    slot = splitter.slot
     for b, blen in enumerate(lengths):
         view = slot.plain.data
         if b == 0:
@@ -254,7 +253,7 @@ def _pipeline(
             reader.fill(view[INNER_HEADER_SIZE:blen])
         else:
             reader.fill(view[:blen])
-        tags = splitter.tags(b, blen, 0)
+        tags = splitter.tags(b, blen)
         for out, dst in zip(splitter.outs(slot, blen), dsts, strict=True):
             dst.write(out.data)
             dst.write(tags)
