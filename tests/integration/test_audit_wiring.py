@@ -265,3 +265,43 @@ def test_query_on_custodian_nodes_recorded_at_gateway_and_nodes(
         assert (job.action, job.outcome, job.entity) == ("mpc.job", "success", "patients")
         assert job.source == f"node-{node}" and job.detail["type"] == "sql"
         assert main(["audit", "verify", "--node", str(node), "--json", *h]) == 0
+
+
+def test_unlocking_the_owner_key_is_a_login(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = "correct horse battery staple"
+    monkeypatch.delenv("TESSERA_HOME", raising=False)
+    monkeypatch.setenv("TESSERA_PASSPHRASE", secret)
+    home = tmp_path / "env"
+    assert main(["init", str(home), "--nodes", "3"]) == 0  # the key is encrypted
+    scan = tmp_path / "scan.bin"
+    scan.write_bytes(os.urandom(512))
+    h = ["--home", str(home)]
+    monkeypatch.setenv("TESSERA_PASSPHRASE", "not the passphrase")
+    assert main(["vault", "put", str(scan), "--name", "scan-1", *h]) == 1
+    assert "passphrase" in capsys.readouterr().err
+    monkeypatch.setenv("TESSERA_PASSPHRASE", secret)
+    assert main(["vault", "put", str(scan), "--name", "scan-1", *h]) == 0
+    monkeypatch.delenv("TESSERA_PASSPHRASE")
+    assert main(["vault", "get", "scan-1", "--out", str(tmp_path / "back"), *h]) == 0  # no key
+
+    events = _events(home)
+    seen = [(e.action, e.outcome) for e in events]
+    assert seen == [
+        ("environment.init", "success"),
+        ("login", "failure"),
+        ("vault.put", "failure"),
+        ("login", "success"),
+        ("vault.put", "success"),
+        ("vault.get", "success"),
+    ]
+    failed, ok = events[1], events[3]
+    for login in (failed, ok):
+        assert login.user == getpass.getuser() and login.address == "127.0.0.1"
+        assert login.entity == "keys/owner.key" and dict(login.detail) == {"method": "passphrase"}
+    raw = (home / "audit" / "log.json").read_bytes()
+    for p in (home / "audit").rglob("*"):
+        if p.is_file():
+            raw += p.read_bytes()
+    assert secret.encode() not in raw and b"not the passphrase" not in raw

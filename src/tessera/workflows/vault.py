@@ -12,19 +12,31 @@ owner's ML-DSA-65 key pair under ``keys/`` and writes the ``[vault]`` table::
 
 The private key is encrypted with ``$TESSERA_PASSPHRASE`` (scrypt + AES-256-GCM) unless
 the owner explicitly chose an unencrypted key (the embedded demo).
+
+Unlocking an encrypted key is the command line's authentication: :func:`open_vault`
+records a ``login`` event (DICOM 110114 User Authentication) in the gateway log, outcome
+``success`` or ``failure`` (wrong passphrase), with the OS user and 127.0.0.1 as the
+monitor's login rules expect.  Nothing about the passphrase is recorded; an unencrypted
+key or a missing passphrase is no authentication attempt and records no login.
 """
 
 from __future__ import annotations
 
+import getpass
+import os
 from pathlib import Path
 from typing import Any
 
 from tessera import keys
 from tessera.config import Environment
-from tessera.errors import ConfigError
+from tessera.core.audit_sink import Action, AuditEvent
+from tessera.errors import ConfigError, IntegrityError, NotFoundError
+from tessera.keys.protect import is_encrypted
 from tessera.vault import Store, Vault
+from tessera.workflows import audit
+from tessera.workflows.audit_cli import CLIENT, LOCAL_ADDRESS
 
-__all__ = ["init_vault", "open_vault", "vault_settings"]
+__all__ = ["init_vault", "open_vault", "unlock_signing_key", "vault_settings"]
 
 DEFAULTS: dict[str, Any] = {
     "open_timeout_s": 30.0,
@@ -56,15 +68,47 @@ def init_vault(env: Environment, *, passphrase: bytes | None) -> Path:
     return private
 
 
+def _login_event(key_name: Path, outcome: str) -> AuditEvent:
+    return AuditEvent(
+        Action.LOGIN,
+        outcome=outcome,
+        user=getpass.getuser(),
+        role=os.environ.get("TESSERA_ROLE", ""),
+        address=LOCAL_ADDRESS,
+        client=CLIENT,
+        source="gateway",
+        entity=key_name.as_posix(),
+        entity_type="key",
+        detail={"method": "passphrase"},
+    )
+
+
+def unlock_signing_key(env: Environment, key_name: Path) -> keys.SigningKey:
+    """Load the owner's signing key; unlocking an encrypted one is recorded as a login."""
+    path = env.home / key_name
+    try:
+        encrypted = is_encrypted(path.read_bytes())
+    except FileNotFoundError:
+        raise NotFoundError(f"no signing key at {path}") from None
+    passphrase = keys.passphrase_from_env()
+    if not encrypted or passphrase is None:  # no credential presented: not a login
+        return keys.read_signing_key(path, passphrase=passphrase)
+    try:
+        signer = keys.read_signing_key(path, passphrase=passphrase)
+    except IntegrityError:
+        audit.record(env.home, [_login_event(key_name, "failure")])
+        raise
+    audit.record(env.home, [_login_event(key_name, "success")])
+    return signer
+
+
 def open_vault(env: Environment, *, write: bool = False) -> Vault:
     """The environment's vault, after crash recovery; ``write`` loads the signing key."""
     settings = vault_settings(env)
     verify_key = keys.read_verify_key(env.home / str(settings["verify_key"]))
     signer = None
     if write:
-        signer = keys.read_signing_key(
-            env.home / str(settings["signing_key"]), passphrase=keys.passphrase_from_env()
-        )
+        signer = unlock_signing_key(env, Path(str(settings["signing_key"])))
         if signer.verify_key != verify_key:
             raise ConfigError("the owner's signing key does not match its public key")
     try:
