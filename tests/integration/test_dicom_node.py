@@ -11,6 +11,8 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
+from tessera.core.audit_sink import AuditEvent, MemoryAuditSink
+from tessera.errors import StorageUnavailableError
 from tessera.workflows.dicom import reidentify, start_node
 
 # dcmtk's storescu (pynetdicom installs a Python one of the same name in the venv)
@@ -64,3 +66,47 @@ def test_storescu_to_our_node(tmp_path: Path) -> None:
     assert {"PatientID": str(ct.PatientID), "PatientName": str(ct.PatientName)}.items() <= next(
         i for i in identities if i.get("PatientID") == ct.PatientID
     ).items()
+
+
+class _BrokenSink:
+    def emit(self, event: AuditEvent) -> None:
+        raise StorageUnavailableError("audit log unavailable")
+
+
+def _send(node_port: int, host: str, *names: str) -> str:
+    run = subprocess.run(
+        [STORESCU, "-aec", "TESSERA_TEST", host, str(node_port), *(sample_path(n) for n in names)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    return run.stdout + run.stderr
+
+
+def test_injected_sink_gets_one_event_per_instance_and_a_broken_one_refuses(
+    tmp_path: Path,
+) -> None:
+    sink = MemoryAuditSink()
+    home = tmp_path / "home"
+    node = start_node(
+        home=home, out=tmp_path / "a", port=0, ae_title="TESSERA_TEST", audit_sink=sink
+    )
+    try:
+        log = _send(node.port, node.host, "CT_small.dcm", "MR_small.dcm", AT_RISK[0])
+    finally:
+        node.stop()
+    assert [(e.action, e.outcome, e.detail["status"]) for e in sink.events] == [
+        ("dicom.receive", "success", "stored"),
+        ("dicom.receive", "success", "stored"),
+        ("dicom.receive", "failure", "quarantined"),
+    ], log
+    assert all(e.patient.startswith("TS") and e.entity == e.patient for e in sink.events)
+    assert {
+        str(dcmread(sample_path(n)).PatientID) for n in ("CT_small.dcm", "MR_small.dcm")
+    }.isdisjoint(e.entity for e in sink.events)
+    node = start_node(
+        home=home, out=tmp_path / "b", port=0, ae_title="TESSERA_TEST", audit_sink=_BrokenSink()
+    )
+    try:
+        log = _send(node.port, node.host, "CT_small.dcm")
+    finally:
+        node.stop()
+    assert node.receiver.counts == {"failed": 1}, log  # not acknowledged without its event

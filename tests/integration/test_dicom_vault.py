@@ -176,3 +176,39 @@ def test_node_keeps_originals_secret_shared_and_fetches_them_audited(
         ("dicom.reidentify", "not_found", "dicom-original/*/2.25.1.dcm"),
     ]  # two retrievals and one miss, all audited
     assert all(e.patient in ("", pseudonym) for e in events)
+
+
+@pytest.mark.skipif(STORESCU is None, reason="dcmtk not installed")
+def test_node_records_one_receive_event_per_instance(tmp_path: Path) -> None:
+    home = tmp_path / "env"
+    assert main(["init", str(home), "--nodes", "3", "--threshold", "2", "--unencrypted-key"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        at_risk = str(get_testdata_file("SC_rgb_small_odd.dcm"))  # burned-in risk: quarantined
+    node = start_node(home=home, out=tmp_path / "unused", port=0, to_vault=True)
+    try:
+        run = subprocess.run(
+            [STORESCU, "-aec", "TESSERA", "-aet", "MODALITY7", node.host, str(node.port),
+             str(ct_small()), at_risk],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        node.stop()
+    assert node.receiver.counts == {"deidentified": 1, "quarantined": 1}, run.stdout + run.stderr
+    events = [e for _, e in gateway_log(home).events() if e.action == "dicom.receive"]
+    assert [(e.outcome, e.detail["status"]) for e in events] == [
+        ("success", "stored"),
+        ("failure", "quarantined"),
+    ]
+    stored = events[0]
+    names = [m.name for m in open_vault(Environment.load(home)).ls() if m.name.startswith("dicom/")]
+    assert stored.entity.startswith("TS") and stored.patient == stored.entity
+    assert stored.entity_type == "patient"
+    assert any(n.endswith(str(stored.detail["object"])) for n in names)
+    assert stored.detail["sop_class"] == str(CTImageStorage)
+    assert stored.user == "MODALITY7" and stored.address == "127.0.0.1"
+    ct = dcmread(ct_small())
+    raw = json.dumps([[str(v) for v in (e.entity, e.patient, e.user, *e.detail.values())]
+                      for e in events])  # fmt: skip
+    assert str(ct.PatientID) not in raw and str(ct.PatientName) not in raw
+    assert verify_log(home, note=False).ok

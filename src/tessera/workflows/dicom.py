@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tessera.config import Environment
-from tessera.core.audit_sink import Action, AuditEvent
+from tessera.core.audit_sink import Action, AuditEvent, AuditSink
 from tessera.dicom import (
     BatchSettings,
     FolderIdentityStore,
@@ -239,6 +239,13 @@ class NodeHandle:
         self.server.shutdown()
 
 
+def _gateway_sink(home: Path) -> AuditSink | None:
+    """The gateway log of the environment at ``home`` (None outside an environment)."""
+    if not (home / "tessera.toml").is_file():
+        return None
+    return audit.gateway_log(home)
+
+
 def start_node(
     *,
     home: Path,
@@ -252,8 +259,12 @@ def start_node(
     to_vault: bool = False,
     keep_original: bool | None = None,
     on_outcome: Callable[[Outcome, str | None], None] | None = None,
+    audit_sink: AuditSink | None = None,
 ) -> NodeHandle:
     """Start the C-STORE SCP that de-identifies into ``out`` or the vault (port 0: any).
+
+    Each received instance is recorded as a ``dicom.receive`` event in ``audit_sink``
+    (None: the gateway log when ``home`` holds an environment, else nothing is recorded).
 
     ``keep_original`` (None: ``[dicom] keep_original`` from tessera.toml) also keeps each
     received instance as it arrived, secret-shared in the vault; it requires ``to_vault``
@@ -283,6 +294,7 @@ def start_node(
         keep_burned_in=keep_burned_in,
         originals=originals,
         on_outcome=on_outcome,
+        audit=audit_sink if audit_sink is not None else _gateway_sink(home),
     )
     server = start_scp(receiver, host, port, ae_title)
     bound_host, bound_port = server.server_address[:2]
