@@ -253,15 +253,32 @@ def test_query_on_custodian_nodes_recorded_at_gateway_and_nodes(
         capsys.readouterr()
         assert main(["query", sql, "--json", *h]) == 0
         assert json.loads(capsys.readouterr().out)["rows"] == [[5]]
+        grouped = "SELECT sex, COUNT(*) FROM patients WHERE age > 30 GROUP BY sex"
+        assert main(["query", grouped, "--min-group", "3", "--json", *h]) == 0
+        answer = json.loads(capsys.readouterr().out)  # F has 2 rows: suppressed
+        assert answer["rows"] == [["M", 3]] and answer["suppressed_groups"] >= 1
+        assert main(["query", grouped, "--json", *h]) == 0  # min group 5: all hidden
+        hidden = json.loads(capsys.readouterr().out)
+        assert hidden["rows"] == []
+        mean = "SELECT AVG(age) FROM patients"  # no COUNT(*): no cohort size recorded
+        assert main(["query", mean, "--min-group", "3", "--json", *h]) == 0
     finally:
         stop_nodes(Environment.load(home))
-    gateway = [(e.action, e.outcome, e.entity) for e in _events(home)]
+    events = _events(home)
+    gateway = [(e.action, e.outcome, e.entity) for e in events]
     assert gateway[1:3] == [
         ("table.import", "success", "patients"),
         ("query", "success", "patients"),
     ]
+    # the cohort size the monitor's differencing / small-cell rules read (revealed counts)
+    assert [(e.detail.get("rows"), e.detail.get("suppressed_groups")) for e in events[2:6]] == [
+        (5, None),
+        (3, answer["suppressed_groups"]),
+        (None, hidden["suppressed_groups"]),
+        (None, None),
+    ]
     for node in (1, 2, 3):
-        (job,) = _events(home, node)
+        job = _events(home, node)[0]
         assert (job.action, job.outcome, job.entity) == ("mpc.job", "success", "patients")
         assert job.source == f"node-{node}" and job.detail["type"] == "sql"
         assert main(["audit", "verify", "--node", str(node), "--json", *h]) == 0

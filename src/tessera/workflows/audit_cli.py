@@ -25,6 +25,10 @@ Rules (see docs/audit.md, "What is recorded"):
 * entity: the vault name, table name or node id from the arguments; SQL text only as its
   SHA-256 (``detail["query_hash"]``); nothing secret is read from the arguments.
 
+Workflows may add public facts about the result to the command's event with
+:func:`add_detail` (``tessera query`` adds the cohort size ``rows`` of an exact
+release); outside :func:`run_audited` it does nothing.
+
 Auditing never breaks a command: if the event cannot be written, one warning line goes to
 stderr and the command's own exit code stands.  Only stdlib and the core audit record are
 imported here; Click and the log are imported when an event is actually written.
@@ -37,6 +41,7 @@ import hashlib
 import os
 import sys
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +49,14 @@ from typing import Any
 from tessera.core.audit_sink import Action, AuditEvent, DetailValue
 from tessera.errors import NotFoundError, PolicyError, TesseraError
 
-__all__ = ["ACTIONS", "CommandCall", "command_event", "outcome_of", "run_audited"]
+__all__ = [
+    "ACTIONS",
+    "CommandCall",
+    "add_detail",
+    "command_event",
+    "outcome_of",
+    "run_audited",
+]
 
 CLIENT = "tessera-cli"
 LOCAL_ADDRESS = "127.0.0.1"
@@ -69,6 +81,21 @@ ACTIONS: dict[tuple[str, ...], str] = {
 SKIPPED: frozenset[tuple[str, ...]] = frozenset(
     {("audit",), ("dicom", "reidentify"), ("dicom", "original")}
 )
+
+#: detail the running command's workflow adds to its event (None: no command is audited).
+_EXTRA: ContextVar[dict[str, DetailValue] | None] = ContextVar("tessera_audit_extra", default=None)
+
+
+def add_detail(**values: DetailValue) -> None:
+    """Add public, non-secret facts to the audit event of the command now running.
+
+    The command's own keys (``command``, ``error``, ``query_hash`` …) are never replaced.
+    Outside :func:`run_audited` (library use, tests) this does nothing.
+    """
+    extra = _EXTRA.get()
+    if extra is not None:
+        extra.update(values)
+
 
 # Policy commands: a change when they set something, a read otherwise.
 _POLICY_PATHS = {("table", "policy"), ("budget", "policy")}
@@ -185,7 +212,12 @@ def _entity(path: tuple[str, ...], params: Mapping[str, Any]) -> tuple[str, str]
 
 
 def command_event(
-    call: CommandCall, outcome: str, error_code: str = "", *, user: str | None = None
+    call: CommandCall,
+    outcome: str,
+    error_code: str = "",
+    *,
+    user: str | None = None,
+    extra: Mapping[str, DetailValue] | None = None,
 ) -> AuditEvent:
     """The audit event for ``call`` ending with ``outcome`` (no secrets: names and hashes)."""
     params = call.params
@@ -201,6 +233,8 @@ def command_event(
             detail["epsilon"] = float(params["epsilon"])
     if error_code == "budget_exhausted":
         detail["reason"] = "budget"
+    for key, value in (extra or {}).items():
+        detail.setdefault(key, value)
     return AuditEvent(
         str(_action(call.path, params)),
         outcome=outcome,
@@ -230,7 +264,7 @@ def _note(app: Any, args: list[str], error: BaseException | None) -> None:
             return
         from tessera.workflows.audit import gateway_log
 
-        gateway_log(home).append([command_event(call, *ended)])
+        gateway_log(home).append([command_event(call, *ended, extra=_EXTRA.get())])
     except Exception as exc:  # auditing never breaks the command
         name = exc.code if isinstance(exc, TesseraError) else exc.__class__.__name__
         sys.stderr.write(f"tessera: warning: the audit event was not recorded ({name})\n")
@@ -238,9 +272,13 @@ def _note(app: Any, args: list[str], error: BaseException | None) -> None:
 
 def run_audited(app: Callable[..., Any], args: list[str]) -> None:
     """Run the Typer ``app`` on ``args`` and record the command in the gateway log."""
+    token = _EXTRA.set({})
     try:
-        app(args=args, prog_name="tessera")
-    except BaseException as exc:
-        _note(app, args, exc)
-        raise
-    _note(app, args, None)
+        try:
+            app(args=args, prog_name="tessera")
+        except BaseException as exc:
+            _note(app, args, exc)
+            raise
+        _note(app, args, None)
+    finally:
+        _EXTRA.reset(token)

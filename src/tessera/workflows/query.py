@@ -27,6 +27,7 @@ from tessera.mpc.result import decode_result
 from tessera.mpc.sql import compile_sql
 from tessera.tables.encode import PRIME
 from tessera.tables.store import Catalog
+from tessera.workflows.audit_cli import add_detail
 from tessera.workflows.dp import (
     PrivateAnswer,
     combined_policy,
@@ -73,7 +74,34 @@ def run_query(
     result["rows_scanned"] = int(metas[0].get("meta", {}).get("rows", 0))
     result["party_cpu_s"] = round(sum(float(m.get("meta", {}).get("cpu_s", 0)) for m in metas), 3)
     result["seconds"] = round(time.perf_counter() - started, 3)
+    if noise is None:  # exact release: the cohort the requester's COUNT(*) revealed
+        rows = _revealed_count(plan, values)
+        if rows is not None:
+            add_detail(rows=rows)
+        if result["suppressed_groups"]:
+            add_detail(suppressed_groups=int(result["suppressed_groups"]))
     return result
+
+
+def _revealed_count(plan: dict[str, Any], values: list[int]) -> int | None:
+    """Sum of COUNT(*) over the groups released (None: no COUNT(*), or every group hidden).
+
+    The requester reconstructs these counts for every group that passed the minimum group
+    size (see :mod:`tessera.mpc.result`), so recording their sum reveals nothing more;
+    suppressed groups' counts are never reconstructed and are not in it.
+    """
+    measure = next(
+        (int(s["count"]) for s in plan["aggregates"].values() if s.get("func") == "count_star"),
+        None,
+    )
+    if measure is None:
+        return None
+    groups = math.prod(len(g["labels"]) for g in plan["groups"]) if plan["groups"] else 1
+    flags, cells = values[:groups], values[groups:]
+    released = [g for g in range(groups) if flags[g] == 1]
+    if not released:
+        return None
+    return sum(int(cells[measure * groups + g]) for g in released)
 
 
 def _run_plan(
