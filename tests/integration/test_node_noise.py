@@ -3,21 +3,13 @@ and only the sum is added to the released cells (before group-size suppression).
 
 from __future__ import annotations
 
-import json
-import socket
-import ssl
-import threading
-import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import uvicorn
+from inprocess_nodes import fixed_noise, inprocess_nodes
 
 from tessera.config import Environment
-from tessera.node.app import create_app
-from tessera.node.service import NodeService
 from tessera.workflows.environment import init_environment
 from tessera.workflows.nodes import run_job
 from tessera.workflows.query import plan_query
@@ -28,53 +20,11 @@ pytestmark = pytest.mark.integration
 P = 2**61 - 1
 
 
-def _noise(party_values: dict[int, int]) -> Any:
-    def source(spec: Mapping[str, Any], party: int, parties: int) -> Sequence[int]:
-        assert parties == 3
-        return [party_values[party]] * int(spec["cells"])
-
-    return source
-
-
 @pytest.fixture
 def env_with_noisy_nodes(tmp_path: Path) -> Iterator[Environment]:
     env = init_environment(tmp_path / "home", nodes=3)
-    pki = env.home / "pki"
-    servers = []
-    (env.home / "run").mkdir()
-    try:
-        for node in env.nodes:
-            service = NodeService(
-                env, node.id, warm=False, noise_source=_noise({0: 1, 1: 20, 2: 300})
-            )
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sock.listen(16)
-            config = uvicorn.Config(
-                create_app(service),
-                ssl_certfile=str(pki / f"node-{node.id}.crt"),
-                ssl_keyfile=str(pki / f"node-{node.id}.key"),
-                ssl_ca_certs=str(pki / "ca.crt"),
-                ssl_cert_reqs=ssl.CERT_REQUIRED,
-                log_level="warning",
-            )
-            server = uvicorn.Server(config)
-            thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-            thread.start()
-            servers.append((server, thread, service, sock))
-            info = {"node": node.id, "pid": 0, "host": "127.0.0.1", "port": sock.getsockname()[1]}
-            (env.home / "run" / f"node-{node.id}.json").write_text(json.dumps(info))
-        deadline = time.monotonic() + 30
-        while not all(s.started for s, *_ in servers):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+    with inprocess_nodes(env, {1: fixed_noise(1), 2: fixed_noise(20), 3: fixed_noise(300)}):
         yield env
-    finally:
-        for server, thread, service, sock in servers:
-            server.should_exit = True
-            thread.join(30)
-            service.close()
-            sock.close()
 
 
 def test_noise_shares_are_summed_inside_the_mpc(

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from inprocess_nodes import fixed_noise, inprocess_nodes
 
 from tessera.cli.main import main
 from tessera.mpc.knn_spec import PlainResult, recommend_plain
@@ -211,55 +212,11 @@ def _check_dp(doc: dict[str, Any], oracle: PlainResult, k: int) -> None:
 @pytest.fixture
 def env_with_fixed_noise(tmp_path: Path) -> Any:
     """Three in-process nodes whose noise sources return fixed values (1, 20, 300)."""
-    import socket
-    import ssl
-    import threading
-    import time
-
-    import uvicorn
-
-    from tessera.node.app import create_app
-    from tessera.node.service import NodeService
     from tessera.workflows.environment import init_environment
 
-    def source(value: int) -> Any:
-        return lambda spec, party, parties: [value] * int(spec["cells"])
-
     env = init_environment(tmp_path / "home", nodes=3)
-    pki = env.home / "pki"
-    (env.home / "run").mkdir()
-    servers = []
-    try:
-        for node, value in zip(env.nodes, (1, 20, 300), strict=True):
-            service = NodeService(env, node.id, warm=False, noise_source=source(value))
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sock.listen(16)
-            config = uvicorn.Config(
-                create_app(service),
-                ssl_certfile=str(pki / f"node-{node.id}.crt"),
-                ssl_keyfile=str(pki / f"node-{node.id}.key"),
-                ssl_ca_certs=str(pki / "ca.crt"),
-                ssl_cert_reqs=ssl.CERT_REQUIRED,
-                log_level="warning",
-            )
-            server = uvicorn.Server(config)
-            thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-            thread.start()
-            servers.append((server, thread, service, sock))
-            info = {"node": node.id, "pid": 0, "host": "127.0.0.1", "port": sock.getsockname()[1]}
-            (env.home / "run" / f"node-{node.id}.json").write_text(json.dumps(info))
-        deadline = time.monotonic() + 30
-        while not all(s.started for s, *_ in servers):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+    with inprocess_nodes(env, {1: fixed_noise(1), 2: fixed_noise(20), 3: fixed_noise(300)}):
         yield env
-    finally:
-        for server, thread, service, sock in servers:
-            server.should_exit = True
-            thread.join(30)
-            service.close()
-            sock.close()
 
 
 def test_every_released_cell_gets_the_sum_of_all_custodians_noise(
