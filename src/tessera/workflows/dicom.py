@@ -20,7 +20,8 @@ import re
 import secrets
 import stat
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -41,7 +42,7 @@ from tessera.dicom import (
     run_batch,
 )
 from tessera.dicom.node import Receiver, start_scp
-from tessera.errors import ConfigError, InputError, NotFoundError, TesseraError, UsageError
+from tessera.errors import ConfigError, InputError, NotFoundError, UsageError
 from tessera.vault import Vault
 from tessera.workflows import audit
 from tessera.workflows.vault import open_vault, vault_settings
@@ -313,24 +314,38 @@ def reidentify(home: Path, pseudonym: str, *, user: str = "") -> dict[str, str]:
     if opened is None:
         return FolderIdentityStore(_dicom_home(home) / "identities").get(pseudonym)
     store = VaultIdentityStore(*opened)
-    outcome = "success"
-    try:
+    with _audited_reidentify(
+        home,
+        user=user or os.environ.get("USER", ""),
+        patient=pseudonym,
+        entity=IDENTITY_PREFIX + pseudonym,
+        entity_type="identity",
+        purpose="re-identification",
+    ):
         return store.get(pseudonym)
+
+
+@contextmanager
+def _audited_reidentify(
+    home: Path, *, user: str, patient: str, entity: str, entity_type: str, purpose: str
+) -> Iterator[None]:
+    """Record one DICOM_REIDENTIFY event for the enclosed read, whatever its outcome."""
+    outcome = "failure"
+    try:
+        yield
+        outcome = "success"
     except NotFoundError:
         outcome = "not_found"
-        raise
-    except TesseraError:
-        outcome = "failure"
         raise
     finally:
         event = AuditEvent(
             action=Action.DICOM_REIDENTIFY,
             outcome=outcome,
-            user=user or os.environ.get("USER", ""),
-            patient=pseudonym,
-            entity=IDENTITY_PREFIX + pseudonym,
-            entity_type="identity",
-            purpose="re-identification",
+            user=user,
+            patient=patient,
+            entity=entity,
+            entity_type=entity_type,
+            purpose=purpose,
         )
         audit.record(home, [event])
 
@@ -417,25 +432,14 @@ def fetch_original(home: Path, ref: str, out: Path, *, user: str = "") -> list[d
     for name in names:
         pseudonym, _, file = name[len(ORIGINAL_PREFIX) :].partition("/")
         target = out / file if many else out
-        outcome = "success"
-        try:
+        with _audited_reidentify(
+            home,
+            user=who,
+            patient=pseudonym,
+            entity=name,
+            entity_type="dicom-original",
+            purpose="re-identification (original instance)",
+        ):
             vault.get(name, target)
-        except NotFoundError:
-            outcome = "not_found"
-            raise
-        except TesseraError:
-            outcome = "failure"
-            raise
-        finally:
-            event = AuditEvent(
-                action=Action.DICOM_REIDENTIFY,
-                outcome=outcome,
-                user=who,
-                patient=pseudonym,
-                entity=name,
-                entity_type="dicom-original",
-                purpose="re-identification (original instance)",
-            )
-            audit.record(home, [event])
         fetched.append({"name": name, "pseudonym": pseudonym, "path": str(target)})
     return fetched
