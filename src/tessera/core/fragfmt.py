@@ -283,6 +283,10 @@ class TagKeys:
         """Tag of block ``block`` of fragment ``index`` from its 8 inner hashes."""
         return self._outer.encrypt(_nonce(index, block), b"", b"".join(inner8))
 
+    def fragment_tag_raw(self, index: int, block: int, inner8: bytes) -> bytes:
+        """:meth:`fragment_tag` from the 8 inner hashes already joined (128 bytes)."""
+        return self._outer.encrypt(_nonce(index, block), b"", inner8)
+
     def plaintext_tag(self, block: int, inner8: Sequence[bytes]) -> bytes:
         """Tag of plaintext block ``block`` (shamir) from its 8 inner hashes."""
         return self._plain.encrypt(_nonce(0, block), b"", b"".join(inner8))

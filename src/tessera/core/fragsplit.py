@@ -1,16 +1,16 @@
 """Splitting a stream into fragments (see :mod:`tessera.core.fragfmt` for the format).
 
 Each block is read into a reused slot (no page faults per block), shared and tagged
-in place, and its n records written.  Worker threads and worker processes were both
-measured here and dropped: numpy's many short XOR calls fight over the GIL (threads ran
-slower than one), and forked workers gained at most ~10-25 % while fragments to disk are
-write-bound anyway (~5 bytes written per byte split at 3-of-5).
+in place by a worker thread, and its n records written in order by the calling thread
+(:mod:`tessera.core.pipeline`).  The heavy steps release the GIL: keystream straight
+into the fragments (AES-CTR), the compiled XOR kernel, GHASH (OpenSSL).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from functools import lru_cache
 from typing import BinaryIO
 
 import numpy as np
@@ -31,12 +31,12 @@ from tessera.core.fragfmt import (
     padded_size,
     payload_length,
 )
-from tessera.core.rng import RandomSource, default_rng
+from tessera.core.pipeline import default_workers, run_ordered
+from tessera.core.rng import Drbg, RandomSource, default_rng
 from tessera.core.shamir import (
     as_planes,
     check_parameters,
     evaluation_program,
-    interpolate_block,
     split_block,
 )
 from tessera.errors import InputError
@@ -118,68 +118,95 @@ class _Reader:
             view[want:] = bytes(len(view) - want)
 
 
-@dataclass
-class _Slot:
-    """Buffers of one block (reused, so no page faults per block)."""
-
-    plain: U8
-    region: U8  # the n payloads back to back; for ssms the first k are the ciphertext
+# Keystream is written straight into the fragments (no copy): AES-CTR's update_into
+# wants 15 bytes of room past the end, so the payload region carries a little slack.
+_SLACK = 64
+# Slots beyond one per worker let the calling thread read the next block while the
+# workers compute; past this many bytes per slot, fewer slots are used.
+_SLOT_BUDGET = 96 << 20
 
 
 class _BlockSplitter:
-    """Shares and tags one block held in a slot."""
+    """One slot: the buffers of one block, and the keys and randomness to share it.
+
+    Each slot is used by one thread at a time, so it has its own AES contexts and its
+    own random generator (see :func:`_slot_rngs`).
+    """
 
     def __init__(
-        self, scheme: str, k: int, n: int, keys: TagKeys, rng: RandomSource, object_id: bytes
+        self,
+        scheme: str,
+        k: int,
+        n: int,
+        material: bytes,
+        rng: RandomSource,
+        object_id: bytes,
+        block_size: int,
     ) -> None:
         self.scheme, self.k, self.n = scheme, k, n
-        self.keys, self.rng, self.object_id = keys, rng, object_id
-        self.gcm = AESGCM(keys.data_key) if scheme == "ssms" else None
-        self.slot = _Slot(np.empty(0, dtype=np.uint8), np.empty(0, dtype=np.uint8))
+        self.keys, self.rng, self.object_id = TagKeys(material, n), rng, object_id
+        self.gcm = AESGCM(self.keys.data_key) if scheme == "ssms" else None
+        plen = payload_length(scheme, block_size, k)
+        self.plain = np.empty(block_size, dtype=np.uint8)
+        self.region = np.empty(n * plen + _SLACK, dtype=np.uint8)
+        self.tag_list = b""
 
-    def allocate(self, block_size: int) -> None:
-        """Buffers for blocks of up to ``block_size`` bytes."""
-        plen = payload_length(self.scheme, block_size, self.k)
-        self.slot = _Slot(
-            np.empty(block_size, dtype=np.uint8), np.empty(self.n * plen, dtype=np.uint8)
-        )
-
-    def outs(self, slot: _Slot, blen: int) -> list[U8]:
+    def outs(self, blen: int) -> list[U8]:
         """The n payload views of a block of ``blen`` plaintext bytes."""
         plen = payload_length(self.scheme, blen, self.k)
-        return [slot.region[i * plen : (i + 1) * plen] for i in range(self.n)]
+        return [self.region[i * plen : (i + 1) * plen] for i in range(self.n)]
 
-    def tags(self, b: int, blen: int) -> bytes:
-        """Share and encode block ``b`` (read into the slot); return its tag list."""
+    def share(self, b: int, blen: int) -> bytes:
+        """Share and encode block ``b`` (read into ``plain``); return its tag list."""
         k, n = self.k, self.n
-        slot = self.slot
-        plain = slot.plain[:blen]
-        outs = self.outs(slot, blen)
+        plain = self.plain[:blen]
+        outs = self.outs(blen)
+        plen = outs[0].size
         if self.gcm is None:
-            split_block(as_planes(plain), [as_planes(o) for o in outs], k, self.rng)
+            # Fragments 1..k-1 are keystream, written in place in one call.
+            _keystream(self.rng, self.region, (k - 1) * plen)
+            program = evaluation_program((0, *range(1, k)), tuple(range(k, n + 1)))
+            program.run(
+                [row for block in (plain, *outs[: k - 1]) for row in as_planes(block)],
+                [row for block in outs[k - 1 :] for row in as_planes(block)],
+            )
             inputs = [plain, *outs[: k - 1]]
             first_derived = k
-            program = evaluation_program((0, *range(1, k)), tuple(range(k, n + 1)))
         else:
-            plen = outs[0].size
-            ct = slot.region[: plen * k]
+            ct = self.region[: plen * k]
             written = self.gcm.encrypt_into(
                 gcm_nonce(b), plain.data, self.object_id, ct[: blen + TAG_SIZE].data
             )
             ct[written:] = 0
+            program = evaluation_program(tuple(range(1, k + 1)), tuple(range(k + 1, n + 1)))
             if n > k:
-                interpolate_block(
-                    range(1, k + 1),
-                    [as_planes(o) for o in outs[:k]],
-                    range(k + 1, n + 1),
-                    [as_planes(o) for o in outs[k:]],
+                program.run(
+                    [row for block in outs[:k] for row in as_planes(block)],
+                    [row for block in outs[k:] for row in as_planes(block)],
                 )
             inputs = outs[:k]
             first_derived = k + 1
-            program = evaluation_program(tuple(range(1, k + 1)), tuple(range(k + 1, n + 1)))
         return split_tags(
             self.keys, b, inputs, first_derived, program, n, plaintext=self.gcm is None
         )
+
+
+def _keystream(rng: RandomSource, region: U8, count: int) -> None:
+    """Overwrite ``region[:count]`` with random bytes (in place for a Drbg)."""
+    if isinstance(rng, Drbg):
+        rng.fill_prefix(region, count)
+    else:
+        rng.fill(region[:count])
+
+
+def _slot_rngs(rng: RandomSource | None, count: int) -> list[RandomSource]:
+    """A generator per slot: fresh DRBGs keyed from the system (or from ``rng``), or
+    ``rng`` itself for a single slot."""
+    if rng is None:
+        return [Drbg() for _ in range(count)] if count > 1 else [default_rng()]
+    if count == 1:
+        return [rng]
+    return [Drbg(rng.random_bytes(32)) for _ in range(count)]
 
 
 def split_stream(
@@ -193,10 +220,15 @@ def split_stream(
     object_id: bytes | None = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
     progress: Progress | None = None,
+    workers: int | None = None,
 ) -> FragmentHeader:
     """Split ``size`` bytes of ``src`` into ``len(dsts)`` fragments (``dsts[i]`` gets
     index ``i + 1``), any ``k`` of which restore it.  Returns fragment 1's header.
 
+    Blocks are shared on ``workers`` threads (default: one per CPU, see
+    :func:`tessera.core.pipeline.default_workers`) and written in order from the
+    calling thread.  A deterministic ``rng`` (tests) forces one worker, so its draws
+    keep their order.
     """
     n = len(dsts)
     check_parameters(k, n)
@@ -206,12 +238,12 @@ def split_stream(
         raise ValueError("block_size must be a positive multiple of 64")
     if size < 0:
         raise ValueError("size must be >= 0")
-    rng = rng or default_rng()
-    oid = object_id if object_id is not None else rng.random_bytes(16)
+    base_rng = rng or default_rng()
+    oid = object_id if object_id is not None else base_rng.random_bytes(16)
     if len(oid) != 16:
         raise ValueError("object_id must be 16 bytes")
     padded = padded_size(size + INNER_HEADER_SIZE)
-    material = rng.random_bytes(KEY_MATERIAL)
+    material = base_rng.random_bytes(KEY_MATERIAL)
     keys = TagKeys(material, n)
     headers = make_headers(
         scheme=scheme,
@@ -221,49 +253,65 @@ def split_stream(
         generation=0,
         padded=padded,
         block_size=block_size,
-        key_shares=share_keys(material, k, n, rng),
+        key_shares=share_keys(material, k, n, base_rng),
         keys=keys,
     )
     for dst, h in zip(dsts, headers, strict=True):
         dst.write(h.to_bytes())
-    reader = _Reader(src, size)
     lengths = block_lengths(padded, block_size)
-    splitter = _BlockSplitter(scheme, k, n, keys, rng, oid)
-    splitter.allocate(min(block_size, padded))
-    _pipeline(splitter, reader, dsts, lengths, size, progress)
-    if reader.left:
-        raise InputError("input is longer than its stated size")
-    return headers[0]
+    block = min(block_size, padded)
+    nworkers = workers if workers is not None else default_workers()
+    if getattr(base_rng, "deterministic", False):
+        nworkers = 1
+    nworkers = max(1, min(nworkers, len(lengths)))
+    per_slot = block + n * payload_length(scheme, block, k)
+    nslots = 1 if nworkers == 1 else max(1, min(nworkers + 1, _SLOT_BUDGET // per_slot))
+    rngs = _slot_rngs(rng, nslots)
+    slots = [_BlockSplitter(scheme, k, n, material, r, oid, block) for r in rngs]
+    reader = _Reader(src, size)
 
-
-def _pipeline(
-    splitter: _BlockSplitter,
-    reader: _Reader,
-    dsts: Sequence[BinaryIO],
-    lengths: list[int],
-    size: int,
-    progress: Progress | None,
-) -> None:
-    """Read each block into the slot, share it, write the n records."""
-    slot = splitter.slot
-    for b, blen in enumerate(lengths):
-        view = slot.plain.data
+    def load(b: int, sp: _BlockSplitter) -> None:
+        blen = lengths[b]
+        view = sp.plain.data
         if b == 0:
             view[:INNER_HEADER_SIZE] = inner_header(size)
             reader.fill(view[INNER_HEADER_SIZE:blen])
         else:
             reader.fill(view[:blen])
-        tags = splitter.tags(b, blen)
-        for out, dst in zip(splitter.outs(slot, blen), dsts, strict=True):
+
+    def work(b: int, sp: _BlockSplitter) -> bytes:
+        return sp.share(b, lengths[b])
+
+    def store(b: int, sp: _BlockSplitter, tags: bytes) -> None:
+        for out, dst in zip(sp.outs(lengths[b]), dsts, strict=True):
             dst.write(out.data)
             dst.write(tags)
         if progress:
             # Block b holds plaintext bytes [b*B - 16, b*B - 16 + blen); count only
             # real bytes, not the inner header or the padding.
             start = max(b * lengths[0] - INNER_HEADER_SIZE, 0)
-            end = min(size, b * lengths[0] - INNER_HEADER_SIZE + blen)
+            end = min(size, b * lengths[0] - INNER_HEADER_SIZE + lengths[b])
             if end > start:
                 progress(end - start)
+
+    run_ordered(range(len(lengths)), slots, load, work, store, workers=nworkers)
+    if reader.left:
+        raise InputError("input is longer than its stated size")
+    return headers[0]
+
+
+@lru_cache(maxsize=256)
+def _derivation(
+    program: XorProgram, first_derived: int, n: int, inputs: int
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """For the derived fragments' planes: which input planes they XOR (rows x 8*inputs)
+    and whether that count is even (the inner hash then gains a zero plane's)."""
+    rows = program.sources[: 8 * (n + 1 - first_derived)]
+    select = np.zeros((len(rows), 8 * inputs), dtype=bool)
+    for r, row in enumerate(rows):
+        select[r, list(row)] = True
+    even = select.sum(axis=1) % 2 == 0
+    return select, even
 
 
 def split_tags(
@@ -280,18 +328,23 @@ def split_tags(
 
     Fragments below ``first_derived`` are inputs (shamir: inputs[1:], the random
     fragments; ssms: all k data pieces); the others are XORs of input planes whose
-    inner hashes combine linearly (see :class:`TagKeys`).
+    inner hashes combine linearly (see :class:`TagKeys`), all at once in numpy.
     """
-    inner = [h for arr in inputs for h in keys.inner_planes(arr)]
+    inner_list = [h for arr in inputs for h in keys.inner_planes(arr)]
+    inner = np.frombuffer(b"".join(inner_list), dtype=np.uint64).reshape(-1, 2)
     plane_bytes = inputs[0].size // 8
+    select, even = _derivation(program, first_derived, n, len(inputs))
+    derived = np.bitwise_xor.reduce(np.where(select[:, :, None], inner[None], 0), axis=1)
+    zero = np.frombuffer(keys.zero(plane_bytes), dtype=np.uint64)
+    derived[even] ^= zero
+    derived_bytes = derived.tobytes()
     offset = 1 if plaintext else 0  # shamir: input 0 is the plaintext itself
     tags = []
     for index in range(1, first_derived):
-        own = inner[8 * (index - 1 + offset) : 8 * (index + offset)]
+        own = inner_list[8 * (index - 1 + offset) : 8 * (index + offset)]
         tags.append(keys.fragment_tag(index, b, own))
     for j, index in enumerate(range(first_derived, n + 1)):
-        rows = program.sources[8 * j : 8 * (j + 1)]
-        combined = [keys.combine_inner([inner[q] for q in row], plane_bytes) for row in rows]
-        tags.append(keys.fragment_tag(index, b, combined))
-    ptag = keys.plaintext_tag(b, inner[:8]) if plaintext else ZERO_TAG
+        own_bytes = derived_bytes[128 * j : 128 * (j + 1)]
+        tags.append(keys.fragment_tag_raw(index, b, own_bytes))
+    ptag = keys.plaintext_tag(b, inner_list[:8]) if plaintext else ZERO_TAG
     return b"".join(tags) + ptag

@@ -72,9 +72,23 @@ class Drbg:
         with self._lock:
             if len(self._zeros) < n:
                 self._zeros = bytes(n)
+            if len(self._scratch) < n + 15:
                 self._scratch = bytearray(n + 15)
             written = self._enc.update_into(memoryview(self._zeros)[:n], self._scratch)
             view[:] = memoryview(self._scratch)[:written]
+
+    def fill_prefix(self, out: npt.NDArray[np.uint8], count: int) -> None:
+        """Overwrite ``out[:count]`` with keystream in place, without a copy; ``out``
+        must be contiguous with at least 15 bytes to spare past ``count`` (AES-CTR's
+        ``update_into`` wants room for a whole block)."""
+        if count < 0 or out.size < count + 15:
+            raise ValueError("fill_prefix needs count + 15 bytes of room")
+        if not count:
+            return
+        with self._lock:
+            if len(self._zeros) < count:
+                self._zeros = bytes(count)
+            self._enc.update_into(memoryview(self._zeros)[:count], out.data)
 
     def randbelow(self, bound: int, count: int) -> list[int]:
         """``count`` integers uniform in [0, bound) by rejection sampling."""
