@@ -1,11 +1,12 @@
-"""Fragment file format v1: header, block records, key derivation and tags.
+"""Fragment file format (version 2; version 1 still read): header, block records, key
+derivation and tags.
 
 Documented for users in ``docs/formats.md``.  All integers are little-endian.
 
 Header (128 bytes)::
 
     0   8  magic  b"TSSRFRAG"
-    8   2  format version (1)
+    8   2  format version (2; 1 is still read)
     10  1  scheme: 1 = shamir, 2 = ssms
     11  1  k          12  1  n          13  1  index i (1..n; the share's x = i)
     14  2  flags (0)
@@ -19,10 +20,14 @@ Header (128 bytes)::
 Then one record per plaintext block ``b`` (``ceil(P / B)`` of them)::
 
     payload   share of block b (shamir: the block's length; ssms: one erasure-coded
-              piece of the AES-GCM ciphertext of block b)
+              piece of the ciphertext of block b)
     tags      (n + 1) x 16 bytes: the tag of block b of *every* fragment
-              1..n, then the plaintext tag of block b (zeros for ssms, whose
-              AES-GCM tag already authenticates the plaintext)
+              1..n, then the plaintext tag of block b (shamir), the data tag
+              over its ciphertext pieces (ssms, v2) or zeros (ssms, v1, whose
+              AES-GCM tag inside the ciphertext authenticates the plaintext)
+
+Versions 1 and 2 differ only in how ssms encrypts (v1: one AES-GCM message per block;
+v2: one per bit-plane under the inner key, see :mod:`tessera.core.sealing`).
 
 Every fragment therefore carries the tags of all the others: once ``k`` fragments
 give back the keys, any fragment can be checked and a damaged or foreign one named.
@@ -55,6 +60,7 @@ __all__ = [
     "INNER_HEADER_SIZE",
     "MAGIC",
     "SCHEMES",
+    "SUPPORTED_VERSIONS",
     "VERSION",
     "FragmentHeader",
     "TagKeys",
@@ -68,7 +74,8 @@ __all__ = [
 ]
 
 MAGIC: Final = b"TSSRFRAG"
-VERSION: Final = 1
+VERSION: Final = 2
+SUPPORTED_VERSIONS: Final = (1, 2)
 HEADER_SIZE: Final = 128
 TAG_SIZE: Final = 16
 KEY_MATERIAL: Final = 64
@@ -142,7 +149,7 @@ class FragmentHeader:
     tag: bytes = b""
 
     @property
-    def group(self) -> tuple[bytes, int, str, int, int, int, int]:
+    def group(self) -> tuple[bytes, int, str, int, int, int, int, int]:
         """Fields every fragment of one object and generation shares."""
         return (
             self.object_id,
@@ -152,6 +159,7 @@ class FragmentHeader:
             self.n,
             self.padded_size,
             self.block_size,
+            self.version,
         )
 
     def fields_bytes(self) -> bytes:
@@ -190,7 +198,7 @@ class FragmentHeader:
         magic, version, scheme, k, n, index, flags, generation, block_size, padded, oid = fields
         if magic != MAGIC:
             raise InputError("not a Tessera fragment")
-        if version != VERSION:
+        if version not in SUPPORTED_VERSIONS:
             raise InputError(f"unsupported fragment format version {version}")
         if flags:
             raise InputError("fragment header has unknown flags")
@@ -251,7 +259,9 @@ class TagKeys:
         self.fragment_key = key_material[32:]
         self.n = n
         derived = _derive(self.data_key, 0, 2)
-        self._inner = AESGCM(derived[:32])
+        self.inner_key = derived[:32]
+        """Keys the inner hash, and is the ssms data key of format v2."""
+        self._inner = AESGCM(self.inner_key)
         self._plain = AESGCM(derived[32:])
         self._outer = AESGCM(_derive(self.fragment_key, 1, 1))
         self._zero: dict[int, bytes] = {}
@@ -289,7 +299,13 @@ class TagKeys:
 
     def plaintext_tag(self, block: int, inner8: Sequence[bytes]) -> bytes:
         """Tag of plaintext block ``block`` (shamir) from its 8 inner hashes."""
-        return self._plain.encrypt(_nonce(0, block), b"", b"".join(inner8))
+        return self.block_tag(block, b"".join(inner8))
+
+    def block_tag(self, block: int, inner: bytes) -> bytes:
+        """The last entry of block ``block``'s tag list from inner hashes, joined: the
+        plaintext's 8 (shamir) or the ``8k`` of the ciphertext pieces (ssms, v2).
+        Keyed from ``K_p``, so it survives refreshes."""
+        return self._plain.encrypt(_nonce(0, block), b"", inner)
 
     def payload_tag(self, index: int, block: int, payload: npt.NDArray[np.uint8]) -> bytes:
         """Tag of a fragment payload computed directly."""

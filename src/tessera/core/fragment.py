@@ -4,8 +4,9 @@ The format is described in :mod:`tessera.core.fragfmt` and ``docs/formats.md``. 
 operations stream block by block (default 1 MiB of plaintext), so memory stays bounded
 whatever the file size, and every block is authenticated before it is used:
 
-* ``combine_stream`` checks each restored block against its plaintext tag (shamir) or
-  AES-GCM tag (ssms) before writing it; when a check fails it checks the fragments'
+* ``combine_stream`` checks each restored block against its plaintext tag (shamir), or
+  its ciphertext against the data tag (ssms; format v1: the AES-GCM tag), before
+  writing it; when a check fails it checks the fragments'
   own tags, names the damaged ones, replaces them with spares and retries the block.
 * ``verify_fragments`` checks every block of every fragment without restoring data.
 * ``repair_stream`` computes a lost fragment from ``k`` others (Lagrange at its x).
@@ -58,6 +59,7 @@ from tessera.core.fragsplit import (
     split_stream,
 )
 from tessera.core.rng import RandomSource, default_rng
+from tessera.core.sealing import PlaneSealer
 from tessera.core.shamir import as_planes, interpolate_block, split_block
 from tessera.errors import (
     InputError,
@@ -97,17 +99,21 @@ class _Restorer:
         self.active = list(range(self.h.k))
         self.spares = list(range(self.h.k, len(self.readers)))
         self.bad = list(opened.bad)
-        self.gcm = AESGCM(opened.keys.data_key) if self.h.scheme == "ssms" else None
+        ssms = self.h.scheme == "ssms"
+        self.gcm = AESGCM(opened.keys.data_key) if ssms and self.h.version == 1 else None
+        self.sealer = PlaneSealer(opened.keys.inner_key) if ssms and self.h.version > 1 else None
         self.slot = self.new_slot()
 
     def new_slot(self) -> _Slot:
         """Buffers for one block: k records, the plaintext, the ssms ciphertext."""
         h = self.h
         record = payload_length(h.scheme, h.block_size, h.k) + TAG_SIZE * (h.n + 1)
+        ct = piece_length(h.block_size, h.k) * h.k
         return _Slot(
             records=[np.empty(record, dtype=np.uint8) for _ in range(h.k)],
-            out=np.empty(h.block_size, dtype=np.uint8),
-            ct=np.empty(piece_length(h.block_size, h.k) * h.k, dtype=np.uint8),
+            # v2 ssms decrypts whole pieces, plus room for AES-CTR's update_into
+            out=np.empty(max(h.block_size, ct + 16), dtype=np.uint8),
+            ct=np.empty(ct, dtype=np.uint8),
         )
 
     def _drop(self, reader_pos: int, reason: str) -> None:
@@ -140,13 +146,10 @@ class _Restorer:
         """Restore and authenticate block ``b`` into ``slot.out``."""
         blen = self.readers[0].lengths[b]
         out = slot.out[:blen]
-        if self.gcm is None:
+        if self.h.scheme == "shamir":
             interpolate_block(xs, [as_planes(p) for p in payloads], [0], [as_planes(out)])
             mine = self.o.keys.plaintext_tag(b, self.o.keys.inner_planes(out))
-            at = self.h.n * TAG_SIZE
-            # Any carried plaintext tag that matches proves the block: forging one
-            # needs the key, which only k fragments give.
-            return any(hmac.compare_digest(mine, t[at : at + TAG_SIZE]) for t in set(tag_lists))
+            return _carried(mine, tag_lists, self.h.n)
         k = self.h.k
         plen = payloads[0].size
         ct = slot.ct[: plen * k]
@@ -159,6 +162,17 @@ class _Restorer:
             interpolate_block(
                 xs, [as_planes(p) for p in payloads], missing, [as_planes(o) for o in outs]
             )
+        if self.sealer is not None:
+            # v2: check the ciphertext pieces, then decrypt them (encrypt-then-MAC).
+            keys = self.o.keys
+            inner = b"".join(
+                h for x in range(k) for h in keys.inner_planes(ct[x * plen : (x + 1) * plen])
+            )
+            if not _carried(keys.block_tag(b, inner), tag_lists, self.h.n):
+                return False
+            self.sealer.open(b, ct, slot.out, 8 * k)
+            return True
+        assert self.gcm is not None
         try:
             self.gcm.decrypt_into(
                 gcm_nonce(b), ct[: blen + TAG_SIZE].data, self.h.object_id, out.data
@@ -191,6 +205,13 @@ class _Restorer:
                 raise IntegrityError(f"block {b} does not authenticate and no fragment is named")
             for pos in culprits:
                 self._drop(pos, f"damaged data in block {b}")
+
+
+def _carried(mine: bytes, tag_lists: list[bytes], n: int) -> bool:
+    """Whether any carried tag list ends with the block tag ``mine``.  Any match proves
+    the block: forging one needs the key, which only k fragments give."""
+    at = n * TAG_SIZE
+    return any(hmac.compare_digest(mine, t[at : at + TAG_SIZE]) for t in set(tag_lists))
 
 
 @dataclass
@@ -401,6 +422,7 @@ def refresh_stream(
         block_size=h.block_size,
         key_shares=shares,
         keys=keys,
+        version=h.version,
     )
     for dst, nh in zip(dsts, headers, strict=True):
         dst.write(nh.to_bytes())

@@ -57,16 +57,23 @@ def plane_nonce(block: int, plane: int) -> bytes:
 
 
 class PlaneSealer:
-    """Encrypts and decrypts the ssms pieces of blocks under the inner key."""
+    """Encrypts and decrypts the ssms pieces of blocks under the inner key.
+
+    Not thread-safe (it keeps one AES-CTR context): one sealer per thread or slot.
+    """
 
     def __init__(self, inner_key: bytes) -> None:
         self._key = inner_key
         self._gcm = AESGCM(inner_key)
-        ecb = Cipher(algorithms.AES256(inner_key), modes.ECB()).encryptor()
-        h_and_e0 = ecb.update(bytes(16) + bytes(12) + _ONE)
+        # Single blocks, as GCM computes them itself (H and the tag masks E(J0)); no
+        # data is ever encrypted in ECB mode.
+        self._ecb = Cipher(algorithms.AES256(inner_key), modes.ECB()).encryptor()  # noqa: S305
+        h_and_e0 = self._ecb.update(bytes(16) + bytes(12) + _ONE)
         self._h = int.from_bytes(h_and_e0[:16], "big")
         self._e0 = h_and_e0[16:]
         self._terms: dict[int, bytes] = {}
+        self._prefix: list[bytes] = []
+        self._ctr = Cipher(algorithms.AES256(inner_key), modes.CTR(bytes(16))).decryptor()
 
     def _length_term(self, plane_bytes: int) -> bytes:
         """``E(J0 of the inner nonce) ^ (length blocks' XOR) * H`` for that length."""
@@ -81,11 +88,17 @@ class PlaneSealer:
         self._terms[plane_bytes] = bytes(out)
         return self._terms[plane_bytes]
 
+    def _prefixes(self, count: int) -> list[bytes]:
+        """Nonce prefixes ``0x02 || q`` for planes ``0 .. count-1``."""
+        if len(self._prefix) < count:
+            self._prefix = [b"\x02" + q.to_bytes(3, "big") for q in range(count)]
+        return self._prefix
+
     def masks(self, block: int, count: int, plane_bytes: int) -> U64:
         """``(count, 2)`` masks turning plane q's GCM tag into its inner hash."""
-        ecb = Cipher(algorithms.AES256(self._key), modes.ECB()).encryptor()
-        counters = b"".join(plane_nonce(block, q) + _ONE for q in range(count))
-        e = np.frombuffer(ecb.update(counters), dtype=np.uint64).reshape(count, 2)
+        tail = block.to_bytes(8, "big") + _ONE
+        counters = b"".join(p + tail for p in self._prefixes(count)[:count])
+        e = np.frombuffer(self._ecb.update(counters), dtype=np.uint64).reshape(count, 2)
         return e ^ np.frombuffer(self._length_term(plane_bytes), dtype=np.uint64)
 
     def seal(self, block: int, src: U8, dst: U8, count: int) -> U64:
@@ -99,14 +112,16 @@ class PlaneSealer:
         if size % count or dst.size < size + TAG:
             raise ValueError("seal needs equal planes and 16 bytes of room")
         plane = size // count
-        tags = np.empty((count, TAG), dtype=np.uint8)
-        for q in range(count):
-            lo = q * plane
-            self._gcm.encrypt_into(
-                plane_nonce(block, q), src[lo : lo + plane].data, None, dst[lo : lo + plane + TAG].data
-            )
-            tags[q] = dst[lo + plane : lo + plane + TAG]
-        return tags.view(np.uint64) ^ self.masks(block, count, plane)
+        smv, dmv = src.data.cast("B"), dst.data.cast("B")
+        encrypt = self._gcm.encrypt_into
+        suffix = block.to_bytes(8, "big")
+        tags = []
+        for q, prefix in enumerate(self._prefixes(count)[:count]):
+            lo, hi = q * plane, (q + 1) * plane
+            encrypt(prefix + suffix, smv[lo:hi], None, dmv[lo : hi + TAG])
+            tags.append(dmv[hi : hi + TAG].tobytes())
+        raw = np.frombuffer(b"".join(tags), dtype=np.uint64).reshape(count, 2)
+        return raw ^ self.masks(block, count, plane)
 
     def open(self, block: int, src: U8, dst: U8, count: int) -> None:
         """Decrypt ``count`` planes of ``src`` into ``dst`` (15 bytes of room past the
@@ -115,8 +130,10 @@ class PlaneSealer:
         if size % count or dst.size < size + 15:
             raise ValueError("open needs equal planes and 15 bytes of room")
         plane = size // count
-        algorithm = algorithms.AES256(self._key)
-        for q in range(count):
-            lo = q * plane
-            ctr = Cipher(algorithm, modes.CTR(plane_nonce(block, q) + _TWO)).decryptor()
-            ctr.update_into(src[lo : lo + plane].data, dst[lo : lo + plane + 15].data)
+        ctr = self._ctr
+        smv, dmv = src.data.cast("B"), dst.data.cast("B")
+        tail = block.to_bytes(8, "big") + _TWO
+        for q, prefix in enumerate(self._prefixes(count)[:count]):
+            lo, hi = q * plane, (q + 1) * plane
+            ctr.reset_nonce(prefix + tail)  # no new key schedule per plane
+            ctr.update_into(smv[lo:hi], dmv[lo : hi + 15])

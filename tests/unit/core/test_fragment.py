@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import itertools
@@ -30,7 +31,7 @@ from tessera.errors import (
     TesseraError,
 )
 
-VECTOR = Path(__file__).parents[2] / "vectors" / "fragment_v1.json"
+VECTORS = Path(__file__).parents[2] / "vectors"
 BLOCK = 4096
 
 
@@ -216,10 +217,12 @@ def test_input_shorter_than_stated_size() -> None:
         split_stream(io.BytesIO(b"abc"), [io.BytesIO() for _ in range(3)], k=2, size=10)
 
 
-def test_format_known_answer() -> None:
-    """Fragment bytes for a fixed DRBG seed; regenerate with tests/vectors/gen_fragment.py
-    only when the format version changes."""
-    vector = json.loads(VECTOR.read_text(encoding="utf-8"))
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_format_known_answer(scheme: str) -> None:
+    """Fragment bytes for a fixed DRBG seed; regenerate with
+    tests/vectors/gen_fragment_v2.py only when the format version changes."""
+    vectors = json.loads((VECTORS / "fragment_v2.json").read_text(encoding="utf-8"))
+    vector = next(v for v in vectors if v["scheme"] == scheme)
     frags = split(
         bytes.fromhex(vector["plaintext"]),
         vector["k"],
@@ -230,8 +233,41 @@ def test_format_known_answer() -> None:
     assert [hashlib.sha256(f).hexdigest() for f in frags] == vector["sha256"]
     header = FragmentHeader.parse(frags[0][:HEADER_SIZE])
     assert frags[0][:48].hex() == vector["header_fields"]
-    assert (header.k, header.n, header.index, header.scheme) == (2, 3, 1, "shamir")
+    assert (header.version, header.k, header.n, header.index) == (2, 2, 3, 1)
+    assert header.scheme == scheme
     assert combine(frags[1:])[0] == bytes.fromhex(vector["plaintext"])
+
+
+def _v1_files() -> tuple[bytes, dict[str, list[bytes]]]:
+    doc = json.loads((VECTORS / "fragment_v1_files.json").read_text(encoding="utf-8"))
+    plain = base64.b64decode(doc["plaintext_b64"])
+    return plain, {s: [base64.b64decode(f) for f in fs] for s, fs in doc["schemes"].items()}
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_format_v1_fragments_still_restore_verify_repair_and_refresh(scheme: str) -> None:
+    plain, files = _v1_files()
+    frags = files[scheme]
+    assert FragmentHeader.parse(frags[0][:HEADER_SIZE]).version == 1
+    for subset in ((0, 1), (1, 2), (0, 2)):
+        assert combine([frags[i] for i in subset])[0] == plain
+    assert verify_fragments([io.BytesIO(f) for f in frags]).problems == {}
+    damaged = bytearray(frags[0])
+    damaged[HEADER_SIZE + 100] ^= 1
+    out, report = combine([bytes(damaged), frags[1], frags[2]])
+    assert out == plain and [b.index for b in report.bad] == [1]  # type: ignore[attr-defined]
+    repaired = io.BytesIO()
+    repair_stream([io.BytesIO(frags[1]), io.BytesIO(frags[2])], 1, repaired)
+    assert repaired.getvalue() == frags[0]
+    dsts = [io.BytesIO() for _ in range(3)]
+    refresh_stream([io.BytesIO(f) for f in frags], dsts)
+    fresh = [d.getvalue() for d in dsts]
+    assert FragmentHeader.parse(fresh[0][:HEADER_SIZE]).version == 1
+    assert combine([fresh[0], fresh[2]])[0] == plain
+    # v1 and v2 fragments never mix, even of equal parameters.
+    v2 = split(plain, 2, 3, scheme)
+    with pytest.raises(TesseraError):
+        combine([fresh[0], v2[1]])
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
