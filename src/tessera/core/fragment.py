@@ -58,6 +58,7 @@ from tessera.core.fragsplit import (
     share_keys,
     split_stream,
 )
+from tessera.core.pipeline import default_workers, run_ordered
 from tessera.core.rng import RandomSource, default_rng
 from tessera.core.sealing import PlaneSealer
 from tessera.core.shamir import as_planes, interpolate_block, split_block
@@ -99,21 +100,24 @@ class _Restorer:
         self.active = list(range(self.h.k))
         self.spares = list(range(self.h.k, len(self.readers)))
         self.bad = list(opened.bad)
-        ssms = self.h.scheme == "ssms"
-        self.gcm = AESGCM(opened.keys.data_key) if ssms and self.h.version == 1 else None
-        self.sealer = PlaneSealer(opened.keys.inner_key) if ssms and self.h.version > 1 else None
         self.slot = self.new_slot()
 
     def new_slot(self) -> _Slot:
-        """Buffers for one block: k records, the plaintext, the ssms ciphertext."""
+        """Buffers and cipher contexts for one block (one thread at a time): k records,
+        the plaintext, the ssms ciphertext."""
         h = self.h
         record = payload_length(h.scheme, h.block_size, h.k) + TAG_SIZE * (h.n + 1)
-        ct = piece_length(h.block_size, h.k) * h.k
+        ssms = h.scheme == "ssms"
+        ct = piece_length(h.block_size, h.k) * h.k if ssms else 0
+        keys = self.o.keys
         return _Slot(
             records=[np.empty(record, dtype=np.uint8) for _ in range(h.k)],
             # v2 ssms decrypts whole pieces, plus room for AES-CTR's update_into
             out=np.empty(max(h.block_size, ct + 16), dtype=np.uint8),
             ct=np.empty(ct, dtype=np.uint8),
+            keys=TagKeys(keys.data_key + keys.fragment_key, h.n),
+            gcm=AESGCM(keys.data_key) if ssms and h.version == 1 else None,
+            sealer=PlaneSealer(keys.inner_key) if ssms and h.version > 1 else None,
         )
 
     def _drop(self, reader_pos: int, reason: str) -> None:
@@ -146,9 +150,10 @@ class _Restorer:
         """Restore and authenticate block ``b`` into ``slot.out``."""
         blen = self.readers[0].lengths[b]
         out = slot.out[:blen]
+        keys = slot.keys
         if self.h.scheme == "shamir":
             interpolate_block(xs, [as_planes(p) for p in payloads], [0], [as_planes(out)])
-            mine = self.o.keys.plaintext_tag(b, self.o.keys.inner_planes(out))
+            mine = keys.plaintext_tag(b, keys.inner_planes(out))
             return _carried(mine, tag_lists, self.h.n)
         k = self.h.k
         plen = payloads[0].size
@@ -162,19 +167,18 @@ class _Restorer:
             interpolate_block(
                 xs, [as_planes(p) for p in payloads], missing, [as_planes(o) for o in outs]
             )
-        if self.sealer is not None:
+        if slot.sealer is not None:
             # v2: check the ciphertext pieces, then decrypt them (encrypt-then-MAC).
-            keys = self.o.keys
             inner = b"".join(
                 h for x in range(k) for h in keys.inner_planes(ct[x * plen : (x + 1) * plen])
             )
             if not _carried(keys.block_tag(b, inner), tag_lists, self.h.n):
                 return False
-            self.sealer.open(b, ct, slot.out, 8 * k)
+            slot.sealer.open(b, ct, slot.out, 8 * k)
             return True
-        assert self.gcm is not None
+        assert slot.gcm is not None
         try:
-            self.gcm.decrypt_into(
+            slot.gcm.decrypt_into(
                 gcm_nonce(b), ct[: blen + TAG_SIZE].data, self.h.object_id, out.data
             )
         except InvalidTag:
@@ -219,6 +223,10 @@ class _Slot:
     records: list[np.ndarray]
     out: np.ndarray
     ct: np.ndarray
+    keys: TagKeys
+    gcm: AESGCM | None
+    sealer: PlaneSealer | None
+    read: tuple[list[int], list[bytes], list[np.ndarray]] | None = None
 
 
 class _Writer:
@@ -244,19 +252,39 @@ class _Writer:
 
 
 def combine_stream(
-    srcs: Sequence[BinaryIO], dst: BinaryIO, *, progress: Progress | None = None
+    srcs: Sequence[BinaryIO],
+    dst: BinaryIO,
+    *,
+    progress: Progress | None = None,
+    workers: int | None = None,
 ) -> CombineReport:
     """Restore the file from ``k`` or more fragments into ``dst``.
 
-    A block that fails its check is redone by :meth:`_Restorer.block`, which names
-    the damaged fragments and swaps in spares.
+    Blocks are read and written in order on the calling thread and restored on
+    ``workers`` threads (default: one per CPU).  A block that fails its check is
+    redone on the calling thread by :meth:`_Restorer.block`, which names the damaged
+    fragments and swaps in spares for the blocks that follow.
     """
     opened = open_fragments(srcs)
     r = _Restorer(opened)
     h = opened.header
     writer = _Writer(dst, h.padded_size, progress)
-    for b in range(len(r.readers[0].lengths)):
-        writer.write(b, r.block(b))
+    blocks = len(r.readers[0].lengths)
+    nworkers = max(1, min(workers if workers is not None else default_workers(), blocks))
+    lanes = [r.slot] if nworkers == 1 else [r.new_slot() for _ in range(nworkers + 1)]
+
+    def load(b: int, slot: _Slot) -> None:
+        slot.read = r.read(b, slot)
+
+    def work(b: int, slot: _Slot) -> bool:
+        assert slot.read is not None
+        return r.restore(b, *slot.read, slot)
+
+    def store(b: int, slot: _Slot, ok: bool) -> None:
+        blen = r.readers[0].lengths[b]
+        writer.write(b, slot.out.data[:blen] if ok else r.block(b))
+
+    run_ordered(range(blocks), lanes, load, work, store, workers=nworkers)
     used = tuple(opened.sources[i].header.index for i in r.active)
     return CombineReport(h.object_id, writer.size, used, tuple(r.bad))
 
