@@ -1,6 +1,6 @@
 """Split/combine throughput of Tessera's fragment core next to zfec and a memory copy.
 
-Usage: python bench/sharing.py [--mib 256] [--repeat 3] [--json]
+Usage: python bench/sharing.py [--mib 256] [--repeat 3] [--workers N] [--json]
 
 Everything is measured in this one run (the machine is shared and noisy, so only the
 ratios taken here mean anything).  Throughput is plaintext bytes per second.  zfec is
@@ -9,6 +9,10 @@ parity pieces; decoding is timed from the *last* k pieces (parity included), and
 combine from the last k fragments likewise, so neither gets the free systematic case.
 Targets (issue 3): Shamir 3-of-5 split >= 1.2x zfec encode, combine >= 2x zfec
 decode, ssms split >= 3x zfec encode.
+
+Tessera shares blocks on worker threads (default: one per CPU, as the CLI does);
+zfec's encoder runs on the calling thread.  ``--workers 1`` measures Tessera on one
+thread too.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 import zfec
 
 from tessera.core.fragment import combine_stream, split_stream
+from tessera.core.pipeline import default_workers
 
 CHUNK = 1 << 20
 
@@ -48,7 +53,7 @@ def _best(fn: Callable[[], None], repeat: int) -> float:
     return best
 
 
-def bench(mib: int, repeat: int) -> dict[str, object]:
+def bench(mib: int, repeat: int, workers: int) -> dict[str, object]:
     size = mib << 20
     data = np.frombuffer(os.urandom(size), dtype=np.uint8)
     raw = data.tobytes()
@@ -84,7 +89,12 @@ def bench(mib: int, repeat: int) -> dict[str, object]:
 
             def split() -> None:
                 split_stream(
-                    io.BytesIO(raw), [_Null() for _ in range(n)], k=k, size=size, scheme=scheme
+                    io.BytesIO(raw),
+                    [_Null() for _ in range(n)],
+                    k=k,
+                    size=size,
+                    scheme=scheme,
+                    workers=workers,
                 )
 
             sinks = [io.BytesIO() for _ in range(n)]
@@ -92,7 +102,7 @@ def bench(mib: int, repeat: int) -> dict[str, object]:
             frags = [s.getvalue() for s in sinks]
 
             def combine() -> None:
-                combine_stream([io.BytesIO(frags[i]) for i in last], _Null())
+                combine_stream([io.BytesIO(frags[i]) for i in last], _Null(), workers=workers)
 
             out = io.BytesIO()
             combine_stream([io.BytesIO(frags[i]) for i in last], out)
@@ -112,23 +122,25 @@ def bench(mib: int, repeat: int) -> dict[str, object]:
                     "combine_vs_zfec_decode": c / z_dec,
                 }
             )
-    return {"mib": mib, "memcpy_MBps": memcpy / 1e6, "rows": rows}
+    return {"mib": mib, "workers": workers, "memcpy_MBps": memcpy / 1e6, "rows": rows}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = bench(args.mib, args.repeat)
+    result = bench(args.mib, args.repeat, args.workers)
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         print()
         return 0
     print(
         f"{args.mib} MiB random data, best of {args.repeat}; numpy memcpy "
-        f"{result['memcpy_MBps']:.0f} MB/s (baseline, same run)"
+        f"{result['memcpy_MBps']:.0f} MB/s (baseline, same run); Tessera on "
+        f"{args.workers} thread(s), zfec on one"
     )
     print(
         f"{'scheme':7} {'k/n':4} {'split':>8} {'zfec enc':>8} {'ratio':>6} "
