@@ -6,6 +6,10 @@ One log is one folder::
     records.jsonl  one entry per line: "<seq, 12 digits> <compact FHIR AuditEvent JSON>"
     leaves.bin     the RFC 9162 leaf hash of each line (32 bytes each, fixed size)
     heads.jsonl    signed tree heads (ML-DSA-65), one per append batch
+    frontier.bin   size (8 bytes) and right-edge subtree roots after the last append, so
+                   opening a log of millions of entries costs O(log n), not a rebuild
+                   (derived data: checked against the newest signed head, rebuilt from
+                   leaves.bin when it disagrees or is missing)
     lock           advisory lock taken while appending
 
 The leaf data is the whole line without its newline, so verification is a bulk pass:
@@ -43,6 +47,7 @@ __all__ = ["AuditLog", "VerifyReport"]
 FORMAT = "tessera-audit-log"
 VERSION = 1
 _SEQ_DIGITS = 12
+_FRONTIER = "frontier.bin"
 
 
 def _utcnow() -> datetime:
@@ -180,11 +185,37 @@ class AuditLog:
         size = self.size
         if self._builder.size == size:
             return
-        builder = merkle.TreeBuilder()
-        data = (self.folder / "leaves.bin").read_bytes()
-        for i in range(0, size * merkle.HASH_SIZE, merkle.HASH_SIZE):
-            builder.append(data[i : i + merkle.HASH_SIZE])
+        builder = self._saved_frontier(size)
+        if builder is None:
+            builder = merkle.TreeBuilder()
+            data = (self.folder / "leaves.bin").read_bytes()
+            for i in range(0, size * merkle.HASH_SIZE, merkle.HASH_SIZE):
+                builder.append(data[i : i + merkle.HASH_SIZE])
         self._builder = builder
+
+    def _saved_frontier(self, size: int) -> merkle.TreeBuilder | None:
+        """The builder saved by the last append, if it is for ``size`` entries and its
+        root is the one the newest signed head (of that size) signed."""
+        try:
+            raw = (self.folder / _FRONTIER).read_bytes()
+            stored = int.from_bytes(raw[:8], "big")
+            step = merkle.HASH_SIZE
+            hashes = [raw[i : i + step] for i in range(8, len(raw), step)]
+            builder = merkle.TreeBuilder.from_frontier(stored, hashes)
+            head = self.latest_head()
+        except (OSError, ValueError, InputError):
+            return None
+        if stored != size or head is None or head.size != size:
+            return None
+        if builder.root() != head.root or not verify_head(head, self.public_key):
+            return None
+        return builder
+
+    def _save_frontier(self) -> None:
+        data = self._builder.size.to_bytes(8, "big") + b"".join(self._builder.frontier())
+        tmp = self.folder / (_FRONTIER + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, self.folder / _FRONTIER)
 
     def append(self, events: Sequence[AuditEvent]) -> TreeHead:
         """Append ``events`` in order and sign one tree head over the new log."""
@@ -217,6 +248,7 @@ class AuditLog:
             ).signed(self._signer)
             with open(self.folder / "heads.jsonl", "ab") as fh:
                 fh.write(json.dumps(head.to_json()).encode() + b"\n")
+            self._save_frontier()
         return head
 
     # -- reading ---------------------------------------------------------------------
@@ -234,9 +266,14 @@ class AuditLog:
         return out
 
     def latest_head(self) -> TreeHead | None:
-        """The newest signed tree head, if any."""
-        heads = self.heads()
-        return heads[-1] if heads else None
+        """The newest signed tree head, if any (reads only the end of the file)."""
+        line = _last_line(self.folder / "heads.jsonl")
+        if not line:
+            return None
+        try:
+            return TreeHead.from_json(json.loads(line))
+        except ValueError:
+            raise InputError("malformed tree head line") from None
 
     def records(self, start: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
         """(sequence number, FHIR AuditEvent dict) for each stored entry from ``start``."""
@@ -292,6 +329,23 @@ class AuditLog:
         processes check the records (default: one per CPU for logs over 64 MiB).
         """
         return _verify(self, trusted_key, witnessed, workers)
+
+
+def _last_line(path: Path, chunk: int = 1 << 16) -> bytes:
+    """The last non-empty line of a file, read from its end."""
+    with open(path, "rb") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        tail = b""
+        pos = end
+        while pos > 0:
+            step = min(chunk, pos)
+            pos -= step
+            fh.seek(pos)
+            tail = fh.read(step) + tail
+            stripped = tail.rstrip(b"\r\n")
+            if b"\n" in stripped:
+                return stripped.rsplit(b"\n", 1)[1]
+        return tail.strip()
 
 
 def _verify(

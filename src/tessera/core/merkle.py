@@ -80,6 +80,24 @@ class TreeBuilder:
         for leaf in leaves:
             self.append(leaf)
 
+    def frontier(self) -> list[bytes]:
+        """The roots of the right-edge perfect subtrees, largest first: with
+        :attr:`size` they are the whole state (:meth:`from_frontier`)."""
+        return list(self._hashes)
+
+    @classmethod
+    def from_frontier(cls, size: int, hashes: Sequence[bytes]) -> TreeBuilder:
+        """The builder that :meth:`frontier` described (one subtree per set bit of
+        ``size``, largest first); ValueError when they cannot belong together."""
+        sizes = [1 << b for b in range(size.bit_length() - 1, -1, -1) if size >> b & 1]
+        if size < 0 or len(hashes) != len(sizes) or any(len(h) != HASH_SIZE for h in hashes):
+            raise ValueError("a frontier has one 32-byte hash per set bit of its size")
+        builder = cls()
+        builder._hashes = list(hashes)
+        builder._sizes = sizes
+        builder.size = size
+        return builder
+
     def root(self) -> bytes:
         """The root of the tree over every leaf appended so far."""
         if not self._hashes:

@@ -223,3 +223,52 @@ def test_parallel_and_serial_checks_agree(small_log: AuditLog, workers: int, dam
     expected = {"edit": 31, "delete": 17, "swap": 35, "cut": 39}[damage]
     report = small_log.verify(workers=workers)
     assert not report.ok and report.first_bad == expected
+
+
+def _reopen(log: AuditLog, signer: MldsaSigner) -> AuditLog:
+    return AuditLog(log.folder, signer=signer, clock=make_clock())
+
+
+def test_reopening_resumes_from_the_saved_frontier(
+    small_log: AuditLog, signer: MldsaSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new process appends without rebuilding the tree from every leaf."""
+    rebuilt: list[int] = []
+    original = merkle.TreeBuilder.append
+
+    def counting(self: merkle.TreeBuilder, leaf: bytes) -> None:
+        rebuilt.append(1)
+        original(self, leaf)
+
+    monkeypatch.setattr(merkle.TreeBuilder, "append", counting)
+    log = _reopen(small_log, signer)
+    log.append(sample_events(3, 40))
+    assert len(rebuilt) == 3  # only the new leaves
+    assert log.verify().ok and log.size == 43
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbage", "stale", "forged"])
+def test_a_bad_frontier_is_ignored_and_the_log_stays_valid(
+    small_log: AuditLog, signer: MldsaSigner, damage: str
+) -> None:
+    path = small_log.folder / "frontier.bin"
+    good = path.read_bytes()
+    if damage == "missing":
+        path.unlink()
+    elif damage == "garbage":
+        path.write_bytes(b"\x00" * 7)
+    elif damage == "stale":
+        path.write_bytes((39).to_bytes(8, "big") + good[8:])
+    else:  # right size, wrong hashes: must not be signed over
+        path.write_bytes(good[:8] + bytes(len(good) - 8))
+    log = _reopen(small_log, signer)
+    log.append(sample_events(5, 40))
+    report = log.verify()
+    assert report.ok, report
+    assert report.entries == 45
+
+
+def test_latest_head_reads_the_last_line(small_log: AuditLog) -> None:
+    assert small_log.latest_head() == small_log.heads()[-1]
+    empty = AuditLog.create(small_log.folder.parent / "empty", "x", b"k" * 32)
+    assert empty.latest_head() is None
