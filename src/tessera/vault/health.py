@@ -42,9 +42,11 @@ class _Check:
             handle.close()
 
 
-def _check(opened: dict[Store, IO[bytes] | TesseraError], what: str) -> _Check:
+def _check(opened: dict[Store, IO[bytes] | TesseraError], what: str, stall_s: float) -> _Check:
     handles = {
-        s.id: StoreReader(s, h) for s, h in opened.items() if not isinstance(h, TesseraError)
+        s.id: StoreReader(s, h, stall_s=stall_s)
+        for s, h in opened.items()
+        if not isinstance(h, TesseraError)
     }
     problems: dict[int, str] = {}
     for store, h in opened.items():
@@ -78,7 +80,7 @@ def _check(opened: dict[Store, IO[bytes] | TesseraError], what: str) -> _Check:
 
 def _open_data(vault: Vault, manifest: Manifest) -> _Check:
     path = manifest.data_path()
-    return _check(on_each(vault.stores, lambda s: s.open_read(path)), "data")
+    return _check(on_each(vault.stores, lambda s: s.open_read(path)), "data", vault.read_stall_s)
 
 
 def _open_catalogue(vault: Vault, manifest: Manifest) -> _Check:
@@ -87,7 +89,7 @@ def _open_catalogue(vault: Vault, manifest: Manifest) -> _Check:
     def fetch(store: Store) -> IO[bytes]:
         return io.BytesIO(store.read_bytes(path))
 
-    return _check(on_each(vault.stores, fetch), "catalogue")
+    return _check(on_each(vault.stores, fetch), "catalogue", vault.read_stall_s)
 
 
 def _status(k: int, data: _Check, cat: _Check) -> str:

@@ -159,19 +159,57 @@ class StoreWriter:
 class StoreReader:
     """A fragment being read from a store; remembers whether the store failed mid-stream.
 
+    Every call on the store's file runs on the reader's own daemon thread and must
+    answer within ``stall_s`` seconds: a store that stops sending data mid-read (a
+    half-dead connection, a hung mount) fails like one that errors, instead of hanging
+    the restore, and the caller falls back to the other stores.  The stuck thread is
+    abandoned (it is a daemon, so it never holds up the process's exit).
+
     Adds ``readinto`` for backends whose files lack it (sshfs).
     """
 
-    def __init__(self, store: Store, handle: IO[bytes]) -> None:
+    def __init__(self, store: Store, handle: IO[bytes], *, stall_s: float = 60.0) -> None:
         self.store = store
         self.handle = handle
         self.failure: str | None = None
+        self._stall_s = stall_s
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._stalled = False
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._serve, name=f"vault-read-{self.store.id}", daemon=True
+        )
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            call.run()
+
+    def _timed(self, fn: Callable[[], T]) -> T:
+        if self._stalled:  # its thread may still be stuck in the store
+            raise StorageUnavailableError(self.failure or "store stalled")
+        if self._thread is None:
+            self._start()
+        call = _Call(fn)
+        self._calls.put(call)
+        if not call.done.wait(self._stall_s):
+            raise TimeoutError(f"no answer in {self._stall_s:g} s")
+        return cast(T, call.result())
 
     def _guard(self, action: str, call: Callable[[], T]) -> T:
         try:
-            return call()
+            return self._timed(call)
+        except StorageUnavailableError:
+            raise
         except Exception as exc:
             error = self.store._fail(action, exc)
+            if isinstance(exc, TimeoutError):
+                self._stalled = True
+                error = StorageUnavailableError(
+                    f"store {self.store.label}: {action} stalled (no data for {self._stall_s:g} s)"
+                )
             self.failure = str(error)
             raise error from exc
 
@@ -207,8 +245,34 @@ class StoreReader:
 
     def close(self) -> None:
         """Let go of the file (a failed store's errors are ignored here)."""
-        with contextlib.suppress(Exception):
-            self.handle.close()
+        if self._stalled:  # closing might block behind the stuck call: let its thread do it
+            self._calls.put(_Call(self.handle.close))
+        else:
+            with contextlib.suppress(Exception):
+                self.handle.close()
+        self._calls.put(None)
+
+
+class _Call:
+    """One call handed to a reader's thread, with its outcome."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.value = self.fn()
+        except BaseException as exc:
+            self.error = exc
+        self.done.set()
+
+    def result(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
 
 
 def on_each(

@@ -62,6 +62,7 @@ class Vault:
         state_dir: Path | None = None,
         write_quorum: int | None = None,
         open_timeout_s: float = 30.0,
+        read_stall_s: float = 60.0,
         rng: RandomSource | None = None,
     ) -> None:
         self.stores = list(stores)
@@ -79,6 +80,7 @@ class Vault:
         self.signer = signer
         self.journal = Journal(state_dir / "journal") if state_dir is not None else None
         self.open_timeout_s = open_timeout_s
+        self.read_stall_s = read_stall_s
         self.rng = rng
         # Catalogue entries never change once written: each is read and checked once.
         self._manifests: dict[str, Manifest] = {}
@@ -423,15 +425,15 @@ class Vault:
             corrected=dict(sorted(corrected.items())),
         )
 
-    @staticmethod
     def _collect(
+        self,
         fut: Future[IO[bytes]],
         store: Store,
         sources: dict[int, StoreReader],
         missing: dict[int, str],
     ) -> None:
         try:
-            sources[store.id] = StoreReader(store, fut.result())
+            sources[store.id] = StoreReader(store, fut.result(), stall_s=self.read_stall_s)
         except TesseraError as exc:
             missing[store.id] = str(exc)
 

@@ -6,6 +6,7 @@ owner's ML-DSA-65 key pair under ``keys/`` and writes the ``[vault]`` table::
     [vault]
     write_quorum = 5          # stores that must take a fragment for a put to commit (k+1..n)
     open_timeout_s = 30.0     # how long get waits for a store before using the others
+    read_stall_s = 60.0       # a store silent this long mid-read is set aside
     scheme = "shamir"         # default for 'vault put'
     signing_key = "keys/owner.key"
     verify_key = "keys/owner.pub"
@@ -40,6 +41,7 @@ __all__ = ["init_vault", "open_vault", "unlock_signing_key", "vault_settings"]
 
 DEFAULTS: dict[str, Any] = {
     "open_timeout_s": 30.0,
+    "read_stall_s": 60.0,
     "scheme": "shamir",
     "signing_key": "keys/owner.key",
     "verify_key": "keys/owner.pub",
@@ -114,8 +116,13 @@ def open_vault(env: Environment, *, write: bool = False) -> Vault:
     try:
         quorum = int(settings["write_quorum"])
         timeout = float(settings["open_timeout_s"])
+        stall = float(settings["read_stall_s"])
     except (TypeError, ValueError):
-        raise ConfigError(f"{env.path}: [vault] write_quorum/open_timeout_s invalid") from None
+        raise ConfigError(
+            f"{env.path}: [vault] write_quorum/open_timeout_s/read_stall_s invalid"
+        ) from None
+    if timeout <= 0 or stall <= 0:
+        raise ConfigError(f"{env.path}: [vault] timeouts must be positive")
     low = min(env.threshold + 1, env.n)
     if not low <= quorum <= env.n:
         raise ConfigError(f"{env.path}: [vault] write_quorum must be between {low} and {env.n}")
@@ -128,6 +135,7 @@ def open_vault(env: Environment, *, write: bool = False) -> Vault:
         state_dir=env.home / "vault",
         write_quorum=quorum,
         open_timeout_s=timeout,
+        read_stall_s=stall,
     )
     vault.recover()  # finish or undo what a killed process left behind
     return vault

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,10 @@ class _Failing(io.RawIOBase):
         self._fs = fs
 
     def _spend(self, amount: int) -> None:
+        if self._fs.hang_after is not None:
+            self._fs.hang_after -= amount
+            if self._fs.hang_after < 0:
+                self._fs.released.wait()  # a connection that stops sending data
         if self._fs.budget is not None:
             self._fs.budget -= amount
             if self._fs.budget < 0:
@@ -66,13 +71,17 @@ class _Failing(io.RawIOBase):
 
 
 class FlakyFS(LocalFileSystem):
-    """A local filesystem that breaks (like a dropped connection) after ``budget`` bytes."""
+    """A local filesystem that breaks (like a dropped connection) after ``budget`` bytes,
+    or stops answering (like a half-dead one) after ``hang_after`` bytes until
+    ``released`` is set."""
 
     cachable = False
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.budget: int | None = None
+        self.hang_after: int | None = None
+        self.released = threading.Event()
 
     def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
         return _Failing(super()._open(path, mode, **kwargs), self)

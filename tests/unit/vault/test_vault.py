@@ -201,6 +201,26 @@ def test_store_failing_mid_get_falls_back(make_vault: MakeVault, tmp_path: Path)
     assert 1 not in got.used
 
 
+def test_store_hanging_mid_get_times_out_and_falls_back(
+    make_vault: MakeVault, tmp_path: Path
+) -> None:
+    data = random_bytes(3_000_000)
+    put_bytes(make_vault(), "f", data)
+    stores = folder_stores(tmp_path, 5)
+    hanging_fs = FlakyFS()
+    hanging = Store(2, stores[1].url, fs=hanging_fs, root=str(tmp_path / "store-2"))
+    vault = make_vault(stores=[stores[0], hanging, *stores[2:]], read_stall_s=0.5)
+    manifest = vault.lookup("f")
+    hanging_fs.hang_after = 1_000_000
+    try:
+        got = vault.get("f", tmp_path / "out", manifest=manifest)
+    finally:
+        hanging_fs.released.set()
+    assert (tmp_path / "out").read_bytes() == data
+    assert 2 not in got.used
+    assert "stalled" in got.missing[2]
+
+
 def test_refresh_changes_every_fragment_and_old_ones_do_not_mix(
     make_vault: MakeVault, tmp_path: Path
 ) -> None:
