@@ -55,13 +55,24 @@ def _tau(share_sigma: float, honest: int) -> float:
     )
 
 
-def _kls_rho(main: float, share_sigma: float, honest: int, cells: int) -> float:
+def _kls_rho(
+    main: float, share_sigma: float, honest: int, cells: int, l1_over_l2: float = 1.0
+) -> float:
+    """KLS21's bound from ``main = D2^2 / (2 m s^2)``; its second branch needs
+    ``D1 / (sqrt(m) s) = sqrt(2 main) * D1 / D2``."""
     tau = _tau(share_sigma, honest)
     if tau == 0.0:
         return main
     eps_a = math.sqrt(2.0 * main + tau * cells / 2.0)
-    eps_b = math.sqrt(2.0 * main) + tau * math.sqrt(cells)
+    eps_b = math.sqrt(2.0 * main) * l1_over_l2 + tau * math.sqrt(cells)
     return min(eps_a, eps_b) ** 2 / 2.0
+
+
+def _l2(sensitivity: float, l2: float | None) -> float:
+    d2 = sensitivity if l2 is None else l2
+    if not 0 <= d2 <= sensitivity or (sensitivity > 0 and d2 == 0):
+        raise ValueError("the L2 sensitivity is positive and at most the L1 sensitivity")
+    return d2
 
 
 def _check_args(share_sigma: float, honest: int, cells: int) -> None:
@@ -72,26 +83,37 @@ def _check_args(share_sigma: float, honest: int, cells: int) -> None:
 
 
 def distributed_gaussian_rho(
-    sensitivity: float, share_sigma: float, honest: int, cells: int
+    sensitivity: float,
+    share_sigma: float,
+    honest: int,
+    cells: int,
+    *,
+    l2: float | None = None,
 ) -> float:
     """zCDP rho of the sum of ``honest`` discrete Gaussian shares on ``cells`` cells.
 
-    ``sensitivity`` bounds both the L1 and the L2 change of the cell vector when one
-    person is added or removed (one row per person: the person lands in one cell).
+    ``sensitivity`` bounds the L1 change of the cell vector when one person is added or
+    removed, ``l2`` its L2 change (default: the same, as when the person lands in one
+    cell; smaller when one person moves records in two cells).
     """
     _check_args(share_sigma, honest, cells)
     if sensitivity == 0:
         return 0.0
-    main = _gaussian_rho(sensitivity, share_sigma * math.sqrt(honest))  # D^2 / (2 m s^2)
-    return _kls_rho(main, share_sigma, honest, cells)
+    d2 = _l2(sensitivity, l2)
+    main = _gaussian_rho(d2, share_sigma * math.sqrt(honest))  # D2^2 / (2 m s^2)
+    return _kls_rho(main, share_sigma, honest, cells, sensitivity / d2)
 
 
-def _analytic_rho(sensitivity: float, share_sigma: float, honest: int, cells: int) -> float:
-    main = sensitivity**2 / (2.0 * honest * share_sigma**2)
-    return _kls_rho(main, share_sigma, honest, cells)
+def _analytic_rho(
+    sensitivity: float, d2: float, share_sigma: float, honest: int, cells: int
+) -> float:
+    main = d2**2 / (2.0 * honest * share_sigma**2)
+    return _kls_rho(main, share_sigma, honest, cells, sensitivity / d2 if d2 else 1.0)
 
 
-def solve_share_sigma(sensitivity: float, rho: float, honest: int, cells: int) -> float:
+def solve_share_sigma(
+    sensitivity: float, rho: float, honest: int, cells: int, *, l2: float | None = None
+) -> float:
     """The smallest per-share sigma (to ~1e-9 relative) whose guarantee is at most ``rho``.
 
     The search runs on the closed form; the answer is then checked with OpenDP's map
@@ -100,15 +122,16 @@ def solve_share_sigma(sensitivity: float, rho: float, honest: int, cells: int) -
     if rho <= 0:
         raise ValueError("rho must be > 0")
     _check_args(MIN_SHARE_SIGMA, honest, cells)
+    d2 = _l2(sensitivity, l2)
 
     def bound(s: float) -> float:
-        return _analytic_rho(sensitivity, s, honest, cells)
+        return _analytic_rho(sensitivity, d2, s, honest, cells)
 
     lo = MIN_SHARE_SIGMA
     if bound(lo) <= rho:
         hi = lo
     else:
-        hi = max(lo, math.sqrt(sensitivity**2 / (2.0 * honest * rho)))
+        hi = max(lo, math.sqrt(d2**2 / (2.0 * honest * rho)))
         step = 1e-12
         while bound(hi) > rho:
             lo, hi, step = hi, hi * (1.0 + step), step * 4.0
@@ -118,7 +141,7 @@ def solve_share_sigma(sensitivity: float, rho: float, honest: int, cells: int) -
                 lo = mid
             else:
                 hi = mid
-    while distributed_gaussian_rho(sensitivity, hi, honest, cells) > rho:
+    while distributed_gaussian_rho(sensitivity, hi, honest, cells, l2=l2) > rho:
         hi *= 1.0 + 1e-10
     return hi
 

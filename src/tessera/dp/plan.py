@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from tessera.dp.accounting import (
@@ -95,6 +95,9 @@ class Statistic:
     upper: int
     sensitivity: int
     share_sigma: float = 0.0
+    #: The L2 change of this statistic's cell vector (``sensitivity`` is the L1 change);
+    #: None when they are equal (one person, one cell).
+    l2_sensitivity: float | None = None
     rho: float = 0.0
     half_width: float = 0.0
 
@@ -203,11 +206,23 @@ def _statistics_for(aggregates: Sequence[Aggregate], private: bool) -> list[Stat
             bottom = 0 if lo <= 0 <= hi else min(lo * lo, hi * hi)
             add(Statistic(f"sumsq:{col}", "sum_squares", col, bottom, top, top))
     factor = max(agg.sensitivity_factor for agg in aggregates)
+    return [_moved(s, factor) for s in stats.values()]
+
+
+def _moved(stat: Statistic, factor: int) -> Statistic:
+    """``stat`` when one person can move ``factor`` records in or out.
+
+    For 2 (k nearest: one record in, one out) the change touches at most two cells:
+    in two cells each moves by at most ``sensitivity`` (L1 ``2 D``, L2 ``sqrt(2) D``),
+    in one cell by at most ``upper - lower``.  Other factors: ``factor * D`` for both.
+    """
     if factor == 1:
-        return list(stats.values())
-    return [
-        Statistic(**{**asdict(s), "sensitivity": s.sensitivity * factor}) for s in stats.values()
-    ]
+        return stat
+    l1 = stat.sensitivity * factor
+    l2 = float(l1)
+    if factor == 2:
+        l2 = min(l2, max(math.sqrt(2.0) * stat.sensitivity, float(stat.upper - stat.lower)))
+    return replace(stat, sensitivity=l1, l2_sensitivity=None if l2 == l1 else l2)
 
 
 def plan_release(
@@ -254,13 +269,14 @@ def plan_release(
     beta = (1.0 - confidence) / len(stats)  # union bound over the statistics of a cell
     planned = []
     for stat in stats:
-        sigma = solve_share_sigma(stat.sensitivity, per_stat, honest, cells)
+        l2 = stat.l2_sensitivity
+        sigma = solve_share_sigma(stat.sensitivity, per_stat, honest, cells, l2=l2)
         planned.append(
             Statistic(
                 **{
                     **asdict(stat),
                     "share_sigma": sigma,
-                    "rho": distributed_gaussian_rho(stat.sensitivity, sigma, honest, cells),
+                    "rho": distributed_gaussian_rho(stat.sensitivity, sigma, honest, cells, l2=l2),
                     "half_width": subgaussian_half_width(sigma, custodians, 1.0 - beta),
                 }
             )

@@ -88,3 +88,21 @@ def test_subgaussian_half_width() -> None:
     h = subgaussian_half_width(2.0, 3, 0.95)
     assert h == pytest.approx(2.0 * math.sqrt(2 * 3 * math.log(40)))
     assert subgaussian_half_width(0.0, 3, 0.95) == 0.0
+
+
+def test_separate_l1_and_l2_sensitivities() -> None:
+    import math
+
+    sigma, honest, cells = 3.0, 2, 4
+    same = distributed_gaussian_rho(2, sigma, honest, cells)
+    assert distributed_gaussian_rho(2, sigma, honest, cells, l2=2) == same
+    smaller = distributed_gaussian_rho(2, sigma, honest, cells, l2=math.sqrt(2))
+    assert smaller < same
+    # Without the tau term the bound is the Gaussian's D2^2 / (2 m s^2).
+    assert smaller == pytest.approx(2 / (2 * honest * sigma**2), rel=1e-6)
+    loose = solve_share_sigma(2, 0.05, honest, cells)
+    tight = solve_share_sigma(2, 0.05, honest, cells, l2=math.sqrt(2))
+    assert tight == pytest.approx(loose / math.sqrt(2), rel=1e-3)
+    assert distributed_gaussian_rho(2, tight, honest, cells, l2=math.sqrt(2)) <= 0.05
+    with pytest.raises(ValueError, match="L2"):
+        distributed_gaussian_rho(2, sigma, honest, cells, l2=3)

@@ -109,3 +109,38 @@ def test_policy_round_trip_and_validation() -> None:
         Policy.dp(total_epsilon=-1.0)
     with pytest.raises(InputError):
         Policy.from_dict({"version": 99, "mode": "dp"})
+
+
+def test_knn_factor_two_uses_the_l2_change_of_two_cells() -> None:
+    """One person entering the k nearest pushes one record out: L1 2D, L2 sqrt(2) D
+    (or upper - lower when both records fall in one cell)."""
+    aggs = [
+        Aggregate("count", sensitivity_factor=2),
+        Aggregate("sum", "time", 0, 100, sensitivity_factor=2),
+        Aggregate("sum", "dose", -50, 50, sensitivity_factor=2),
+    ]
+    plan = plan_release(dp_policy(), aggs, cells=5, custodians=3, threshold=1)
+    by_key = {s.key: s for s in plan.statistics}
+    assert by_key["count"].sensitivity == 2
+    assert by_key["count"].l2_sensitivity == pytest.approx(2**0.5)
+    assert by_key["sum:time"].sensitivity == 200
+    assert by_key["sum:time"].l2_sensitivity == pytest.approx(100 * 2**0.5)
+    # -50 out, +50 in, same cell: a change of 100 = L1, so no L2 saving
+    assert by_key["sum:dose"].l2_sensitivity is None
+    for stat in plan.statistics:
+        assert distributed_gaussian_rho(
+            stat.sensitivity, stat.share_sigma, 2, 5, l2=stat.l2_sensitivity
+        ) == pytest.approx(stat.rho)
+    assert plan.check(epsilon=1.0)
+    # The same budget buys less noise than calibrating for L2 = 2D would.
+    old = plan_release(
+        dp_policy(),
+        [Aggregate("count", sensitivity_factor=2)],
+        cells=5,
+        custodians=3,
+        threshold=1,
+    )
+    naive = distributed_gaussian_rho(2, old.statistics[0].share_sigma, 2, 5)
+    assert naive > old.statistics[0].rho
+    again = ReleasePlan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert again == plan
