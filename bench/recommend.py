@@ -1,6 +1,6 @@
 """Benchmark: secure treatment recommendation (issue 6) against a sort-based MPyC baseline.
 
-N records of the synthetic HIV cohort (bench/data/hiv.py) from 3 hospitals, 100
+N records of the synthetic HIV cohort (tessera.samples.hiv) from 3 hospitals, 100
 regimens, k = 100, three MPyC parties as local processes on this machine (t = 1).
 Prints, measured in one run:
 
@@ -18,9 +18,8 @@ Prints, measured in one run:
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,16 +33,9 @@ from tessera.tables.encode import encode_rows, read_csv, share_parts
 from tessera.tables.schema import Schema
 from tessera.workflows.recommend import build_job, patient_units, read_profile
 
-HERE = Path(__file__).parent
-
 
 def _hiv() -> Any:
-    spec = importlib.util.spec_from_file_location("hiv", HERE / "data" / "hiv.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["hiv"] = module
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("tessera.samples.hiv")
 
 
 def _setup(rows: int, k: int, folder: Path) -> tuple[Any, ...]:

@@ -16,7 +16,7 @@ the medians and their ratio are printed (target: DP adds <= 10%).
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import math
 import os
 import statistics
@@ -35,8 +35,6 @@ from tessera.workflows.environment import init_environment
 from tessera.workflows.nodes import ensure_nodes, stop_nodes
 from tessera.workflows.query import run_query, run_sql
 from tessera.workflows.tables import import_csv
-
-HERE = Path(__file__).resolve().parent
 
 QUERIES = [
     "SELECT COUNT(*) FROM patients WHERE age > 60",
@@ -64,11 +62,7 @@ COLUMNS = (
 
 
 def _cohort() -> Any:
-    spec = importlib.util.spec_from_file_location("cohort", HERE / "data" / "cohort.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("tessera.samples.cohort")
 
 
 def _agree(a: list[Any], b: list[Any]) -> bool:

@@ -10,7 +10,7 @@ and of the CLI process (the real ``tessera`` entry point).
 from __future__ import annotations
 
 import csv
-import importlib.util
+import importlib
 import json
 import os
 import subprocess
@@ -30,18 +30,11 @@ from tessera.workflows.tables import import_csv
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).with_name("tessera")
 
 
 def _cohort_module() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "tessera_dp_cohort", ROOT / "bench/data/cohort.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("tessera.samples.cohort")
 
 
 @pytest.fixture(scope="module")

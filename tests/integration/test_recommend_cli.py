@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import subprocess
 import sys
@@ -20,15 +20,9 @@ from tessera.workflows.recommend import build_job, patient_units, read_profile
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def _hiv() -> Any:
-    spec = importlib.util.spec_from_file_location("hiv_cohort", ROOT / "bench/data/hiv.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("tessera.samples.hiv")
 
 
 @pytest.fixture(scope="module")

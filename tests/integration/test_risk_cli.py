@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+import tessera.samples
+
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples" / "risk"
+EXAMPLES = Path(tessera.samples.__file__).parent / "risk"
 
 
 def _tessera() -> str:

@@ -7,10 +7,9 @@ the same CSVs; answers must agree (fixed-point within its precision).
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
+import importlib
 import math
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -25,17 +24,9 @@ from tessera.workflows.tables import import_csv
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def _cohort_module() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "tessera_bench_cohort", ROOT / "bench/data/cohort.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("tessera.samples.cohort")
 
 
 @pytest.fixture(scope="module")

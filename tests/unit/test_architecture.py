@@ -15,7 +15,19 @@ LAYERS = {
     "core": 1,
     **{
         p: 2
-        for p in ("keys", "vault", "tables", "mpc", "dp", "he", "dicom", "risk", "audit", "monitor")
+        for p in (
+            "keys",
+            "vault",
+            "tables",
+            "mpc",
+            "dp",
+            "he",
+            "dicom",
+            "risk",
+            "audit",
+            "monitor",
+            "samples",
+        )
     },
     "config": 3,
     "workflows": 4,

@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "init": "tessera.cli.env",
     "query": "tessera.cli.query",
     "recommend": "tessera.cli.recommend",
+    "demo": "tessera.cli.demo",
 }
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+import tessera.samples
 from tessera.cli.main import main
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "risk"
+EXAMPLES = Path(tessera.samples.__file__).parent / "risk"
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ WEIGHTS = [0.2, 0.06, 0.08, 0.04, 0.05, 0.18, 0.1, 0.09, 0.08, 0.12]
 def main() -> None:
     rng = np.random.default_rng(20261122)
     n = 2000
-    out = Path(__file__).with_name("cohort.csv")
+    out = Path(__file__).parent / "risk" / "cohort.csv"
     with out.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(

@@ -2,14 +2,13 @@
 # Secure SQL: three hospitals append to one secret-shared table on three custodian
 # nodes (mutual TLS, MPyC over TLS); queries are answered without anyone seeing a record.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$DEMO_DIR"
 H="$DEMO_DIR/sql-env"
-PY="$(dirname "$(command -v tessera)")/python"
+PY="${TESSERA_PYTHON:-python3}"
 [ -e "$H/tessera.toml" ] || tessera init "$H" --nodes 3 --unencrypted-key >/dev/null
 trap 'tessera node stop --home "$H" >/dev/null 2>&1 || true' EXIT
 echo "-- a synthetic cohort of 1,500 patients from three hospitals (seeded)"
-"$PY" "$ROOT/bench/data/cohort.py" cohort --rows 1500 --hospitals 3
+"$PY" -m tessera.samples.cohort cohort --rows 1500 --hospitals 3
 for h in 1 2 3; do
   tessera table import "cohort/hospital-$h.csv" --name patients --hospital "hospital-$h" \
     --schema cohort/patients.schema.yaml --key patient_id --home "$H"

@@ -5,14 +5,13 @@
 # MPC, so the exact answer exists nowhere; each number carries its 95% interval; the
 # query that would overspend is refused before anything runs; the ledger persists.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$DEMO_DIR"
 H="$DEMO_DIR/sql-env"
-PY="$(dirname "$(command -v tessera)")/python"
+PY="${TESSERA_PYTHON:-python3}"
 trap 'tessera node stop --home "$H" >/dev/null 2>&1 || true' EXIT
 if [ ! -e "$H/tessera.toml" ]; then  # run on its own: build the SQL demo's table
   tessera init "$H" --nodes 3 --unencrypted-key >/dev/null
-  "$PY" "$ROOT/bench/data/cohort.py" cohort --rows 1500 --hospitals 3 >/dev/null
+  "$PY" -m tessera.samples.cohort cohort --rows 1500 --hospitals 3 >/dev/null
   for h in 1 2 3; do
     tessera table import "cohort/hospital-$h.csv" --name patients --hospital "hospital-$h" \
       --schema cohort/patients.schema.yaml --key patient_id --home "$H" >/dev/null

@@ -6,7 +6,7 @@ for JOINs) and ``patients.schema.yaml`` / ``labs.schema.yaml``.  The shape follo
 population study (Rhineland-Study-like age range, vitals, an HIV-clinic-like viral load
 and regimen), with a few missing values in every column but the key.
 
-    python bench/data/cohort.py OUT_DIR [--rows 30000] [--hospitals 3] [--seed 7]
+    python -m tessera.samples.cohort OUT_DIR [--rows 30000] [--hospitals 3] [--seed 7]
 """
 
 from __future__ import annotations

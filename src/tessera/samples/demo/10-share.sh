@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Split a file 3-of-5, lose a fragment, corrupt another, restore it anyway.
 set -euo pipefail
+PY="${TESSERA_PYTHON:-python3}"
 cd "$DEMO_DIR"
 echo "-- a 5 MiB 'scan' split into 5 fragments, any 3 restore it"
 head -c $((5 * 1024 * 1024)) /dev/urandom > scan.bin
@@ -8,7 +9,7 @@ tessera share split scan.bin --threshold 3 --shares 5 --out fragments
 ls -l fragments
 echo "-- fragment 1 is lost, fragment 3 is silently corrupted (one byte flipped)"
 rm fragments/scan.bin.1-of-5.tfrag
-python3 - <<'PY'
+"$PY" - <<'PY'
 p = "fragments/scan.bin.3-of-5.tfrag"
 data = bytearray(open(p, "rb").read())
 data[len(data) // 2] ^= 0x20

@@ -3,6 +3,7 @@
 # AuditEvents, tampering named by `audit verify`, an injected password-spraying attack
 # found by `monitor scan` and shared as a STIX 2.1 bundle.
 set -euo pipefail
+PY="${TESSERA_PYTHON:-python3}"
 cd "$DEMO_DIR"
 H="$DEMO_DIR/audit-env"
 echo "-- every operation leaves a FHIR R4 AuditEvent (IHE BALP, DICOM audit codes) in a"
@@ -21,7 +22,7 @@ done
 tessera audit cross-check --home "$H"
 echo "-- tampering: in a copy of the log, alice's vault.get (entry 1) is rewritten as mallory's"
 cp -r "$H" "$DEMO_DIR/audit-tampered"
-python3 - "$DEMO_DIR/audit-tampered/audit/records.jsonl" <<'PY'
+"$PY" - "$DEMO_DIR/audit-tampered/audit/records.jsonl" <<'PY'
 import sys
 path = sys.argv[1]
 lines = open(path, "rb").read().splitlines(keepends=True)
@@ -36,7 +37,7 @@ echo "-- detection over the real log (the rules; drop --no-anomaly to add the Is
 tessera monitor scan --home "$H" --no-anomaly
 echo "-- shared as STIX 2.1 (validated with stix2-validator; TLP:AMBER, accounts pseudonymised)"
 tessera monitor export --home "$H" --no-anomaly --stix "$DEMO_DIR/alerts.stix.json"
-python3 - "$DEMO_DIR/alerts.stix.json" <<'PY'
+"$PY" - "$DEMO_DIR/alerts.stix.json" <<'PY'
 import collections, json, sys
 bundle = json.load(open(sys.argv[1]))
 print("   objects:", dict(collections.Counter(o["type"] for o in bundle["objects"])))

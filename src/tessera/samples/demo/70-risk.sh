@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Assess the re-identification risk of the demo cohort, anonymise it, ask for advice.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+PY="${TESSERA_PYTHON:-python3}"
 cd "$DEMO_DIR"
-cp "$ROOT/examples/risk/cohort.csv" "$ROOT/examples/risk/hierarchies.yaml" \
-   "$ROOT/examples/risk/request.yaml" .
+cp "$TESSERA_SAMPLES/risk/cohort.csv" "$TESSERA_SAMPLES/risk/hierarchies.yaml" \
+   "$TESSERA_SAMPLES/risk/request.yaml" .
 echo "== risk: the demo cohort (2,000 synthetic patients) as the researchers asked for it"
 tessera risk assess cohort.csv --qi zip,birth_date,sex --sensitive diagnosis \
   --population 250000 --worst 3
@@ -14,6 +14,6 @@ tessera risk anonymize cohort.csv --qi age,zip,sex,admitted --k 11 --l 2 \
   --out cohort-k11.csv
 echo "== risk: the anonymised table, re-assessed (JSON for scripts)"
 tessera risk assess cohort-k11.csv --qi age,zip,sex,admitted --sensitive diagnosis --json \
-  | python3 -c 'import json,sys; d=json.load(sys.stdin); print({k: d[k] for k in ("rows","k_anonymity","l_diversity","t_closeness","prosecutor","marketer")})'
+  | "$PY" -c 'import json,sys; d=json.load(sys.stdin); print({k: d[k] for k in ("rows","k_anonymity","l_diversity","t_closeness","prosecutor","marketer")})'
 echo "== risk: which mechanisms fit the request (request.yaml)"
 tessera risk recommend request.yaml

@@ -5,14 +5,13 @@
 # patient is secret-shared too (each node's share sealed to its key); only the clinician
 # sees the per-regimen result.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$DEMO_DIR"
 H="$DEMO_DIR/recommend-env"
-PY="$(dirname "$(command -v tessera)")/python"
+PY="${TESSERA_PYTHON:-python3}"
 [ -e "$H/tessera.toml" ] || tessera init "$H" --nodes 3 --unencrypted-key >/dev/null
 trap 'tessera node stop --home "$H" >/dev/null 2>&1 || true' EXIT
 echo "-- a synthetic HIV cohort: 3,000 patients from three hospitals, 100 regimens (seeded)"
-"$PY" "$ROOT/bench/data/hiv.py" hiv --rows 3000 --hospitals 3 >/dev/null
+"$PY" -m tessera.samples.hiv hiv --rows 3000 --hospitals 3 >/dev/null
 for h in 1 2 3; do
   tessera table import "hiv/hiv-$h.csv" --name hiv --hospital "hospital-$h" \
     --schema hiv/hiv.schema.yaml --home "$H"

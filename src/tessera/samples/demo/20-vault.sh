@@ -2,6 +2,7 @@
 # The vault: a file kept 3-of-5 across five stores survives losing two of them,
 # is repaired without ever being reassembled on disk, and is re-randomised.
 set -euo pipefail
+PY="${TESSERA_PYTHON:-python3}"
 cd "$DEMO_DIR"
 H="$DEMO_DIR/vault-env"
 [ -e "$H/tessera.toml" ] || tessera init "$H" --nodes 5 --threshold 3 --unencrypted-key >/dev/null

@@ -14,7 +14,7 @@ observed, 0 = censored).  Time to failure is exponential with a rate that grows 
 viral load, low CD4, the line and resistance mutations that hit the regimen's drugs, so
 that similar patients do have similar outcomes.
 
-    python bench/data/hiv.py OUT_DIR [--rows 20000] [--hospitals 3] [--seed 11]
+    python -m tessera.samples.hiv OUT_DIR [--rows 20000] [--hospitals 3] [--seed 11]
 """
 
 from __future__ import annotations
