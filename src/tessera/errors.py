@@ -2,7 +2,8 @@
 
 Every failure a user can see is a :class:`TesseraError`; its message is safe to print
 (it never contains secret material) and the CLI turns it into one line on stderr and
-exit code 1 (the ``exit_code`` class attribute).  Programmer misuse raises the built-in
+exit code 1 (the ``exit_code`` class attribute); the node and gateway APIs answer with
+its ``http_status``.  Programmer misuse raises the built-in
 ``TypeError`` / ``ValueError`` instead, as pyca/cryptography does.
 
 ::
@@ -19,7 +20,9 @@ exit code 1 (the ``exit_code`` class attribute).  Programmer misuse raises the b
     ├─ PolicyError                  deliberate refusal
     │  ├─ BudgetExhaustedError
     │  ├─ RiskThresholdError
-    │  └─ DeidentificationError
+    │  ├─ DeidentificationError
+    │  └─ ForbiddenError           the user's role does not allow it (HTTP 403)
+    ├─ AuthenticationError          no or unknown credentials (HTTP 401)
     ├─ BackendError                 wraps fsspec/engine failures (``raise … from exc``)
     │  ├─ StorageUnavailableError
     │  └─ EngineUnavailableError
@@ -32,12 +35,14 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "AuthenticationError",
     "BackendError",
     "BudgetExhaustedError",
     "ChainBrokenError",
     "ConfigError",
     "DeidentificationError",
     "EngineUnavailableError",
+    "ForbiddenError",
     "InputError",
     "InsufficientSharesError",
     "IntegrityError",
@@ -58,12 +63,15 @@ class TesseraError(Exception):
 
     code: ClassVar[str] = "tessera_error"
     exit_code: ClassVar[int] = 1
+    http_status: ClassVar[int] = 500
+    """The HTTP status the node and gateway APIs answer with."""
 
 
 class ConfigError(TesseraError):
     """The environment or its configuration is missing or inconsistent."""
 
     code = "config_error"
+    http_status = 400
 
 
 class UsageError(TesseraError):
@@ -71,18 +79,21 @@ class UsageError(TesseraError):
 
     code = "usage_error"
     exit_code = 2
+    http_status = 400
 
 
 class InputError(TesseraError):
     """An input file is malformed (truncated, wrong format, bad row)."""
 
     code = "input_error"
+    http_status = 400
 
 
 class IntegrityError(TesseraError):
     """Authenticated data failed its check."""
 
     code = "integrity_error"
+    http_status = 403
 
 
 class InvalidShareError(IntegrityError):
@@ -101,6 +112,7 @@ class RecoveryError(TesseraError):
     """The data cannot be restored from what is available."""
 
     code = "recovery_error"
+    http_status = 409
 
 
 class InsufficientSharesError(RecoveryError):
@@ -113,6 +125,7 @@ class PolicyError(TesseraError):
     """A deliberate refusal by policy."""
 
     code = "policy_refused"
+    http_status = 403
 
 
 class BudgetExhaustedError(PolicyError):
@@ -133,10 +146,24 @@ class DeidentificationError(PolicyError):
     code = "deidentification_refused"
 
 
+class ForbiddenError(PolicyError):
+    """The user's role does not allow this operation."""
+
+    code = "forbidden"
+
+
+class AuthenticationError(TesseraError):
+    """No credentials, or credentials nobody issued."""
+
+    code = "unauthenticated"
+    http_status = 401
+
+
 class BackendError(TesseraError):
     """An engine or storage backend failed."""
 
     code = "backend_error"
+    http_status = 502
 
 
 class StorageUnavailableError(BackendError):
@@ -155,9 +182,11 @@ class UnsupportedError(TesseraError):
     """A construct that Tessera does not handle; the message names it."""
 
     code = "unsupported"
+    http_status = 422
 
 
 class NotFoundError(TesseraError):
     """The named object, table or entry does not exist."""
 
     code = "not_found"
+    http_status = 404

@@ -23,7 +23,17 @@ def test_list_names_every_step() -> None:
     done = _run("--list")
     assert done.returncode == 0
     names = [line.split()[0] for line in done.stdout.splitlines()]
-    assert names == ["share", "vault", "sql", "recommend", "dp", "dicom", "risk", "audit"]
+    assert names == [
+        "share",
+        "vault",
+        "sql",
+        "recommend",
+        "dp",
+        "dicom",
+        "gateway",
+        "risk",
+        "audit",
+    ]
 
 
 def test_one_step_runs_in_a_kept_folder(tmp_path: Path) -> None:

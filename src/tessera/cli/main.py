@@ -32,12 +32,14 @@ GROUPS: dict[str, str] = {
     "node": "tessera.cli.node",
     "dicom": "tessera.cli.dicom",
     "risk": "tessera.cli.risk",
+    "user": "tessera.cli.user",
 }
 COMMANDS: dict[str, str] = {
     "init": "tessera.cli.env",
     "query": "tessera.cli.query",
     "recommend": "tessera.cli.recommend",
     "demo": "tessera.cli.demo",
+    "serve": "tessera.cli.serve",
 }
 
 

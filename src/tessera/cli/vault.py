@@ -25,7 +25,7 @@ from tessera.vault import refresh as refresh_objects
 from tessera.vault import repair as repair_objects
 from tessera.vault import verify as verify_objects
 from tessera.vault.vault import SCHEMES
-from tessera.workflows.vault import open_vault, vault_settings
+from tessera.workflows.vault import listing, open_vault, vault_settings
 
 __all__ = ["app"]
 
@@ -125,25 +125,14 @@ def get(
 def ls(home: HomeOption = None, json_out: JsonOption = False) -> None:
     """List the files in the vault."""
     _env, vault = _vault(home)
-    listing = vault.ls()
+    doc = listing(vault)
     if json_out:
-        emit_json(
-            [
-                {
-                    "name": m.name,
-                    "size": m.size,
-                    "scheme": m.scheme,
-                    "k": m.k,
-                    "n": m.n,
-                    "created": m.created,
-                    "generation": m.generation,
-                }
-                for m in listing
-            ]
-        )
+        emit_json(doc)
         return
-    for m in listing:
-        typer.echo(f"{m.size:>14}  {m.created}  {m.scheme} {m.k}-of-{m.n}  {m.name}")
+    for m in doc:
+        typer.echo(
+            f"{m['size']:>14}  {m['created']}  {m['scheme']} {m['k']}-of-{m['n']}  {m['name']}"
+        )
 
 
 @app.command("rm")

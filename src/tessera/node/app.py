@@ -20,11 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from tessera.errors import (
-    IntegrityError,
-    NotFoundError,
-    PolicyError,
     TesseraError,
-    UnsupportedError,
 )
 from tessera.node.service import NodeService
 
@@ -34,17 +30,7 @@ _MAX_BODY = 1 << 30
 
 
 def _status(exc: TesseraError) -> int:
-    if isinstance(exc, IntegrityError):
-        return 403
-    if isinstance(exc, PolicyError):
-        return 403
-    if isinstance(exc, NotFoundError):
-        return 404
-    if isinstance(exc, UnsupportedError):
-        return 422
-    if exc.code in ("input_error", "usage_error", "config_error"):
-        return 400
-    return 500
+    return exc.http_status
 
 
 def create_app(service: NodeService) -> FastAPI:

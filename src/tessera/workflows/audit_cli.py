@@ -36,11 +36,12 @@ imported here; Click and the log are imported when an event is actually written.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ __all__ = [
     "ACTIONS",
     "CommandCall",
     "add_detail",
+    "collecting_detail",
     "command_event",
     "outcome_of",
     "run_audited",
@@ -84,6 +86,18 @@ SKIPPED: frozenset[tuple[str, ...]] = frozenset(
 
 #: detail the running command's workflow adds to its event (None: no command is audited).
 _EXTRA: ContextVar[dict[str, DetailValue] | None] = ContextVar("tessera_audit_extra", default=None)
+
+
+@contextlib.contextmanager
+def collecting_detail() -> Iterator[dict[str, DetailValue]]:
+    """Collect what workflows :func:`add_detail` while the block runs (the gateway
+    records it with the request's event, as :func:`run_audited` does for commands)."""
+    collected: dict[str, DetailValue] = {}
+    token = _EXTRA.set(collected)
+    try:
+        yield collected
+    finally:
+        _EXTRA.reset(token)
 
 
 def add_detail(**values: DetailValue) -> None:

@@ -37,7 +37,7 @@ from tessera.vault import Store, Vault
 from tessera.workflows import audit
 from tessera.workflows.audit_cli import CLIENT, LOCAL_ADDRESS
 
-__all__ = ["init_vault", "open_vault", "unlock_signing_key", "vault_settings"]
+__all__ = ["init_vault", "listing", "open_vault", "unlock_signing_key", "vault_settings"]
 
 DEFAULTS: dict[str, Any] = {
     "open_timeout_s": 30.0,
@@ -139,3 +139,19 @@ def open_vault(env: Environment, *, write: bool = False) -> Vault:
     )
     vault.recover()  # finish or undo what a killed process left behind
     return vault
+
+
+def listing(vault: Vault) -> list[dict[str, Any]]:
+    """The ``vault ls --json`` document: one entry per stored name."""
+    return [
+        {
+            "name": m.name,
+            "size": m.size,
+            "scheme": m.scheme,
+            "k": m.k,
+            "n": m.n,
+            "created": m.created,
+            "generation": m.generation,
+        }
+        for m in vault.ls()
+    ]

@@ -1,0 +1,49 @@
+"""``tessera serve``: the gateway's REST API and web console."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tessera.cli._common import HomeOption, resolve_home
+from tessera.config import Environment
+
+__all__ = ["register", "serve"]
+
+
+def serve(
+    port: Annotated[int, typer.Option("--port", help="Listen port (0: any free one).")] = 8470,
+    host: Annotated[
+        str, typer.Option("--host", help="Listen address (beyond loopback only with TLS).")
+    ] = "127.0.0.1",
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="PEM certificate (chain) for HTTPS.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Its PEM private key.")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Serve the REST API and the web console for researchers, stewards and security
+    officers (users and their tokens: tessera user add).  Runs until interrupted."""
+    root = resolve_home(home).resolve()
+    Environment.load(root)  # a missing environment is a one-line error here
+    args = [sys.executable, "-m", "tessera.server", "--home", str(root)]
+    args += ["--host", host, "--port", str(port)]
+    if tls_cert is not None:
+        args += ["--tls-cert", str(tls_cert)]
+    if tls_key is not None:
+        args += ["--tls-key", str(tls_key)]
+    # The gateway process takes this one's place, so signals (Ctrl-C, a service
+    # manager's SIGTERM) reach uvicorn directly and it shuts down cleanly.  It records
+    # its own start and every request in the audit log.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, args)  # noqa: S606 - our own interpreter, fixed arguments
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``tessera serve`` to the top-level command."""
+    app.command("serve")(serve)

@@ -1,0 +1,50 @@
+"""``tessera user``: the gateway's users, their roles and API tokens."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from tessera.cli._common import HomeOption, JsonOption, emit_json, resolve_home
+from tessera.workflows.users import ROLES, add_user, list_users, remove_user
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Gateway users: researchers, stewards and security officers.")
+
+NameArg = Annotated[str, typer.Argument(help="User name (letters, digits, . _ @ -).")]
+
+
+@app.command("add")
+def add(
+    name: NameArg,
+    role: Annotated[str, typer.Option("--role", help=f"One of: {', '.join(ROLES)}.")],
+    home: HomeOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Add a user and print their API token (shown once; only its hash is kept)."""
+    token = add_user(resolve_home(home), name, role)
+    if json_out:
+        emit_json({"name": name, "role": role, "token": token})
+        return
+    typer.echo(f"added {name} ({role}); API token (shown once, keep it secret):")
+    typer.echo(token)
+
+
+@app.command("ls")
+def ls(home: HomeOption = None, json_out: JsonOption = False) -> None:
+    """List the gateway's users (never their tokens)."""
+    users = list_users(resolve_home(home))
+    if json_out:
+        emit_json([{"name": u.name, "role": u.role, "created": u.created} for u in users])
+        return
+    for u in users:
+        typer.echo(f"{u.name:24} {u.role:11} {u.created}")
+
+
+@app.command("rm")
+def rm(name: NameArg, home: HomeOption = None) -> None:
+    """Remove a user; their token stops working at once."""
+    remove_user(resolve_home(home), name)
+    typer.echo(f"removed {name}")

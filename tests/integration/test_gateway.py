@@ -1,0 +1,175 @@
+"""The gateway (`tessera serve`) on loopback with three custodian nodes: tokens and
+roles, secure SQL and DP through the API, every request in the signed audit log, the
+console's files and headers."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tessera.cli.main import main
+from tessera.config import Environment
+from tessera.workflows.environment import init_environment
+from tessera.workflows.nodes import stop_nodes
+from tessera.workflows.tables import import_csv
+from tessera.workflows.users import add_user
+from tessera.workflows.vault import init_vault
+
+pytestmark = pytest.mark.integration
+
+BIN = Path(sys.executable).with_name("tessera")
+
+
+class Gateway:
+    def __init__(self, env: Environment, rows: list[dict[str, str]]) -> None:
+        self.env, self.rows = env, rows
+        home = env.home
+        self.tokens = {
+            "researcher": add_user(home, "alice", "researcher"),
+            "steward": add_user(home, "sam", "steward"),
+            "officer": add_user(home, "olga", "officer"),
+        }
+        self.log = home / "serve.err"
+        with self.log.open("w") as err:
+            self.proc = subprocess.Popen(
+                [str(BIN), "serve", "--port", "0", "--home", str(home)],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line.startswith("gateway listening on "), line + self.log.read_text()
+        self.url = line.split(" on ", 1)[1].strip()
+
+    def get(self, path: str, role: str | None = None, **kw: Any) -> httpx.Response:
+        return httpx.get(self.url + path, headers=self._auth(role), timeout=120, **kw)
+
+    def post(self, path: str, role: str | None, body: dict[str, Any]) -> httpx.Response:
+        return httpx.post(self.url + path, headers=self._auth(role), json=body, timeout=300)
+
+    def _auth(self, role: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.communicate(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    base = tmp_path_factory.mktemp("gateway")
+    data = base / "data"
+    cohort = importlib.import_module("tessera.samples.cohort")
+    paths = cohort.write_cohort(data, 240, hospitals=3, seed=9)
+    env = init_environment(base / "home", nodes=3)
+    init_vault(env, passphrase=None)
+    rows: list[dict[str, str]] = []
+    gw = None
+    try:
+        for p in paths:
+            for name in ("patients", "private"):
+                import_csv(env, p, name, schema_path=data / "patients.schema.yaml", hospital=p.stem)
+            with p.open() as fh:
+                rows.extend({**r, "hospital": p.stem} for r in csv.DictReader(fh))
+        policy = ["table", "policy", "private", "--mode", "dp", "--total-epsilon", "2"]
+        assert main([*policy, "--default-epsilon", "1", "--home", str(env.home)]) == 0
+        gw = Gateway(env, rows)
+        yield gw
+    finally:
+        if gw is not None:
+            gw.stop()
+        stop_nodes(env)
+
+
+def test_tokens_and_roles(gateway: Gateway) -> None:
+    assert gateway.get("api/v1/health").json()["status"] == "ok"
+    assert gateway.get("api/v1/me").status_code == 401
+    bad = httpx.get(gateway.url + "api/v1/me", headers={"Authorization": "Bearer nope"})
+    assert bad.status_code == 401 and bad.json()["error"] == "unauthenticated"
+    assert gateway.get("api/v1/me", "researcher").json() == {"name": "alice", "role": "researcher"}
+    denied = gateway.get("api/v1/vault", "researcher")
+    assert denied.status_code == 403 and denied.json()["error"] == "forbidden"
+    assert gateway.get("api/v1/audit/verify", "steward").status_code == 403
+    assert gateway.get("api/v1/vault", "steward").json() == []
+    names = {t["name"] for t in gateway.get("api/v1/tables", "researcher").json()}
+    assert names == {"patients", "private"}
+
+
+def test_query_through_the_api_is_exact_and_audited_by_hash(gateway: Gateway) -> None:
+    sql = "SELECT hospital, COUNT(*) AS n, AVG(cd4) FROM patients GROUP BY hospital"
+    doc = gateway.post("api/v1/query", "researcher", {"sql": sql}).json()
+    assert doc["columns"] == ["hospital", "n", "AVG(cd4)"] and doc["privacy"] is None
+    for hospital, n, mean in doc["rows"]:
+        mine = [r for r in gateway.rows if r["hospital"] == hospital]
+        cd4 = [int(r["cd4"]) for r in mine if r["cd4"]]
+        assert n == len(mine)
+        assert mean == pytest.approx(sum(cd4) / len(cd4), rel=1e-6)
+    events = gateway.get("api/v1/audit/events", "officer", params={"limit": 20}).json()
+    mine = [e for e in events if e["action"] == "query" and e["user"] == "alice"]
+    assert mine and mine[0]["role"] == "researcher" and mine[0]["address"] == "127.0.0.1"
+    records = (gateway.env.home / "audit" / "records.jsonl").read_text()
+    assert "AVG(cd4)" not in records  # the text of a query is never stored
+    bad = gateway.post("api/v1/query", "researcher", {"sql": "DROP TABLE patients"})
+    assert bad.status_code in (400, 422) and "error" in bad.json()
+
+
+def test_dp_through_the_api_charges_the_users_own_budget(gateway: Gateway) -> None:
+    sql = "SELECT COUNT(*) AS n FROM private"
+    doc = gateway.post("api/v1/query", "researcher", {"sql": sql, "epsilon": 0.5}).json()
+    privacy = doc["privacy"]
+    assert privacy is not None and privacy["epsilon"] <= 0.5 + 1e-9
+    lo, hi = privacy["columns"][0]["intervals"][0]
+    assert lo <= doc["rows"][0][0] <= hi
+    own = gateway.get("api/v1/budget", "researcher").json()
+    assert [b["researcher"] for b in own] == ["alice"]
+    everyone = gateway.get("api/v1/budget", "steward").json()
+    assert everyone and everyone[0]["table"] == "private"
+    too_much = gateway.post("api/v1/query", "researcher", {"sql": sql, "epsilon": 5})
+    assert too_much.status_code == 403 and too_much.json()["error"] in (
+        "policy_refused",
+        "budget_exhausted",
+    )
+
+
+def test_officer_sees_a_verified_log_and_failed_logins(gateway: Gateway) -> None:
+    for _ in range(3):
+        httpx.get(gateway.url + "api/v1/me", headers={"Authorization": "Bearer guess"})
+    report = gateway.get("api/v1/audit/verify", "officer").json()
+    assert report["ok"] is True and report["entries"] > 5
+    events = gateway.get("api/v1/audit/events", "officer", params={"limit": 50}).json()
+    assert sum(e["action"] == "login" and e["outcome"] == "failure" for e in events) >= 3
+    assert gateway.get("api/v1/monitor/alerts", "officer").status_code == 200
+    assert gateway.get("api/v1/audit/events", "officer", params={"limit": 0}).status_code == 400
+
+
+def test_console_files_and_headers(gateway: Gateway) -> None:
+    page = gateway.get("")
+    assert page.status_code == 200 and "<title>Tessera console</title>" in page.text
+    assert "script-src" not in page.text and "<script>" not in page.text  # no inline code
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    js = gateway.get("console.js")
+    assert js.status_code == 200 and "sessionStorage" in js.text
+    assert "innerHTML" not in js.text  # values from the server go in as text only
+    assert gateway.get("console.css").headers["content-type"].startswith("text/css")
+
+
+def test_serve_refuses_an_open_address_without_tls(tmp_path: Path) -> None:
+    env = init_environment(tmp_path / "home", nodes=3)
+    done = subprocess.run(
+        [str(BIN), "serve", "--host", "0.0.0.0", "--port", "0", "--home", str(env.home)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2 and "needs --tls-cert" in done.stderr
