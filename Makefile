@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-APT_PACKAGES := openssh-server dcmtk dicom3tools
+APT_PACKAGES := openssh-server dcmtk dicom3tools chromium chromium-driver
 APT_STAMP := $(VENV)/.apt-installed
 
 .PHONY: install demo test lint typecheck unit bench clean
@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml constraints.txt setup.py src/tessera/core/_xor.c
 	$(PY) -m pip install -q -c constraints.txt -e '.[all,dev]'
 	touch $(STAMP)
 
-# Debian packages the integration tests drive (sshd, storescu, dciodvfy).  Installed
+# Debian packages the integration tests drive (sshd, storescu, dciodvfy, the console in
+# headless Chromium).  Installed
 # only when running as root and they are missing; otherwise those tests skip.
-$(APT_STAMP):
+$(APT_STAMP): Makefile
 	@mkdir -p $(VENV)
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -173,3 +174,83 @@ def test_serve_refuses_an_open_address_without_tls(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 2 and "needs --tls-cert" in done.stderr
+
+
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip("Debian chromium and chromium-driver are not installed")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-quic",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
+    driver = webdriver.Chrome(options=options, service=service)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait_text(driver: Any, element_id: str, needle: str, timeout: float = 120) -> str:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def seen(d: Any) -> str | bool:
+        text = str(d.find_element(By.ID, element_id).text)
+        return text if needle in text else False
+
+    return str(WebDriverWait(driver, timeout).until(seen))
+
+
+def _sign_in(driver: Any, gateway: Gateway, role: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(gateway.url)
+    driver.find_element(By.ID, "token").send_keys(gateway.tokens[role])
+    driver.find_element(By.CSS_SELECTOR, "#signin-form button").click()
+
+
+def test_console_in_headless_chromium(gateway: Gateway, browser: Any) -> None:
+    """A researcher signs in, runs a secure query and sees the exact count; an officer
+    sees the verified audit trail with that query in it; no script errors, no token
+    in any URL."""
+    from selenium.webdriver.common.by import By
+
+    _sign_in(browser, gateway, "researcher")
+    assert _wait_text(browser, "who", "alice") == "alice (researcher)"
+    tabs = [b.text for b in browser.find_elements(By.CSS_SELECTOR, "#tabs button")]
+    assert tabs == ["query", "tables", "budget"]
+    sql = browser.find_element(By.ID, "sql")
+    sql.clear()
+    sql.send_keys("SELECT COUNT(*) AS n FROM patients")
+    browser.find_element(By.CSS_SELECTOR, "#query-form button").click()
+    result = _wait_text(browser, "query-result", str(len(gateway.rows)))
+    assert result.split() == ["n", str(len(gateway.rows))]
+    assert gateway.tokens["researcher"] not in browser.current_url
+    browser.find_element(By.ID, "signout").click()
+
+    _sign_in(browser, gateway, "officer")
+    assert _wait_text(browser, "who", "olga") == "olga (officer)"
+    assert _wait_text(browser, "audit-status", "verified").startswith("verified:")
+    events = _wait_text(browser, "audit-events", "query")
+    assert "alice" in events and "researcher" in events
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == [], errors

@@ -247,6 +247,10 @@ def create_app(home: Path) -> FastAPI:
     for route, (name, media) in _STATIC.items():
         app.get(route, include_in_schema=False)(_static_file(name, media))
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204, headers=_HEADERS)
+
     return app
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -82,8 +83,11 @@ class FlakyFS(LocalFileSystem):
         self.budget: int | None = None
         self.hang_after: int | None = None
         self.released = threading.Event()
+        self.open_delay = 0.0  # seconds before a file opens (a slow store)
 
     def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        if self.open_delay:
+            time.sleep(self.open_delay)
         return _Failing(super()._open(path, mode, **kwargs), self)
 
 

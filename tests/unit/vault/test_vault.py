@@ -206,10 +206,14 @@ def test_store_hanging_mid_get_times_out_and_falls_back(
 ) -> None:
     data = random_bytes(3_000_000)
     put_bytes(make_vault(), "f", data)
-    stores = folder_stores(tmp_path, 5)
     hanging_fs = FlakyFS()
-    hanging = Store(2, stores[1].url, fs=hanging_fs, root=str(tmp_path / "store-2"))
-    vault = make_vault(stores=[stores[0], hanging, *stores[2:]], read_stall_s=0.5)
+    slow_fs = FlakyFS()  # the others open later, so the hanging store is among the first k
+    slow_fs.open_delay = 0.3
+    stores = [
+        Store(i, s.url, fs=hanging_fs if i == 2 else slow_fs, root=str(tmp_path / f"store-{i}"))
+        for i, s in enumerate(folder_stores(tmp_path, 5), start=1)
+    ]
+    vault = make_vault(stores=stores, read_stall_s=0.5)
     manifest = vault.lookup("f")
     hanging_fs.hang_after = 1_000_000
     try:
