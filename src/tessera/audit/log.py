@@ -287,6 +287,19 @@ class AuditLog:
                 except ValueError:
                     raise InputError(f"audit entry {i} is not readable") from None
 
+    def tail(self, count: int) -> list[tuple[int, AuditEvent]]:
+        """The newest ``count`` entries, newest first, read from the end of the file
+        (cost independent of the log's length)."""
+        out: list[tuple[int, AuditEvent]] = []
+        for raw in _last_lines(self.folder / "records.jsonl", count):
+            seq_text, _, body = raw.partition(b" ")
+            try:
+                seq = int(seq_text)
+                out.append((seq, from_fhir(json.loads(body))))
+            except (KeyError, TypeError, ValueError, IndexError):
+                raise InputError("an audit entry near the end is not readable") from None
+        return out
+
     def events(self, start: int = 0) -> Iterator[tuple[int, AuditEvent]]:
         """(sequence number, AuditEvent) for each stored entry from ``start``."""
         for seq, resource in self.records(start):
@@ -331,21 +344,29 @@ class AuditLog:
         return _verify(self, trusted_key, witnessed, workers)
 
 
-def _last_line(path: Path, chunk: int = 1 << 16) -> bytes:
-    """The last non-empty line of a file, read from its end."""
+def _last_lines(path: Path, count: int, chunk: int = 1 << 16) -> list[bytes]:
+    """The last ``count`` non-empty lines of a file, newest first, read from its end."""
+    if count <= 0:
+        return []
     with open(path, "rb") as fh:
-        end = fh.seek(0, os.SEEK_END)
+        pos = fh.seek(0, os.SEEK_END)
         tail = b""
-        pos = end
         while pos > 0:
             step = min(chunk, pos)
             pos -= step
             fh.seek(pos)
             tail = fh.read(step) + tail
-            stripped = tail.rstrip(b"\r\n")
-            if b"\n" in stripped:
-                return stripped.rsplit(b"\n", 1)[1]
-        return tail.strip()
+            lines = [x for x in tail.split(b"\n") if x.strip()]
+            # the first piece may be a partial line unless the file's start was reached
+            if len(lines) > count or (pos == 0 and lines):
+                return lines[::-1][:count]
+        return []
+
+
+def _last_line(path: Path) -> bytes:
+    """The last non-empty line of a file, read from its end."""
+    found = _last_lines(path, 1)
+    return found[0] if found else b""
 
 
 def _verify(

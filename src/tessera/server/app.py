@@ -218,8 +218,6 @@ def create_app(home: Path) -> FastAPI:
             raise UsageError("limit must be between 1 and 1000")
 
         def work() -> Any:
-            log = audit_flow.gateway_log(home)
-            start = max(0, log.size - limit)
             return [
                 {
                     "seq": seq,
@@ -231,7 +229,7 @@ def create_app(home: Path) -> FastAPI:
                     "address": ev.address,
                     "entity": ev.entity,
                 }
-                for seq, ev in reversed(list(log.events(start)))
+                for seq, ev in audit_flow.gateway_log(home).tail(limit)
             ]
 
         call = CommandCall(("audit", "events"), {})

@@ -272,3 +272,15 @@ def test_latest_head_reads_the_last_line(small_log: AuditLog) -> None:
     assert small_log.latest_head() == small_log.heads()[-1]
     empty = AuditLog.create(small_log.folder.parent / "empty", "x", b"k" * 32)
     assert empty.latest_head() is None
+
+
+def test_tail_reads_the_newest_entries_from_the_end(small_log: AuditLog) -> None:
+    everything = list(small_log.events())
+    assert small_log.tail(3) == everything[::-1][:3]
+    assert small_log.tail(1000) == everything[::-1]
+    assert small_log.tail(0) == []
+    from tessera.audit import log as log_module
+
+    # chunks smaller than a line still give whole lines
+    lines = log_module._last_lines(small_log.folder / "records.jsonl", 5, chunk=7)
+    assert [int(x.split(b" ", 1)[0]) for x in lines] == [39, 38, 37, 36, 35]

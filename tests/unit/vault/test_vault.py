@@ -186,13 +186,22 @@ def test_write_quorum_k_plus_1_commits_degraded(make_vault: MakeVault, tmp_path:
         make_vault(write_quorum=3)
 
 
+def _first_among_slow(root: Path, store_id: int, fs: FlakyFS) -> list[Store]:
+    """Five stores where ``store_id`` (on ``fs``) opens at once and the others later,
+    so a get always starts with it among the first k."""
+    slow = FlakyFS()
+    slow.open_delay = 0.3
+    return [
+        Store(i, s.url, fs=fs if i == store_id else slow, root=str(root / f"store-{i}"))
+        for i, s in enumerate(folder_stores(root, 5), start=1)
+    ]
+
+
 def test_store_failing_mid_get_falls_back(make_vault: MakeVault, tmp_path: Path) -> None:
     data = random_bytes(3_000_000)
     put_bytes(make_vault(), "f", data)
-    stores = folder_stores(tmp_path, 5)
     flaky_fs = FlakyFS()
-    flaky = Store(1, stores[0].url, fs=flaky_fs, root=str(tmp_path / "store-1"))
-    vault = make_vault(stores=[flaky, *stores[1:]])
+    vault = make_vault(stores=_first_among_slow(tmp_path, 1, flaky_fs))
     manifest = vault.lookup("f")
     flaky_fs.budget = 1_500_000
     got = vault.get("f", tmp_path / "out", manifest=manifest)
@@ -207,13 +216,7 @@ def test_store_hanging_mid_get_times_out_and_falls_back(
     data = random_bytes(3_000_000)
     put_bytes(make_vault(), "f", data)
     hanging_fs = FlakyFS()
-    slow_fs = FlakyFS()  # the others open later, so the hanging store is among the first k
-    slow_fs.open_delay = 0.3
-    stores = [
-        Store(i, s.url, fs=hanging_fs if i == 2 else slow_fs, root=str(tmp_path / f"store-{i}"))
-        for i, s in enumerate(folder_stores(tmp_path, 5), start=1)
-    ]
-    vault = make_vault(stores=stores, read_stall_s=0.5)
+    vault = make_vault(stores=_first_among_slow(tmp_path, 2, hanging_fs), read_stall_s=0.5)
     manifest = vault.lookup("f")
     hanging_fs.hang_after = 1_000_000
     try:
