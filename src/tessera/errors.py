@@ -23,6 +23,7 @@ its ``http_status``.  Programmer misuse raises the built-in
     │  ├─ DeidentificationError
     │  └─ ForbiddenError           the user's role does not allow it (HTTP 403)
     ├─ AuthenticationError          no or unknown credentials (HTTP 401)
+    │  └─ TooManyAttemptsError      too many failures from one address (HTTP 429)
     ├─ BackendError                 wraps fsspec/engine failures (``raise … from exc``)
     │  ├─ StorageUnavailableError
     │  └─ EngineUnavailableError
@@ -53,6 +54,7 @@ __all__ = [
     "RiskThresholdError",
     "StorageUnavailableError",
     "TesseraError",
+    "TooManyAttemptsError",
     "UnsupportedError",
     "UsageError",
 ]
@@ -157,6 +159,13 @@ class AuthenticationError(TesseraError):
 
     code = "unauthenticated"
     http_status = 401
+
+
+class TooManyAttemptsError(AuthenticationError):
+    """Too many failed sign-ins from one address: refused for a while."""
+
+    code = "too_many_attempts"
+    http_status = 429
 
 
 class BackendError(TesseraError):

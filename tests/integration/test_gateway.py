@@ -254,3 +254,35 @@ def test_console_in_headless_chromium(gateway: Gateway, browser: Any) -> None:
     assert "alice" in events and "researcher" in events
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == [], errors
+
+
+def test_failed_sign_ins_lock_the_address_out(gateway: Gateway) -> None:
+    """A second gateway on the same environment, locking out after 3 failures."""
+    home = gateway.env.home
+    with (home / "throttle.err").open("w") as err:
+        proc = subprocess.Popen(
+            [str(BIN), "serve", "--port", "0", "--max-failed-logins", "3", "--home", str(home)],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split(" on ", 1)[1].strip()
+        for _ in range(3):
+            bad = httpx.get(url + "api/v1/me", headers={"Authorization": "Bearer guess"})
+            assert bad.status_code == 401
+        good = {"Authorization": f"Bearer {gateway.tokens['researcher']}"}
+        locked = httpx.get(url + "api/v1/me", headers=good)
+        assert locked.status_code == 429 and locked.json()["error"] == "too_many_attempts"
+        assert "try again in" in locked.json()["message"]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    from tessera.workflows.audit import gateway_log
+
+    newest = gateway_log(home).tail(5)
+    reasons = [e.detail.get("reason") for _, e in newest if e.action == "login"]
+    assert reasons[0] == "throttled" and reasons[1:4] == ["unknown token"] * 3
+    # the first gateway (default limit) still lets the researcher in
+    assert gateway.get("api/v1/me", "researcher").status_code == 200

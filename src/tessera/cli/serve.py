@@ -24,6 +24,13 @@ def serve(
         Path | None, typer.Option("--tls-cert", help="PEM certificate (chain) for HTTPS.")
     ] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Its PEM private key.")] = None,
+    max_failed_logins: Annotated[
+        int,
+        typer.Option(
+            "--max-failed-logins",
+            help="Failed sign-ins from one address within 10 minutes before it is locked out.",
+        ),
+    ] = 20,
     home: HomeOption = None,
 ) -> None:
     """Serve the REST API and the web console for researchers, stewards and security
@@ -31,7 +38,7 @@ def serve(
     root = resolve_home(home).resolve()
     Environment.load(root)  # a missing environment is a one-line error here
     args = [sys.executable, "-m", "tessera.server", "--home", str(root)]
-    args += ["--host", host, "--port", str(port)]
+    args += ["--host", host, "--port", str(port), "--max-failed-logins", str(max_failed_logins)]
     if tls_cert is not None:
         args += ["--tls-cert", str(tls_cert)]
     if tls_key is not None:

@@ -43,6 +43,7 @@ def serve(
     *,
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
+    max_failed_logins: int = 20,
 ) -> None:
     """Serve the gateway of ``home`` until interrupted."""
     if (tls_cert is None) != (tls_key is None):
@@ -51,7 +52,9 @@ def serve(
         raise UsageError(
             f"serving on {host} needs --tls-cert and --tls-key (loopback only without)"
         )
-    app = create_app(home)
+    if max_failed_logins < 1:
+        raise UsageError("--max-failed-logins must be at least 1")
+    app = create_app(home, max_failed_logins=max_failed_logins)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -106,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8470)
     parser.add_argument("--tls-cert", type=Path)
     parser.add_argument("--tls-key", type=Path)
+    parser.add_argument("--max-failed-logins", type=int, default=20)
     args = parser.parse_args(argv)
     try:
         serve(
@@ -114,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             args.port,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
+            max_failed_logins=args.max_failed_logins,
         )
     except UsageError as exc:
         sys.stderr.write(f"tessera serve: error: {exc}\n")

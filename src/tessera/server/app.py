@@ -25,6 +25,10 @@ in the tab's sessionStorage and travels only in the Authorization header.
 
 from __future__ import annotations
 
+import math
+import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from importlib import resources
@@ -38,12 +42,18 @@ from pydantic import BaseModel, Field
 
 from tessera.config import Environment
 from tessera.core.audit_sink import Action, AuditEvent, DetailValue
-from tessera.errors import AuthenticationError, ForbiddenError, TesseraError, UsageError
+from tessera.errors import (
+    AuthenticationError,
+    ForbiddenError,
+    TesseraError,
+    TooManyAttemptsError,
+    UsageError,
+)
 from tessera.workflows import audit as audit_flow
 from tessera.workflows.audit_cli import CommandCall, collecting_detail, command_event, outcome_of
 from tessera.workflows.users import User, authenticate
 
-__all__ = ["CLIENT", "create_app"]
+__all__ = ["CLIENT", "Throttle", "create_app"]
 
 CLIENT = "tessera-gateway"
 _STATIC = {
@@ -70,9 +80,51 @@ def _address(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-def create_app(home: Path) -> FastAPI:
-    """The gateway over the environment in ``home``."""
+class Throttle:
+    """Failed sign-ins per client address in a sliding window; past ``limit``, every
+    attempt from that address is refused until the oldest failure leaves the window
+    (a guessed token then cannot be tried, right or wrong)."""
+
+    def __init__(self, limit: int, window_s: float, clock: Callable[[], float]) -> None:
+        if limit < 1 or window_s <= 0:
+            raise ValueError("limit >= 1 and window_s > 0")
+        self.limit, self.window_s, self.clock = limit, window_s, clock
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, address: str, now: float) -> deque[float]:
+        failures = self._failures.setdefault(address, deque())
+        while failures and failures[0] <= now - self.window_s:
+            failures.popleft()
+        return failures
+
+    def wait_s(self, address: str) -> float:
+        """Seconds until ``address`` may try again (0: now)."""
+        with self._lock:
+            now = self.clock()
+            failures = self._recent(address, now)
+            if len(failures) < self.limit:
+                return 0.0
+            return failures[0] + self.window_s - now
+
+    def failed(self, address: str) -> None:
+        """Count one failed sign-in from ``address``."""
+        with self._lock:
+            self._recent(address, self.clock()).append(self.clock())
+
+
+def create_app(
+    home: Path,
+    *,
+    max_failed_logins: int = 20,
+    window_s: float = 600.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> FastAPI:
+    """The gateway over the environment in ``home``; ``max_failed_logins`` failed
+    sign-ins from one address within ``window_s`` seconds lock that address out until
+    the window moves on."""
     env = Environment.load(home)
+    throttle = Throttle(max_failed_logins, window_s, clock)
     app = FastAPI(title="Tessera gateway", docs_url=None, redoc_url=None, openapi_url=None)
 
     def record(event: AuditEvent) -> None:
@@ -84,21 +136,32 @@ def create_app(home: Path) -> FastAPI:
             {"error": exc.code, "message": str(exc)}, status_code=exc.http_status, headers=_HEADERS
         )
 
+    def login_failure(request: Request, reason: str) -> None:
+        record(
+            AuditEvent(
+                Action.LOGIN,
+                outcome="failure",
+                address=_address(request),
+                client=CLIENT,
+                source="gateway",
+                detail={"method": "token", "path": request.url.path, "reason": reason},
+            )
+        )
+
     def user_of(request: Request) -> User:
+        address = _address(request)
+        wait = throttle.wait_s(address)
+        if wait > 0:
+            login_failure(request, "throttled")
+            raise TooManyAttemptsError(
+                f"too many failed sign-ins from {address}; try again in {math.ceil(wait)} s"
+            )
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         user = authenticate(home, token.strip()) if scheme.lower() == "bearer" else None
         if user is None:
-            record(
-                AuditEvent(
-                    Action.LOGIN,
-                    outcome="failure",
-                    address=_address(request),
-                    client=CLIENT,
-                    source="gateway",
-                    detail={"method": "token", "path": request.url.path},
-                )
-            )
+            throttle.failed(address)
+            login_failure(request, "no token" if not token.strip() else "unknown token")
             raise AuthenticationError("a valid API token is needed (Authorization: Bearer ...)")
         return user
 
