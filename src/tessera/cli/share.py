@@ -57,6 +57,17 @@ def _progress_callback(
     return bar, lambda done: bar.advance(task, done)
 
 
+WorkersOption = Annotated[
+    int | None,
+    typer.Option("--workers", help="Threads that share blocks (default: one per CPU, at most 4)."),
+]
+
+
+def _check_workers(workers: int | None) -> None:
+    if workers is not None and not 1 <= workers <= 64:
+        raise UsageError("--workers must be between 1 and 64")
+
+
 @app.command("split")
 def split(
     file: Annotated[Path, typer.Argument(help="File to split.", show_default=False)],
@@ -68,11 +79,13 @@ def split(
     scheme: Annotated[
         str, typer.Option("--scheme", help="shamir (information-theoretic) or ssms (compact).")
     ] = "shamir",
+    workers: WorkersOption = None,
     json_out: JsonOption = False,
     home: HomeOption = None,
 ) -> None:
     """Split FILE into N fragment files, any K of which restore it."""
     del home  # fragments on local disk need no environment
+    _check_workers(workers)
     if scheme not in ("shamir", "ssms"):
         raise UsageError("--scheme must be shamir or ssms")
     if not 2 <= threshold <= shares <= 255:
@@ -92,6 +105,7 @@ def split(
             size=size,
             scheme=scheme,
             progress=callback,  # type: ignore[arg-type]
+            workers=workers,
         )
     if json_out:
         emit_json(
@@ -129,11 +143,13 @@ def _report_json(report: CombineReport, out: Path, inputs: list[Path]) -> dict[s
 def combine(
     fragments: Annotated[list[Path], typer.Argument(help="Fragment files (k or more).")],
     out: Annotated[Path, typer.Option("--out", help="File to write.")],
+    workers: WorkersOption = None,
     json_out: JsonOption = False,
     home: HomeOption = None,
 ) -> None:
     """Restore a file from K or more of its fragments, naming any bad ones."""
     del home
+    _check_workers(workers)
     if out.exists() and out.is_dir():
         raise UsageError(f"{out} is a folder")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -151,7 +167,12 @@ def combine(
             total = 0
         bar, callback = _progress_callback(total, f"restoring {out.name}")
         with _atomic_outputs([out]) as (dst,), bar:
-            report = combine_stream(srcs, dst, progress=callback)  # type: ignore[arg-type]
+            report = combine_stream(
+                srcs,
+                dst,
+                progress=callback,  # type: ignore[arg-type]
+                workers=workers,
+            )
     for b in report.bad:
         stderr.print(f"warning: {fragments[b.position]}: {b.reason} (set aside)")
     if json_out:

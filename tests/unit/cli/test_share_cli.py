@@ -182,6 +182,20 @@ def test_usage_errors_exit_2(sample: Path, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("workers", ["1", "3"])
+def test_workers_option(sample: Path, tmp_path: Path, workers: str) -> None:
+    out = tmp_path / "frags"
+    split = ["share", "split", str(sample), "-k", "2", "-n", "3", "--out", str(out)]
+    assert main([*split, "--workers", workers]) == 0
+    back = tmp_path / "back.bin"
+    assert (
+        main(["share", "combine", *map(str, _frags(out)), "--out", str(back), "--workers", workers])
+        == 0
+    )
+    assert back.read_bytes() == sample.read_bytes()
+    assert main([*split, "--workers", "0"]) == 2
+
+
 def test_inspect_shows_public_header(
     sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
