@@ -29,6 +29,22 @@ pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).with_name("tessera")
 
 
+def _serve(home: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    """Start ``tessera serve --port 0`` on ``home``; the process and its URL."""
+    log = home / f"serve-{len(list(home.glob('serve-*.err')))}.err"
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [str(BIN), "serve", "--port", "0", *extra, "--home", str(home)],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("gateway listening on "), line + log.read_text()
+    return proc, line.split(" on ", 1)[1].strip()
+
+
 class Gateway:
     def __init__(self, env: Environment, rows: list[dict[str, str]]) -> None:
         self.env, self.rows = env, rows
@@ -38,18 +54,7 @@ class Gateway:
             "steward": add_user(home, "sam", "steward"),
             "officer": add_user(home, "olga", "officer"),
         }
-        self.log = home / "serve.err"
-        with self.log.open("w") as err:
-            self.proc = subprocess.Popen(
-                [str(BIN), "serve", "--port", "0", "--home", str(home)],
-                stdout=subprocess.PIPE,
-                stderr=err,
-                text=True,
-            )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line.startswith("gateway listening on "), line + self.log.read_text()
-        self.url = line.split(" on ", 1)[1].strip()
+        self.proc, self.url = _serve(home)
 
     def get(self, path: str, role: str | None = None, **kw: Any) -> httpx.Response:
         return httpx.get(self.url + path, headers=self._auth(role), timeout=120, **kw)
@@ -259,16 +264,8 @@ def test_console_in_headless_chromium(gateway: Gateway, browser: Any) -> None:
 def test_failed_sign_ins_lock_the_address_out(gateway: Gateway) -> None:
     """A second gateway on the same environment, locking out after 3 failures."""
     home = gateway.env.home
-    with (home / "throttle.err").open("w") as err:
-        proc = subprocess.Popen(
-            [str(BIN), "serve", "--port", "0", "--max-failed-logins", "3", "--home", str(home)],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-        )
+    proc, url = _serve(home, "--max-failed-logins", "3")
     try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().split(" on ", 1)[1].strip()
         for _ in range(3):
             bad = httpx.get(url + "api/v1/me", headers={"Authorization": "Bearer guess"})
             assert bad.status_code == 401

@@ -36,6 +36,7 @@ from tessera.core.shamir import (
     as_planes,
     check_parameters,
     evaluation_program,
+    interpolate_block,
     split_block,
 )
 from tessera.errors import InputError
@@ -181,23 +182,22 @@ class _BlockSplitter:
             plain = self.plain[:blen]
             # Fragments 1..k-1 are keystream, written in place in one call.
             _keystream(self.rng, self.region, (k - 1) * plen)
-            program = evaluation_program((0, *range(1, k)), tuple(range(k, n + 1)))
-            program.run(
-                [row for block in (plain, *outs[: k - 1]) for row in as_planes(block)],
-                [row for block in outs[k - 1 :] for row in as_planes(block)],
-            )
+            known, targets = (0, *range(1, k)), tuple(range(k, n + 1))
+            inputs = [as_planes(block) for block in (plain, *outs[: k - 1])]
+            interpolate_block(known, inputs, targets, [as_planes(o) for o in outs[k - 1 :]])
+            program = evaluation_program(known, targets)
             inner = _inner_hashes(self.keys, [plain, *outs[: k - 1]])
             last = self.keys.block_tag(b, inner[:8].tobytes())
             return _tag_list(self.keys, b, inner, 8, plen // 8, k, program, n, last)
         padded = self.plain[: k * plen]
         padded[blen:] = 0
         inner = self.sealer.seal(b, padded, self.region, 8 * k)
-        program = evaluation_program(tuple(range(1, k + 1)), tuple(range(k + 1, n + 1)))
+        known, targets = tuple(range(1, k + 1)), tuple(range(k + 1, n + 1))
         if n > k:
-            program.run(
-                [row for block in outs[:k] for row in as_planes(block)],
-                [row for block in outs[k:] for row in as_planes(block)],
+            interpolate_block(
+                known, [as_planes(o) for o in outs[:k]], targets, [as_planes(o) for o in outs[k:]]
             )
+        program = evaluation_program(known, targets)
         last = self.keys.block_tag(b, inner.tobytes())
         return _tag_list(self.keys, b, inner, 0, plen // 8, k + 1, program, n, last)
 

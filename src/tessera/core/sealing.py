@@ -51,11 +51,6 @@ def gf128_mul(x: int, y: int) -> int:
     return z
 
 
-def plane_nonce(block: int, plane: int) -> bytes:
-    """GCM nonce of plane ``plane`` of block ``block``."""
-    return b"\x02" + plane.to_bytes(3, "big") + block.to_bytes(8, "big")
-
-
 class PlaneSealer:
     """Encrypts and decrypts the ssms pieces of blocks under the inner key.
 
@@ -89,7 +84,8 @@ class PlaneSealer:
         return self._terms[plane_bytes]
 
     def _prefixes(self, count: int) -> list[bytes]:
-        """Nonce prefixes ``0x02 || q`` for planes ``0 .. count-1``."""
+        """Nonce prefixes ``0x02 || q`` (3 bytes) for planes ``0 .. count-1``; the block
+        number (8 bytes, big-endian) completes each nonce."""
         if len(self._prefix) < count:
             self._prefix = [b"\x02" + q.to_bytes(3, "big") for q in range(count)]
         return self._prefix

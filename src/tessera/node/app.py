@@ -29,17 +29,13 @@ __all__ = ["create_app"]
 _MAX_BODY = 1 << 30
 
 
-def _status(exc: TesseraError) -> int:
-    return exc.http_status
-
-
 def create_app(service: NodeService) -> FastAPI:
     """The node API for ``service``."""
     app = FastAPI(title=f"Tessera custodian node {service.node_id}", docs_url=None, redoc_url=None)
 
     @app.exception_handler(TesseraError)
     async def _error(request: Request, exc: TesseraError) -> JSONResponse:
-        return JSONResponse({"error": exc.code, "message": str(exc)}, status_code=_status(exc))
+        return JSONResponse({"error": exc.code, "message": str(exc)}, status_code=exc.http_status)
 
     @app.get("/v1/health", operation_id="node-health")
     def health() -> dict[str, Any]:

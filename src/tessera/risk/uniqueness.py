@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from scipy.special import digamma, polygamma
 
 __all__ = ["UniquenessEstimate", "estimate_uniqueness", "pitman", "snb", "zayatz"]
 
@@ -149,7 +150,7 @@ def pitman(sizes: IntArray, population: int) -> float:
         # Sums over i = 1..u-1 and 1..n-1 through digamma/trigamma (as in ARX).
         b = t / a
         ends = np.array([b + u, b + 1.0, t + n, t + 1.0])
-        psi, psi1 = _digamma(ends), _trigamma(ends)
+        psi, psi1 = digamma(ends), polygamma(1, ends)
         s0 = (psi[0] - psi[1]) / a
         s1 = (u - 1) / a - (t / a) * s0
         t0_ = (psi1[1] - psi1[0]) / (a * a)
@@ -163,7 +164,7 @@ def pitman(sizes: IntArray, population: int) -> float:
         s0, s1, t0_, t1_, t2_, o2, d2 = (parts_closed if closed else parts_iterative)(t, a)
         if svals.size and a < 1:
             ends = np.concatenate(([1.0 - a], svals - a))
-            psi, psi1 = _digamma(ends), _trigamma(ends)
+            psi, psi1 = digamma(ends), polygamma(1, ends)
             o4 = float(np.sum(sfreq * (psi[1:] - psi[0])))
             d4 = float(np.sum(sfreq * (psi1[0] - psi1[1:])))
         elif svals.size:
@@ -192,36 +193,6 @@ def pitman(sizes: IntArray, population: int) -> float:
     except (ValueError, OverflowError):
         return math.nan
     return value if 0 <= value <= population else math.nan
-
-
-def _digamma(x: FloatArray) -> FloatArray:
-    """psi(x) for x > 0: recurrence up to x >= 10, then the asymptotic series."""
-    x = np.array(x, dtype=np.float64)
-    acc = np.zeros_like(x)
-    for _ in range(10):
-        small = x < 10
-        if not small.any():
-            break
-        acc -= np.where(small, 1.0 / x, 0.0)
-        x = np.where(small, x + 1, x)
-    z = 1.0 / (x * x)
-    series = z * (1 / 12 - z * (1 / 120 - z * (1 / 252 - z * (1 / 240 - z * (1 / 132)))))
-    return np.asarray(acc + np.log(x) - 0.5 / x - series, dtype=np.float64)
-
-
-def _trigamma(x: FloatArray) -> FloatArray:
-    """psi'(x) for x > 0: recurrence up to x >= 10, then the asymptotic series."""
-    x = np.array(x, dtype=np.float64)
-    acc = np.zeros_like(x)
-    for _ in range(10):
-        small = x < 10
-        if not small.any():
-            break
-        acc += np.where(small, 1.0 / (x * x), 0.0)
-        x = np.where(small, x + 1, x)
-    z = 1.0 / (x * x)
-    series = (1 + z * (1 / 6 - z * (1 / 30 - z * (1 / 42 - z * (1 / 30))))) / x
-    return np.asarray(acc + series + 0.5 * z, dtype=np.float64)
 
 
 def _shlosser(vals: IntArray, freq: IntArray, u: float, c1: float, f: float) -> float:

@@ -110,7 +110,8 @@ class Throttle:
     def failed(self, address: str) -> None:
         """Count one failed sign-in from ``address``."""
         with self._lock:
-            self._recent(address, self.clock()).append(self.clock())
+            now = self.clock()
+            self._recent(address, now).append(now)
 
 
 def create_app(

@@ -286,13 +286,10 @@ def _note(app: Any, args: list[str], error: BaseException | None) -> None:
 
 def run_audited(app: Callable[..., Any], args: list[str]) -> None:
     """Run the Typer ``app`` on ``args`` and record the command in the gateway log."""
-    token = _EXTRA.set({})
-    try:
+    with collecting_detail():
         try:
             app(args=args, prog_name="tessera")
         except BaseException as exc:
             _note(app, args, exc)
             raise
         _note(app, args, None)
-    finally:
-        _EXTRA.reset(token)
