@@ -31,14 +31,22 @@ def fixed_noise(value: int) -> NoiseSource:
 
 
 @contextmanager
-def inprocess_nodes(env: Environment, noise: Mapping[int, NoiseSource]) -> Iterator[Environment]:
-    """Serve every node of ``env`` in a thread, node i with ``noise[i]``."""
+def inprocess_nodes(
+    env: Environment, noise: Mapping[int, NoiseSource], *, enforce: bool = True
+) -> Iterator[Environment]:
+    """Serve every node of ``env`` in a thread, node i with ``noise[i]``.
+
+    ``enforce=False`` serves custodians that run every signed job without checking it
+    against the tables' policies (for tests of the raw MPC and noise hooks).
+    """
     pki = env.home / "pki"
     (env.home / "run").mkdir(exist_ok=True)
     servers = []
     try:
         for node in env.nodes:
-            service = NodeService(env, node.id, warm=False, noise_source=noise[node.id])
+            service = NodeService(
+                env, node.id, warm=False, noise_source=noise[node.id], enforce=enforce
+            )
             sock = socket.socket()
             sock.bind(("127.0.0.1", 0))
             sock.listen(16)

@@ -21,10 +21,12 @@ from tessera.node.service import NodeService
 from tessera.workflows.audit import gateway_log, node_log
 from tessera.workflows.audit_cli import CommandCall, command_event, outcome_of
 from tessera.workflows.nodes import sign_job
+from tessera.workflows.people import unlock
 
 pytestmark = pytest.mark.integration
 
 TESSERA = Path(sys.executable).with_name("tessera")
+PASSPHRASE = "test passphrase"
 
 
 def _events(home: Path, node: int | None = None) -> list[AuditEvent]:
@@ -36,10 +38,26 @@ def _events(home: Path, node: int | None = None) -> list[AuditEvent]:
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("TESSERA_HOME", raising=False)
     monkeypatch.delenv("TESSERA_ROLE", raising=False)
+    monkeypatch.delenv("TESSERA_PERSON", raising=False)
+    monkeypatch.setenv("TESSERA_PASSPHRASE", PASSPHRASE)  # the owner's key is encrypted
     monkeypatch.chdir(tmp_path)
     home = tmp_path / "env"
-    assert main(["init", str(home), "--nodes", "3", "--unencrypted-key"]) == 0
+    assert main(["init", str(home), "--nodes", "3"]) == 0
     return home
+
+
+def test_unencrypted_key_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("TESSERA_HOME", raising=False)
+    monkeypatch.setenv("TESSERA_PASSPHRASE", PASSPHRASE)
+    home = tmp_path / "env"
+    assert main(["init", str(home), "--nodes", "3", "--unencrypted-key"]) == 1
+    assert "--unencrypted-key is no longer offered" in capsys.readouterr().err
+    assert not (home / "tessera.toml").exists() and not (home / "keys").exists()
+    monkeypatch.setenv("TESSERA_PASSPHRASE", "short")  # under 10 characters
+    assert main(["init", str(home), "--nodes", "3"]) != 0
+    assert not (home / "tessera.toml").exists()
 
 
 def test_vault_commands_recorded_with_outcomes(
@@ -68,13 +86,14 @@ def test_vault_commands_recorded_with_outcomes(
     seen = [(e.action, e.outcome, e.entity) for e in _events(home)]
     assert seen == [
         ("environment.init", "success", ""),
+        ("login", "success", "keys/owner.key"),  # the owner's encrypted key unlocked
         ("vault.put", "success", "scan-17"),
         ("vault.get", "success", "scan-17"),
         ("vault.get", "not_found", "no-such"),
         ("vault.rm", "success", "scan-17"),
         ("audit.verify", "success", "gateway"),  # recorded by the audit command itself
     ]
-    put, get, missing = _events(home)[1:4]
+    put, get, missing = _events(home)[2:5]
     assert put.user == getpass.getuser() and put.role == "clinician"
     assert put.address == "127.0.0.1" and put.client == "tessera-cli"
     assert put.source == "gateway" and put.entity_type == "object"
@@ -102,13 +121,24 @@ def test_query_recorded_as_a_hash_never_the_text(home: Path) -> None:
     assert b"Janssen" not in (home / "audit" / "records.jsonl").read_bytes()
 
 
-def test_policy_change_and_read(home: Path) -> None:
+def test_policy_change_and_read(home: Path, tmp_path: Path) -> None:
+    from tessera.config import Environment
+    from tessera.workflows.nodes import stop_nodes
+
+    csv = tmp_path / "visits.csv"
+    csv.write_text("age\n" + "".join(f"{20 + i}\n" for i in range(10)))
     h = ["--home", str(home)]
-    assert main(["table", "policy", "visits", "--mode", "dp", "--total-epsilon", "2", *h]) == 0
-    assert main(["budget", "show", "--table", "visits", *h]) == 0
-    assert main(["table", "policy", "visits", *h]) == 0
-    tail = [(e.action, e.outcome, e.entity) for e in _events(home)[-3:]]
+    dp = ["table", "policy", "visits", "--mode", "dp", "--total-epsilon", "2", *h]
+    try:
+        assert main(["table", "import", str(csv), "--name", "visits", *h]) == 0
+        assert main([*dp, "--confirm-bounds"]) == 0  # signed by the owner, on the custodians
+        assert main(["budget", "show", "--table", "visits", *h]) == 0
+        assert main(["table", "policy", "visits", *h]) == 0
+    finally:
+        stop_nodes(Environment.load(home))
+    tail = [(e.action, e.outcome, e.entity) for e in _events(home)[-4:]]
     assert tail == [
+        ("login", "success", "keys/owner.key"),  # the steward's key signs the policy
         ("policy.change", "success", "visits"),
         ("budget.show", "success", "visits"),
         ("policy.show", "success", "visits"),
@@ -177,6 +207,8 @@ def test_entry_point_records_the_os_user(home: Path) -> None:
 def _job(env: Any, **over: Any) -> dict[str, Any]:
     import secrets
 
+    owner = unlock(env, "owner", PASSPHRASE.encode(), record=False)
+
     job: dict[str, Any] = {
         "version": 1,
         "type": "sql",
@@ -185,10 +217,10 @@ def _job(env: Any, **over: Any) -> dict[str, Any]:
         "parties": [["127.0.0.1", 1000], ["127.0.0.1", 1001], ["127.0.0.1", 1002]],
         "inputs": [{"alias": "p", "table": "patients", "parts": ["age.v"]}],
         "noise": None,
-        "params": {},
+        "params": {"plan": {"min_group": 5}},
     }
     job.update(over)
-    return sign_job(env, job)
+    return sign_job(job, owner)
 
 
 def test_node_records_refused_and_failed_jobs(
@@ -217,7 +249,7 @@ def test_node_records_refused_and_failed_jobs(
     assert dict(events[0].detail) == {"error": "integrity_error"}  # nothing unverified kept
     job_id = envelope["job"]["job_id"]
     assert events[1].detail["job"] == job_id and events[1].detail["type"] == "sql"
-    assert events[1].entity == "patients"
+    assert events[1].entity == "patients" and events[1].user == "owner"  # who signed it
     assert events[2].detail["error"] == "job_replayed"
     capsys.readouterr()
     assert main(["audit", "verify", "--node", "2", "--json", "--home", str(home)]) == 0
@@ -247,40 +279,60 @@ def test_query_on_custodian_nodes_recorded_at_gateway_and_nodes(
     csv = tmp_path / "p.csv"
     csv.write_text("age,sex\n34,F\n51,M\n47,F\n62,M\n29,F\n70,M\n")
     h = ["--home", str(home)]
+    me = [*h, "--as", "owner"]  # once a second person has a key here
     sql = "SELECT COUNT(*) FROM patients WHERE age > 30"
     try:
         assert main(["table", "import", str(csv), "--name", "patients", *h]) == 0
         capsys.readouterr()
-        assert main(["query", sql, "--json", *h]) == 0
+        assert main(["query", sql, "--json", *h]) == 0  # the only person with a key here
         assert json.loads(capsys.readouterr().out)["rows"] == [[5]]
         grouped = "SELECT sex, COUNT(*) FROM patients WHERE age > 30 GROUP BY sex"
-        assert main(["query", grouped, "--min-group", "3", "--json", *h]) == 0
+        # the custodians' default minimum group (5) cannot be lowered by the requester
+        assert main(["query", grouped, "--min-group", "3", "--json", *me]) == 0
+        floor = json.loads(capsys.readouterr().out)
+        assert floor["rows"] == [] and floor["min_group"] == 5
+        # lowering it is a weaker policy: the steward signs it, a second steward co-signs
+        assert main(["person", "add", "steward2", "--role", "steward", *me]) == 0
+        small = ["table", "policy", "patients", "--mode", "none", "--min-group-size", "3", *me]
+        assert main(small) == 1  # one signature is not enough
+        assert "co-sign" in capsys.readouterr().err
+        assert main([*small, "--cosign", "steward2"]) == 0
+        capsys.readouterr()
+        assert main(["query", grouped, "--min-group", "3", "--json", *me]) == 0
         answer = json.loads(capsys.readouterr().out)  # F has 2 rows: suppressed
         assert answer["rows"] == [["M", 3]] and answer["suppressed_groups"] >= 1
-        assert main(["query", grouped, "--json", *h]) == 0  # min group 5: all hidden
+        assert main(["query", grouped, "--json", *me]) == 0  # min group 5: all hidden
         hidden = json.loads(capsys.readouterr().out)
         assert hidden["rows"] == []
         mean = "SELECT AVG(age) FROM patients"  # no COUNT(*): no cohort size recorded
-        assert main(["query", mean, "--min-group", "3", "--json", *h]) == 0
+        assert main(["query", mean, "--min-group", "3", "--json", *me]) == 0
     finally:
         stop_nodes(Environment.load(home))
     events = _events(home)
-    gateway = [(e.action, e.outcome, e.entity) for e in events]
+    gateway = [(e.action, e.outcome, e.entity) for e in events if e.action != "login"]
     assert gateway[1:3] == [
         ("table.import", "success", "patients"),
         ("query", "success", "patients"),
     ]
+    queries = [e for e in events if e.action == "query"]
+    assert all(e.user == getpass.getuser() and e.outcome == "success" for e in queries)
     # the cohort size the monitor's differencing / small-cell rules read (revealed counts)
-    assert [(e.detail.get("rows"), e.detail.get("suppressed_groups")) for e in events[2:6]] == [
+    assert [(e.detail.get("rows"), e.detail.get("suppressed_groups")) for e in queries] == [
         (5, None),
+        (None, floor["suppressed_groups"]),
         (3, answer["suppressed_groups"]),
         (None, hidden["suppressed_groups"]),
         (None, None),
     ]
+    # every signed command unlocked the acting person's key first: a login each
+    logins = [e for e in events if e.action == "login"]
+    owner, cosigner = "keys/owner.key", "keys/steward2.key"
+    assert [e.entity for e in logins] == [owner] * 5 + [cosigner] + [owner] * 3
     for node in (1, 2, 3):
         job = _events(home, node)[0]
         assert (job.action, job.outcome, job.entity) == ("mpc.job", "success", "patients")
         assert job.source == f"node-{node}" and job.detail["type"] == "sql"
+        assert job.user == "owner"  # the person who signed the job
         assert main(["audit", "verify", "--node", str(node), "--json", *h]) == 0
 
 
@@ -315,8 +367,9 @@ def test_unlocking_the_owner_key_is_a_login(
     ]
     failed, ok = events[1], events[3]
     for login in (failed, ok):
-        assert login.user == getpass.getuser() and login.address == "127.0.0.1"
-        assert login.entity == "keys/owner.key" and dict(login.detail) == {"method": "passphrase"}
+        assert login.user == "owner" and login.address == "127.0.0.1"  # the person unlocked
+        assert login.entity == "keys/owner.key"
+        assert dict(login.detail) == {"method": "passphrase", "os_user": getpass.getuser()}
     raw = (home / "audit" / "log.json").read_bytes()
     for p in (home / "audit").rglob("*"):
         if p.is_file():

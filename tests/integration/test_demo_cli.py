@@ -29,6 +29,7 @@ def test_list_names_every_step() -> None:
         "sql",
         "recommend",
         "dp",
+        "custodians",
         "dicom",
         "gateway",
         "risk",

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from tessera.config import Environment
 from tessera.errors import NotFoundError, TesseraError
 from tessera.workflows.audit import gateway_log, verify_log
 from tessera.workflows.dicom import deidentify_paths, reidentify, start_node
+from tessera.workflows.nodes import stop_nodes
 from tessera.workflows.vault import open_vault
 
 # dcmtk's storescu (pynetdicom installs a Python one of the same name in the venv)
@@ -30,11 +32,31 @@ STORESCU = "/usr/bin/storescu" if Path("/usr/bin/storescu").exists() else shutil
 
 pytestmark = pytest.mark.integration
 
+PASSPHRASE = "test passphrase"
+
 
 def ct_small() -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return Path(get_testdata_file("CT_small.dcm"))  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def _stop_custodians(tmp_path: Path) -> Iterator[None]:
+    """Stop the custodian nodes a roster check (who may re-identify) started."""
+    yield
+    home = tmp_path / "env"
+    if (home / "tessera.toml").exists():
+        stop_nodes(Environment.load(home))
+
+
+def _init(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tessera init``: the owner's key (the vault's signer) encrypted under a passphrase."""
+    monkeypatch.setenv("TESSERA_PASSPHRASE", PASSPHRASE)
+    monkeypatch.delenv("TESSERA_PERSON", raising=False)
+    args = ["init", str(home), "--nodes", "3", "--threshold", "2"]
+    assert main([*args, "--unencrypted-key"]) == 1  # no longer offered
+    assert main(args) == 0
 
 
 def _reidentify_outcomes(home: Path) -> list[str]:
@@ -46,9 +68,15 @@ def _reidentify_outcomes(home: Path) -> list[str]:
     ]
 
 
-def test_identity_in_vault_and_reidentify_audited(tmp_path: Path) -> None:
+def test_identity_in_vault_and_reidentify_audited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / "env"
-    assert main(["init", str(home), "--nodes", "3", "--threshold", "2", "--unencrypted-key"]) == 0
+    _init(home, monkeypatch)
+    monkeypatch.delenv("TESSERA_PASSPHRASE")
+    with pytest.raises(TesseraError, match="passphrase"):  # the vault owner's key is locked
+        deidentify_paths(ct_small(), tmp_path / "locked", home=home)
+    monkeypatch.setenv("TESSERA_PASSPHRASE", PASSPHRASE)
     doc = deidentify_paths(ct_small(), tmp_path / "out", home=home)
     pseudonym = doc["files"][0]["pseudonym"]
     assert not (home / "dicom" / "identities").exists()  # nothing in plaintext on disk
@@ -70,9 +98,11 @@ def test_identity_in_vault_and_reidentify_audited(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(STORESCU is None, reason="dcmtk not installed")
-def test_node_stores_received_objects_in_the_vault(tmp_path: Path) -> None:
+def test_node_stores_received_objects_in_the_vault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / "env"
-    assert main(["init", str(home), "--nodes", "3", "--threshold", "2", "--unencrypted-key"]) == 0
+    _init(home, monkeypatch)
     node = start_node(home=home, out=tmp_path / "unused", port=0, to_vault=True)
     try:
         run = subprocess.run(
@@ -106,7 +136,7 @@ def test_node_keeps_originals_secret_shared_and_fetches_them_audited(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     home = tmp_path / "env"
-    assert main(["init", str(home), "--nodes", "3", "--threshold", "2", "--unencrypted-key"]) == 0
+    _init(home, monkeypatch)
     with open(home / "tessera.toml", "a", encoding="utf-8") as fh:
         fh.write("\n[dicom]\nkeep_original = true\n")
     with pytest.raises(TesseraError, match="only secret-shared in the vault"):
@@ -179,9 +209,11 @@ def test_node_keeps_originals_secret_shared_and_fetches_them_audited(
 
 
 @pytest.mark.skipif(STORESCU is None, reason="dcmtk not installed")
-def test_node_records_one_receive_event_per_instance(tmp_path: Path) -> None:
+def test_node_records_one_receive_event_per_instance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / "env"
-    assert main(["init", str(home), "--nodes", "3", "--threshold", "2", "--unencrypted-key"]) == 0
+    _init(home, monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         at_risk = str(get_testdata_file("SC_rgb_small_odd.dcm"))  # burned-in risk: quarantined

@@ -4,7 +4,9 @@ The noise is drawn by each node (OpenDP) and added inside the MPC; the requester
 only noisy statistics.  Checks: the guarantee and intervals in the JSON, intervals that
 cover the exact answer, MIN/MAX refused, a refusal once the budget is spent (exit 1,
 remaining budget named, nothing charged), and budgets surviving a restart of the nodes
-and of the CLI process (the real ``tessera`` entry point).
+and of the CLI process (the real ``tessera`` entry point).  The policies and the budget
+ledgers are the custodians' own: every node charges its own ledger, and the requester
+keeps none.
 """
 
 from __future__ import annotations
@@ -23,14 +25,30 @@ import pytest
 
 from tessera.cli.main import main
 from tessera.config import Environment
-from tessera.workflows.dp import open_ledger
+from tessera.dp import Ledger
 from tessera.workflows.environment import init_environment
 from tessera.workflows.nodes import stop_nodes
+from tessera.workflows.people import add_person, unlock
+from tessera.workflows.policies import installed_policy, node_budgets
 from tessera.workflows.tables import import_csv
 
 pytestmark = pytest.mark.integration
 
 BIN = Path(sys.executable).with_name("tessera")
+PASSPHRASE = "test passphrase"
+ALICE = "alice's passphrase"
+
+
+def _spent(env: Environment, table: str) -> float:
+    """The table's spent budget, as the custodians count it (they must all agree)."""
+    per_node = [
+        Ledger(env.home / "stores" / f"node-{n.id}" / "budget.sqlite3").balance(table).spent_rho
+        for n in env.nodes
+    ]
+    assert len(set(per_node)) == 1, per_node
+    assert node_budgets(env, table)[0]["spent_rho"] == pytest.approx(per_node[0])
+    assert not (env.home / "gateway" / "privacy-ledger.sqlite3").exists()  # none kept here
+    return per_node[0]
 
 
 def _cohort_module() -> Any:
@@ -45,9 +63,22 @@ def cohort(
     base = tmp_path_factory.mktemp("dpsql")
     data = base / "data"
     paths = _cohort_module().write_cohort(data, 300, hospitals=3, seed=5)
-    env = init_environment(base / "home", nodes=3)
+    env = init_environment(base / "home", nodes=3, passphrase=PASSPHRASE.encode())
     rows: list[dict[str, str]] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TESSERA_PASSPHRASE", PASSPHRASE)  # the owner's (steward, researcher)
+        mp.setenv("TESSERA_PASSPHRASE_ALICE", ALICE)
+        mp.setenv("TESSERA_PERSON", "owner")  # who acts unless --researcher says otherwise
+        mp.delenv("TESSERA_HOME", raising=False)
+        yield from _cohort_env(env, data, paths, rows)
+
+
+def _cohort_env(
+    env: Environment, data: Path, paths: list[Path], rows: list[dict[str, str]]
+) -> Iterator[tuple[Environment, list[dict[str, str]]]]:
     try:
+        owner = unlock(env, "owner", PASSPHRASE.encode())
+        add_person(env, "alice", ["researcher"], ALICE.encode(), [owner])
         for p in paths:
             for name in ("patients", "ward", "plain"):
                 import_csv(env, p, name, schema_path=data / "patients.schema.yaml", hospital=p.stem)
@@ -136,7 +167,9 @@ def test_dp_release_with_intervals(
             width = hi - lo
             assert lo - width / 2 <= exact[name] <= hi + width / 2, (name, row, exact)
     remaining = privacy["budget_remaining"]["patients"]
-    assert 0 < remaining["rho"] < open_ledger(env.home).policy("patients").total_rho  # type: ignore[union-attr]
+    installed = installed_policy(env, "patients")
+    assert installed is not None and installed.steward == "owner"
+    assert 0 < remaining["rho"] < installed.policy.total_rho
     # the same researcher's ledger entry
     code = main(
         [
@@ -153,18 +186,19 @@ def test_dp_release_with_intervals(
     )
     balance = json.loads(capsys.readouterr().out)["budgets"][0]
     assert code == 0 and balance["researcher_spent_rho"] == pytest.approx(privacy["charged_rho"])
+    assert _spent(env, "patients") == pytest.approx(privacy["charged_rho"])
 
 
 def test_min_max_and_having_refused_before_spending(
     cohort: tuple[Environment, list[dict[str, str]]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     env, _ = cohort
-    before = open_ledger(env.home).balance("patients").spent_rho
+    before = _spent(env, "patients")
     code, out = _query(env, capsys, "SELECT MIN(age) FROM patients")
     assert code == 1 and "MIN and MAX cannot be released under differential privacy" in out.err
     code, out = _query(env, capsys, "SELECT COUNT(*) * 2 FROM patients")
     assert code == 1 and "one aggregate" in out.err
-    assert open_ledger(env.home).balance("patients").spent_rho == before
+    assert _spent(env, "patients") == before
     # a table without a policy is still answered exactly, privacy null
     code, doc = _query(env, capsys, "SELECT COUNT(*), MIN(age) FROM plain", "--json")
     assert code == 0 and doc["privacy"] is None and doc["rows"][0][0] == 300
@@ -180,13 +214,13 @@ def test_refusal_when_spent_and_budget_survives_restart(
     code, out = _query(env, capsys, sql)
     assert code == 0, out.err
     assert "differential privacy" in out.err and "[" in out.out  # guarantee and intervals
-    spent = open_ledger(env.home).balance("ward").spent_rho
+    spent = _spent(env, "ward")
     assert spent > 0
     code, out = _query(env, capsys, sql)
     assert code == 1
     assert "budget exhausted" in out.err and "remaining" in out.err
     assert len(out.err.strip().splitlines()) == 1
-    assert open_ledger(env.home).balance("ward").spent_rho == spent  # nothing charged
+    assert _spent(env, "ward") == spent  # nothing charged, on any custodian
     # restart the custodians and use a fresh process (the installed entry point)
     stop_nodes(env)
     environ = {**os.environ, "TESSERA_HOME": str(env.home)}

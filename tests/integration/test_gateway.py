@@ -20,6 +20,7 @@ from tessera.cli.main import main
 from tessera.config import Environment
 from tessera.workflows.environment import init_environment
 from tessera.workflows.nodes import stop_nodes
+from tessera.workflows.people import Signer, roster_from_nodes, unlock
 from tessera.workflows.tables import import_csv
 from tessera.workflows.users import add_user
 from tessera.workflows.vault import init_vault
@@ -27,6 +28,7 @@ from tessera.workflows.vault import init_vault
 pytestmark = pytest.mark.integration
 
 BIN = Path(sys.executable).with_name("tessera")
+PASSPHRASE = "test passphrase"
 
 
 def _serve(home: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
@@ -46,14 +48,17 @@ def _serve(home: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
 
 
 class Gateway:
-    def __init__(self, env: Environment, rows: list[dict[str, str]]) -> None:
+    def __init__(self, env: Environment, rows: list[dict[str, str]], owner: Signer) -> None:
         self.env, self.rows = env, rows
         home = env.home
+        # every user joins the custodians' roster, their key encrypted under their token
         self.tokens = {
-            "researcher": add_user(home, "alice", "researcher"),
-            "steward": add_user(home, "sam", "steward"),
-            "officer": add_user(home, "olga", "officer"),
+            "researcher": add_user(home, "alice", "researcher", [owner]),
+            "steward": add_user(home, "sam", "steward", [owner]),
         }
+        # a second privileged person: now two privileged people sign a privileged change
+        sam = unlock(env, "sam", self.tokens["steward"].encode(), record=False, gateway=True)
+        self.tokens["officer"] = add_user(home, "olga", "officer", [owner, sam])
         self.proc, self.url = _serve(home)
 
     def get(self, path: str, role: str | None = None, **kw: Any) -> httpx.Response:
@@ -76,8 +81,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     data = base / "data"
     cohort = importlib.import_module("tessera.samples.cohort")
     paths = cohort.write_cohort(data, 240, hospitals=3, seed=9)
-    env = init_environment(base / "home", nodes=3)
-    init_vault(env, passphrase=None)
+    env = init_environment(base / "home", nodes=3, passphrase=PASSPHRASE.encode())
+    init_vault(env)  # the owner (made by init) owns the vault
     rows: list[dict[str, str]] = []
     gw = None
     try:
@@ -87,8 +92,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             with p.open() as fh:
                 rows.extend({**r, "hospital": p.stem} for r in csv.DictReader(fh))
         policy = ["table", "policy", "private", "--mode", "dp", "--total-epsilon", "2"]
-        assert main([*policy, "--default-epsilon", "1", "--home", str(env.home)]) == 0
-        gw = Gateway(env, rows)
+        with pytest.MonkeyPatch.context() as mp:  # the steward's passphrase, for this only
+            mp.setenv("TESSERA_PASSPHRASE", PASSPHRASE)
+            mp.delenv("TESSERA_PERSON", raising=False)
+            assert main([*policy, "--default-epsilon", "1", "--home", str(env.home)]) == 0
+        gw = Gateway(env, rows, unlock(env, "owner", PASSPHRASE.encode()))
         yield gw
     finally:
         if gw is not None:
@@ -97,6 +105,13 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 
 
 def test_tokens_and_roles(gateway: Gateway) -> None:
+    roster = roster_from_nodes(gateway.env)
+    assert {p.name: sorted(p.roles) for p in roster.people} == {
+        "owner": ["officer", "researcher", "steward"],
+        "alice": ["researcher"],
+        "sam": ["researcher", "steward"],
+        "olga": ["officer"],
+    }
     assert gateway.get("api/v1/health").json()["status"] == "ok"
     assert gateway.get("api/v1/me").status_code == 401
     bad = httpx.get(gateway.url + "api/v1/me", headers={"Authorization": "Bearer nope"})
@@ -170,7 +185,7 @@ def test_console_files_and_headers(gateway: Gateway) -> None:
 
 
 def test_serve_refuses_an_open_address_without_tls(tmp_path: Path) -> None:
-    env = init_environment(tmp_path / "home", nodes=3)
+    env = init_environment(tmp_path / "home", nodes=3, passphrase=PASSPHRASE.encode())
     done = subprocess.run(
         [str(BIN), "serve", "--host", "0.0.0.0", "--port", "0", "--home", str(env.home)],
         capture_output=True,

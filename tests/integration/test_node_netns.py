@@ -19,14 +19,17 @@ from pathlib import Path
 import pytest
 
 from tessera.config import Environment, NodeConfig, StoreConfig
-from tessera.errors import StorageUnavailableError
+from tessera.errors import IntegrityError, StorageUnavailableError
 from tessera.workflows.environment import init_environment
 from tessera.workflows.nodes import ensure_nodes
 from tessera.workflows.nodes_pki import issue_node_certificates
+from tessera.workflows.people import unlock
 from tessera.workflows.query import run_query
 from tessera.workflows.tables import import_csv
 
 pytestmark = pytest.mark.integration
+
+PASSPHRASE = b"test passphrase"
 
 
 def _ip(*args: str, ns: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -75,7 +78,9 @@ def netns() -> Iterator[tuple[list[str], list[str]]]:
 
 
 def _node_home(env: Environment, node_id: int, base: Path) -> Path:
-    """A home holding only what node ``node_id`` needs: config, its key, CA, requester key."""
+    """A home holding only what node ``node_id`` needs: config, its key, the CA certificate
+    and the roster it pinned at ``tessera init`` (no requester key: jobs are signed by
+    people of that roster)."""
     home = base / f"custodian-{node_id}"
     (home / "pki").mkdir(parents=True)
     data = home / "data"
@@ -85,8 +90,9 @@ def _node_home(env: Environment, node_id: int, base: Path) -> Path:
         for s in env.stores
     ]
     dataclasses.replace(env, home=home, stores=stores).save()
-    for name in ("ca.crt", f"node-{node_id}.crt", f"node-{node_id}.key", "requester.pub"):
+    for name in ("ca.crt", f"node-{node_id}.crt", f"node-{node_id}.key"):
         shutil.copy2(env.home / "pki" / name, home / "pki" / name)
+    shutil.copy2(env.home / "stores" / f"node-{node_id}" / "roster.json", data / "roster.json")
     return home
 
 
@@ -94,10 +100,12 @@ def test_custodians_in_separate_namespaces(
     netns: tuple[list[str], list[str]], tmp_path: Path
 ) -> None:
     names, addresses = netns
-    env = init_environment(tmp_path / "requester", nodes=3)
+    env = init_environment(tmp_path / "requester", nodes=3, passphrase=PASSPHRASE)
     env.nodes = [NodeConfig(i, addr, 8443) for i, addr in enumerate(addresses, start=1)]
     env.save()
-    issue_node_certificates(env)
+    with pytest.raises(IntegrityError, match="CA key"):  # the CA key is encrypted
+        issue_node_certificates(env, b"not the passphrase")
+    issue_node_certificates(env, PASSPHRASE)
     procs = []
     try:
         for i, ns in enumerate(names, start=1):
@@ -148,7 +156,8 @@ def test_custodians_in_separate_namespaces(
                 tmp_path / f"custodian-{i}" / "data" / "tables" / "ward" / "manifest.json"
             ).exists()
         assert not (env.home / "stores" / "node-1" / "tables").exists()
-        result = run_query(env, "SELECT COUNT(*), SUM(age) FROM ward WHERE age > 40 AND smoker")
+        sql = "SELECT COUNT(*), SUM(age) FROM ward WHERE age > 40 AND smoker"
+        result = run_query(env, sql, signer=unlock(env, "owner", PASSPHRASE))
         want = [a for a in ages if a > 40 and a % 2]
         assert result["rows"] == [[len(want), sum(want)]]
     except BaseException:

@@ -10,20 +10,25 @@ import pytest
 from inprocess_nodes import fixed_noise, inprocess_nodes
 
 from tessera.config import Environment
+from tessera.errors import PolicyError
 from tessera.workflows.environment import init_environment
 from tessera.workflows.nodes import run_job
+from tessera.workflows.people import unlock
 from tessera.workflows.query import plan_query
 from tessera.workflows.tables import import_csv
 
 pytestmark = pytest.mark.integration
 
 P = 2**61 - 1
+PASSPHRASE = b"test passphrase"
+NOISE = {1: fixed_noise(1), 2: fixed_noise(20), 3: fixed_noise(300)}
 
 
 @pytest.fixture
 def env_with_noisy_nodes(tmp_path: Path) -> Iterator[Environment]:
-    env = init_environment(tmp_path / "home", nodes=3)
-    with inprocess_nodes(env, {1: fixed_noise(1), 2: fixed_noise(20), 3: fixed_noise(300)}):
+    env = init_environment(tmp_path / "home", nodes=3, passphrase=PASSPHRASE)
+    # the raw hook: noise on an exact table and groups below 5 (custodians not enforcing)
+    with inprocess_nodes(env, NOISE, enforce=False):
         yield env
 
 
@@ -44,6 +49,7 @@ def test_noise_shares_are_summed_inside_the_mpc(
         inputs,
         {"plan": plan, "prime": P},
         prime=P,
+        signer=unlock(env, "owner", PASSPHRASE),
         noise={"cells": cells, "groups": groups},
     )
     flags, measures = values[:groups], values[groups : groups + cells]
@@ -59,3 +65,28 @@ def test_noise_shares_are_summed_inside_the_mpc(
         got = measures[m * groups : (m + 1) * groups]
         want = exact[(spec["kind"], spec["part"])]
         assert got == [want[0] + 321, want[1] + 321, 0]  # noise 1 + 20 + 300; suppressed -> 0
+
+
+def test_enforcing_custodians_refuse_noise_on_an_exact_table(tmp_path: Path) -> None:
+    env = init_environment(tmp_path / "home", nodes=3, passphrase=PASSPHRASE)
+    csv = tmp_path / "w.csv"
+    csv.write_text("age,sex\n" + "".join(f"{30 + i},{'FM'[i % 2]}\n" for i in range(20)))
+    owner = unlock(env, "owner", PASSPHRASE)
+    with inprocess_nodes(env, NOISE):
+        import_csv(env, csv, "w")
+        plan = plan_query(env, "SELECT sex, COUNT(*) FROM w GROUP BY sex")
+        groups = len(plan["groups"][0]["labels"])
+        inputs = [{"alias": "w", "table": "w", "parts": plan["sources"][0]["parts"]}]
+        with pytest.raises(PolicyError, match="adds no noise"):
+            run_job(
+                env,
+                "sql",
+                inputs,
+                {"plan": plan, "prime": P},
+                prime=P,
+                signer=owner,
+                noise={"cells": len(plan["measures"]) * groups, "groups": groups},
+            )
+        low = plan_query(env, "SELECT sex, COUNT(*) FROM w GROUP BY sex", min_group=1)
+        with pytest.raises(PolicyError, match="minimum group size 1 is below"):
+            run_job(env, "sql", inputs, {"plan": low, "prime": P}, prime=P, signer=owner)

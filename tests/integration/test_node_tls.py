@@ -18,13 +18,16 @@ import pytest
 from tessera.cli.main import main
 from tessera.config import Environment
 from tessera.errors import InputError
+from tessera.keys import generate
 from tessera.workflows.environment import init_environment
 from tessera.workflows.nodes import ensure_nodes, sign_job, stop_nodes
+from tessera.workflows.people import Signer, unlock
 from tessera.workflows.tables import import_csv
 
 pytestmark = pytest.mark.integration
 
 TESSERA = Path(sys.executable).with_name("tessera")
+PASSPHRASE = b"test passphrase"
 
 CSV = "age,sex,smoker\n" + "".join(
     f"{20 + i % 50},{'F' if i % 3 else 'M'},{'true' if i % 4 == 0 else 'false'}\n"
@@ -35,7 +38,7 @@ CSV = "age,sex,smoker\n" + "".join(
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Environment]:
     home = tmp_path_factory.mktemp("tls") / "home"
-    environment = init_environment(home, nodes=3)
+    environment = init_environment(home, nodes=3, passphrase=PASSPHRASE)
     try:
         yield environment
     finally:
@@ -78,12 +81,17 @@ def test_unsigned_and_replayed_jobs_refused_over_https(env: Environment) -> None
         "parties": [["127.0.0.1", 1], ["127.0.0.1", 2], ["127.0.0.1", 3]],
         "inputs": [{"alias": "t", "table": "nosuch", "parts": ["age.th"]}],
         "noise": None,
-        "params": {},
+        "params": {"plan": {"min_group": 5}},
     }
+    owner = unlock(env, "owner", PASSPHRASE)
     with httpx.Client(base_url=base, verify=ctx, timeout=30) as client:
         r = client.post("/v1/jobs", json={"job": job})
         assert r.status_code == 403 and r.json()["error"] == "integrity_error"
-        signed = sign_job(env, job)
+        # signed under the owner's name by a key the custodians' roster does not hold
+        forged = sign_job(job, Signer("owner", generate()))
+        r = client.post("/v1/jobs", json=forged)
+        assert r.status_code == 403 and r.json()["error"] == "integrity_error"
+        signed = sign_job(job, owner)
         r = client.post("/v1/jobs", json=signed)  # signed, but the table is unknown
         assert r.status_code == 404
         r = client.post("/v1/jobs", json=signed)
@@ -107,9 +115,12 @@ def test_bad_csv_refused_with_lines_and_nothing_stored(env: Environment, tmp_pat
     assert report["rows"] == 1 and len(report["skipped"]) == 2
 
 
-def test_cli_import_query_and_nodes_through_entry_point(env: Environment, tmp_path: Path) -> None:
+def test_cli_import_query_and_nodes_through_entry_point(
+    env: Environment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     csv = tmp_path / "clinic-a.csv"
     csv.write_text(CSV)
+    monkeypatch.setenv("TESSERA_PASSPHRASE", PASSPHRASE.decode())
     run_env = dict(os.environ, TESSERA_HOME=str(env.home))
     out = subprocess.run(
         [str(TESSERA), "table", "import", str(csv), "--name", "visits", "--json"],

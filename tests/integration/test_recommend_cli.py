@@ -125,13 +125,19 @@ def test_recommend_refusals(cohort: Path, capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_recommend_through_the_custodian_nodes(
-    cohort: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    cohort: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Import from three hospitals into three nodes (mutual TLS, MPyC --ssl), recommend."""
     from tessera.workflows.environment import init_environment
     from tessera.workflows.nodes import stop_nodes
 
-    env = init_environment(tmp_path / "home", nodes=3)
+    passphrase = "test passphrase"
+    monkeypatch.delenv("TESSERA_PASSPHRASE", raising=False)
+    monkeypatch.delenv("TESSERA_PERSON", raising=False)
+    env = init_environment(tmp_path / "home", nodes=3, passphrase=passphrase.encode())
     home = ["--home", str(env.home)]
     schema = str(cohort / "hiv.schema.yaml")
     try:
@@ -142,6 +148,13 @@ def test_recommend_through_the_custodian_nodes(
         capsys.readouterr()
         patient = ["--patient", str(cohort / "patient.json")]
         args = ["recommend", "--table", "hiv", *patient, "--k", "25", "--profile", schema]
+        # the job is signed with the researcher's key: no passphrase, no job
+        assert main([*args, *home, "--json"]) != 0
+        assert "TESSERA_PASSPHRASE" in capsys.readouterr().err
+        monkeypatch.setenv("TESSERA_PASSPHRASE", "wrong passphrase")
+        assert main([*args, *home, "--json"]) == 1
+        assert "wrong passphrase" in capsys.readouterr().err
+        monkeypatch.setenv("TESSERA_PASSPHRASE", passphrase)
         assert main([*args, *home, "--json"]) == 0
         doc = json.loads(capsys.readouterr().out)
         assert _strip(doc) == _expected(cohort, k=25)

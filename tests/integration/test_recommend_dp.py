@@ -4,7 +4,7 @@ Exact without a policy (equal to the oracle, ``privacy`` null); under a policy e
 released cell carries the custodians' summed discrete Gaussian noise, the intervals are
 sane and cover the oracle's values for most treatments, the k-NN sensitivities (two
 records move per person) are in the plan, and a recommendation that would overspend is
-refused before anything runs.
+refused by the custodians (their own ledgers) before anything runs.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from tessera.workflows.recommend import build_job, dp_aggregates, read_profile
 pytestmark = pytest.mark.integration
 
 BIN = Path(sys.executable).with_name("tessera")
+PASSPHRASE = "test passphrase"
 ROWS, REGIMENS, T_MAX = 300, 10, 3650
 CATS = ", ".join(f"R{i}" for i in range(REGIMENS))
 SCHEMA = f"""columns:
@@ -105,13 +106,17 @@ def test_knn_sensitivities_in_the_release_plan() -> None:
 
 
 def test_recommend_exact_then_dp_then_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tessera.workflows.environment import init_environment
     from tessera.workflows.nodes import stop_nodes
 
+    monkeypatch.setenv("TESSERA_PASSPHRASE", PASSPHRASE)  # owner's and officer's
+    monkeypatch.setenv("TESSERA_PASSPHRASE_ALICE", "alice's passphrase")
+    monkeypatch.delenv("TESSERA_PERSON", raising=False)
+    monkeypatch.delenv("TESSERA_HOME", raising=False)
     cols = _cohort(tmp_path)
-    env = init_environment(tmp_path / "home", nodes=3)
+    env = init_environment(tmp_path / "home", nodes=3, passphrase=PASSPHRASE.encode())
     home = ["--home", str(env.home)]
     schema = str(tmp_path / "cohort.schema.yaml")
     k = 150
@@ -123,7 +128,7 @@ def test_recommend_exact_then_dp_then_refused(
         assert main([*imp, "--schema", schema, *home]) == 0
         capsys.readouterr()
 
-        # No policy: the exact path, unchanged.
+        # No policy: the exact path, unchanged (the owner, the only person, signs the job).
         assert main([*args, "--json"]) == 0
         doc = json.loads(capsys.readouterr().out)
         assert doc["privacy"] is None and doc["k"] == k
@@ -134,10 +139,16 @@ def test_recommend_exact_then_dp_then_refused(
         assert main([*args, "--epsilon", "1"]) == 1  # no policy: --epsilon is refused
         assert "no differential privacy policy" in capsys.readouterr().err
 
+        for name, role in (("alice", "researcher"), ("officer", "officer")):
+            assert main(["person", "add", name, "--role", role, "--as", "owner", *home]) == 0
         policy = ["budget", "policy", "cohort", "--mode", "dp", "--total-epsilon", "6"]
         policy += ["--default-epsilon", "5", "--min-group-size", "3", *home, "--json"]
-        assert main(policy) == 0
+        policy += ["--as", "owner"]
         capsys.readouterr()
+        assert main(policy) == 1  # a smaller minimum group than the default 5: weaker
+        assert "co-sign" in capsys.readouterr().err
+        assert main([*policy, "--cosign", "officer"]) == 0
+        assert json.loads(capsys.readouterr().out)["signed_by"] == ["owner", "officer"]
 
         assert main([*args, "--json", "--researcher", "alice"]) == 0
         doc = json.loads(capsys.readouterr().out)
@@ -155,6 +166,7 @@ def test_recommend_exact_then_dp_then_refused(
         assert done.stdout == ""
         err = done.stderr.strip()
         assert "\n" not in err and "remaining" in err and "epsilon" in err
+        assert "budget exhausted" in err
         # A smaller epsilon still fits, in the human-readable form.
         assert main([*args, "--epsilon", "0.5", "--researcher", "alice"]) == 0
         out = capsys.readouterr().out
@@ -214,7 +226,7 @@ def env_with_fixed_noise(tmp_path: Path) -> Any:
     """Three in-process nodes whose noise sources return fixed values (1, 20, 300)."""
     from tessera.workflows.environment import init_environment
 
-    env = init_environment(tmp_path / "home", nodes=3)
+    env = init_environment(tmp_path / "home", nodes=3, passphrase=PASSPHRASE.encode())
     with inprocess_nodes(env, {1: fixed_noise(1), 2: fixed_noise(20), 3: fixed_noise(300)}):
         yield env
 
@@ -224,17 +236,22 @@ def test_every_released_cell_gets_the_sum_of_all_custodians_noise(
 ) -> None:
     """With fixed noise sources the k-NN release is exactly oracle + 1 + 20 + 300 per cell."""
     from tessera.dp import Policy
-    from tessera.workflows.dp import open_ledger, set_table_policy
+    from tessera.workflows.people import unlock
+    from tessera.workflows.policies import catalog_bounds, set_policy
     from tessera.workflows.recommend import recommend_table
     from tessera.workflows.tables import import_csv
 
     env = env_with_fixed_noise
     cols = _cohort(tmp_path)
     import_csv(env, tmp_path / "cohort.csv", "cohort", schema_path=tmp_path / "cohort.schema.yaml")
-    policy = Policy(mode="dp", total_rho=10.0, default_epsilon=1.0, min_group_size=1)
-    set_table_policy(open_ledger(env.home), "cohort", policy)
+    bounds, inferred = catalog_bounds(env, "cohort")
+    assert not inferred  # declared in the schema
+    # the default minimum group (5): the noisy counts (>= 321) are never suppressed
+    policy = Policy(mode="dp", total_rho=10.0, default_epsilon=1.0, bounds=bounds)
+    owner = unlock(env, "owner", PASSPHRASE.encode())
+    set_policy(env, "cohort", policy, steward=owner)
     patient = json.loads((tmp_path / "patient.json").read_text())
-    doc = recommend_table(env, "cohort", patient, SCHEMA, k=40)
+    doc = recommend_table(env, "cohort", patient, SCHEMA, k=40, signer=owner)
     oracle = _oracle(cols, 40)
     noise = 1 + 20 + 300
     assert [t["count"] for t in doc["treatments"]] == [c + noise for c in oracle.counts]

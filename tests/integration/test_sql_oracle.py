@@ -1,7 +1,9 @@
 """Secure SQL through three real custodian nodes (TLS, MPyC --ssl) against DuckDB.
 
 Every query runs on the secret-shared tables and on DuckDB over the plaintext union of
-the same CSVs; answers must agree (fixed-point within its precision).
+the same CSVs; answers must agree (fixed-point within its precision).  The tables'
+policies (signed by the steward and co-signed, since they lower the custodians' default
+minimum group of 5) let groups of one be released, so every row can be compared.
 """
 
 from __future__ import annotations
@@ -16,13 +18,19 @@ import duckdb
 import pytest
 
 from tessera.config import Environment
+from tessera.dp import Policy
 from tessera.errors import UnsupportedError
 from tessera.workflows.environment import init_environment
 from tessera.workflows.nodes import stop_nodes
+from tessera.workflows.people import Signer, add_person, unlock
+from tessera.workflows.policies import set_policy
 from tessera.workflows.query import run_query
 from tessera.workflows.tables import import_csv
 
 pytestmark = pytest.mark.integration
+
+PASSPHRASE = b"test passphrase"
+Cohort = tuple[Environment, Any, Signer]
 
 
 def _cohort_module() -> Any:
@@ -30,11 +38,11 @@ def _cohort_module() -> Any:
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Environment, Any]]:
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cohort]:
     base = tmp_path_factory.mktemp("sql")
     data = base / "data"
     paths = _cohort_module().write_cohort(data, 450, hospitals=3, seed=11)
-    env = init_environment(base / "home", nodes=3)
+    env = init_environment(base / "home", nodes=3, passphrase=PASSPHRASE)
     con = duckdb.connect()
     try:
         for p in paths:
@@ -64,7 +72,14 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Environme
             for p in paths
         )
         con.execute(f"CREATE TABLE labs AS {lab_union}")
-        yield env, con
+        owner = unlock(env, "owner", PASSPHRASE)
+        add_person(env, "steward2", ["steward"], b"second passphrase", [owner])
+        cosigner = unlock(env, "steward2", b"second passphrase")
+        for table in ("patients", "labs"):
+            set_policy(
+                env, table, Policy.none(min_group_size=1), steward=owner, cosigners=[cosigner]
+            )
+        yield env, con, owner
     finally:
         stop_nodes(env)
         con.close()
@@ -112,9 +127,9 @@ QUERIES = [
 
 
 @pytest.mark.parametrize("sql", QUERIES)
-def test_matches_duckdb(cohort: tuple[Environment, Any], sql: str) -> None:
-    env, con = cohort
-    got = run_query(env, sql, min_group=1)
+def test_matches_duckdb(cohort: Cohort, sql: str) -> None:
+    env, con, owner = cohort
+    got = run_query(env, sql, signer=owner, min_group=1)
     want = [list(r) for r in con.execute(sql).fetchall()]
     ordered = "ORDER BY" in sql
     rows = got["rows"] if ordered else sorted(got["rows"], key=repr)
@@ -126,18 +141,18 @@ def test_matches_duckdb(cohort: tuple[Environment, Any], sql: str) -> None:
         assert all(_same(x, y) for x, y in zip(a, b, strict=True)), (a, b)
 
 
-def test_small_groups_suppressed_inside(cohort: tuple[Environment, Any]) -> None:
-    env, con = cohort
+def test_small_groups_suppressed_inside(cohort: Cohort) -> None:
+    env, con, owner = cohort
     sql = "SELECT regimen, COUNT(*) FROM patients WHERE age > 85 GROUP BY regimen"
     want = {r[0]: r[1] for r in con.execute(sql).fetchall()}
-    got = run_query(env, sql, min_group=5)
+    got = run_query(env, sql, signer=owner, min_group=5)
     shown = {r[0]: r[1] for r in got["rows"]}
     assert shown == {k: v for k, v in want.items() if v >= 5}
     assert got["suppressed_groups"] >= sum(1 for v in want.values() if v < 5)
     assert got["privacy"] is None
 
 
-def test_unsupported_construct_is_named(cohort: tuple[Environment, Any]) -> None:
-    env, _ = cohort
+def test_unsupported_construct_is_named(cohort: Cohort) -> None:
+    env, _, owner = cohort
     with pytest.raises(UnsupportedError, match="comparison of two columns"):
-        run_query(env, "SELECT COUNT(*) FROM patients WHERE age < cd4")
+        run_query(env, "SELECT COUNT(*) FROM patients WHERE age < cd4", signer=owner)

@@ -11,7 +11,7 @@ from rich.table import Table
 from tessera.cli._common import HomeOption, JsonOption, emit_json, resolve_home
 from tessera.cli.policy import policy
 from tessera.config import Environment
-from tessera.workflows.dp import budget_report, open_ledger
+from tessera.workflows.policies import node_budgets
 
 __all__ = ["app"]
 
@@ -30,11 +30,14 @@ def show(
     home: HomeOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Show total, spent, pending and remaining budget (rho, and epsilon at the policy delta)."""
+    """Show total, spent, pending and remaining budget (rho, and epsilon at the policy delta).
+
+    The figures are the custodians' own ledgers (the largest spend any of them counts).
+    """
     env = Environment.load(resolve_home(home))
-    balances = budget_report(open_ledger(env.home), table, researcher)
+    balances = node_budgets(env, table, researcher)
     if json_out:
-        emit_json({"budgets": [b.to_dict() for b in balances]})
+        emit_json({"budgets": balances})
         return
     out = Console(highlight=False)
     if not balances:
@@ -45,16 +48,16 @@ def show(
         grid.add_column(f"{researcher} spent ρ")
     for b in balances:
         cells = [
-            b.table,
-            f"{b.total_rho:.6g}",
-            f"{b.spent_rho:.6g}",
-            f"{b.pending_rho:.6g}",
-            f"{b.remaining_rho:.6g}",
-            f"{b.remaining_epsilon:.4g}",
-            f"{b.policy.delta:g}",
+            str(b["table"]),
+            f"{b['total_rho']:.6g}",
+            f"{b['spent_rho']:.6g}",
+            f"{b['pending_rho']:.6g}",
+            f"{b['remaining_rho']:.6g}",
+            f"{b['remaining_epsilon']:.4g}",
+            f"{b['delta']:g}",
         ]
         if researcher:
-            cells.append(f"{b.researcher_spent_rho or 0.0:.6g}")
+            cells.append(f"{b['researcher_spent_rho'] or 0.0:.6g}")
         grid.add_row(*cells)
     out.print(grid)
 

@@ -14,8 +14,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from tessera.cli._common import HomeOption, JsonOption, emit_json, resolve_home, stderr
+from tessera.cli._keys import AsOption, acting_name, unlock_person
+from tessera.config import Environment
 from tessera.dicom import Outcome
 from tessera.workflows import dicom as workflow
+from tessera.workflows.people import require_role
 
 __all__ = ["app"]
 
@@ -185,14 +188,31 @@ def serve(
     return 0
 
 
+def _authorised(folder: Path, acting: str | None, what: str) -> str:
+    """In an environment: the steward or officer who unlocked their key (else "")."""
+    if not (folder / "tessera.toml").exists():
+        return ""
+    env = Environment.load(folder)
+    signer = unlock_person(env, acting_name(env, acting))
+    require_role(env, signer, ("steward", "officer"), what)
+    return signer.name
+
+
 @app.command("reidentify")
 def reidentify(
     pseudonym: Annotated[str, typer.Argument(help="A patient pseudonym (TS...).")],
+    acting: AsOption = None,
     json_out: JsonOption = False,
     home: HomeOption = None,
 ) -> int:
-    """Show the identity behind a patient pseudonym (from the vault, audited)."""
-    identity = workflow.reidentify(resolve_home(home), pseudonym)
+    """Show the identity behind a patient pseudonym (from the vault, audited).
+
+    In an environment only a steward or officer of the custodians' roster may, after
+    unlocking their key (asked on a terminal, or $TESSERA_PASSPHRASE).
+    """
+    folder = resolve_home(home)
+    user = _authorised(folder, acting, "re-identification")
+    identity = workflow.reidentify(folder, pseudonym, user=user)
     if json_out:
         emit_json({"pseudonym": pseudonym, "identity": identity})
     else:
@@ -214,11 +234,16 @@ def original(
         Path,
         typer.Option("--out", help="File to write (a folder when several originals match)."),
     ],
+    acting: AsOption = None,
     json_out: JsonOption = False,
     home: HomeOption = None,
 ) -> int:
-    """Restore the original(s) kept by 'serve --keep-original' from the vault (audited)."""
-    fetched = workflow.fetch_original(resolve_home(home), ref, out)
+    """Restore the original(s) kept by 'serve --keep-original' from the vault (audited).
+
+    In an environment only a steward or officer of the custodians' roster may.
+    """
+    user = _authorised(resolve_home(home), acting, "retrieving originals")
+    fetched = workflow.fetch_original(resolve_home(home), ref, out, user=user)
     if json_out:
         emit_json({"originals": fetched})
     else:

@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from tessera import keys
 from tessera.cli._common import HomeOption, JsonOption, emit_json, resolve_home
-from tessera.errors import UsageError
+from tessera.cli._keys import ask_new_passphrase
+from tessera.errors import PolicyError, UsageError
 from tessera.workflows.environment import init_environment
 from tessera.workflows.vault import init_vault
 
 __all__ = ["init", "register"]
-
-
-def _passphrase(unencrypted: bool) -> bytes | None:
-    if unencrypted:
-        return None
-    from_env = keys.passphrase_from_env()
-    if from_env is not None:
-        return from_env
-    if sys.stdin.isatty():
-        first = typer.prompt("Passphrase for the owner's key", hide_input=True)
-        again = typer.prompt("Repeat the passphrase", hide_input=True)
-        if first != again or not first:
-            raise UsageError("the passphrases differ or are empty")
-        return str(first).encode()
-    raise UsageError(
-        f"set ${keys.PASSPHRASE_ENV} to encrypt the owner's key, or pass --unencrypted-key"
-    )
 
 
 def init(
@@ -44,20 +26,36 @@ def init(
         int | None,
         typer.Option("--threshold", help="k: fragments needed to restore (default majority)."),
     ] = None,
+    person: Annotated[
+        str,
+        typer.Option(
+            "--person",
+            help="The first person: steward, security officer and researcher of the "
+            "environment (more people: tessera person add).",
+        ),
+    ] = "owner",
     unencrypted_key: Annotated[
         bool,
-        typer.Option(
-            "--unencrypted-key",
-            help="Store the owner's signing key without a passphrase (demos only).",
-        ),
+        typer.Option("--unencrypted-key", hidden=True, help="No longer offered."),
     ] = False,
     home: HomeOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Create an embedded environment: N local stores and the owner's ML-DSA-65 keys."""
-    passphrase = _passphrase(unencrypted_key)
-    env = init_environment(directory or resolve_home(home), nodes=nodes, threshold=threshold)
-    key_file = init_vault(env, passphrase=passphrase)
+    """Create an embedded environment: N local stores, the custodians' PKI and roster,
+    and the first person's ML-DSA-65 key (encrypted under their passphrase)."""
+    if unencrypted_key:
+        raise PolicyError(
+            "--unencrypted-key is no longer offered: every person's key is encrypted "
+            "(scripts set $TESSERA_PASSPHRASE)"
+        )
+    target = directory or resolve_home(home)
+    if (target / "tessera.toml").exists():
+        raise UsageError(f"{target} already holds a Tessera environment")
+    passphrase = ask_new_passphrase(person)
+    env = init_environment(
+        target, nodes=nodes, threshold=threshold, founder=person, passphrase=passphrase
+    )
+    key_file = init_vault(env, owner=person)
     if json_out:
         emit_json(
             {
@@ -66,13 +64,14 @@ def init(
                 "threshold": env.threshold,
                 "stores": [s.url for s in env.stores],
                 "signing_key": str(key_file),
-                "key_encrypted": passphrase is not None,
+                "key_encrypted": True,
+                "person": person,
             }
         )
         return
     typer.echo(f"created {env.home}: {env.threshold}-of-{env.n} over {env.n} local stores")
-    if passphrase is None:
-        typer.echo(f"warning: {key_file} is not encrypted (only file permissions protect it)")
+    typer.echo(f"{person}: steward, officer and researcher; key {key_file} (encrypted)")
+    typer.echo(f"later commands find it with --home {env.home} or TESSERA_HOME={env.home}")
 
 
 def register(app: typer.Typer) -> None:

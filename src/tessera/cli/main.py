@@ -33,6 +33,7 @@ GROUPS: dict[str, str] = {
     "dicom": "tessera.cli.dicom",
     "risk": "tessera.cli.risk",
     "user": "tessera.cli.user",
+    "person": "tessera.cli.person",
 }
 COMMANDS: dict[str, str] = {
     "init": "tessera.cli.env",

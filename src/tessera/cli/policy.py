@@ -1,27 +1,78 @@
 """``tessera table policy NAME ...``: a data steward sets or shows a table's privacy policy.
 
+The policy lives on the custodians, signed by the steward (and a co-signer when it
+weakens privacy); each custodian checks the signatures against its own roster.
+
 The ``table`` group belongs to src/tessera/cli/table.py; it attaches this command with
 ``register_table_policy(app)`` (one line).
 """
 
 from __future__ import annotations
 
+import sys
+from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from tessera.cli._common import HomeOption, JsonOption, emit_json, resolve_home
+from tessera.cli._common import HomeOption, JsonOption, emit_json, resolve_home, stderr
+from tessera.cli._keys import AsOption, CosignOption, acting_name, unlock_all, unlock_person
 from tessera.config import Environment
 from tessera.dp import Policy
 from tessera.errors import UsageError
-from tessera.workflows.dp import open_ledger, set_table_policy
+from tessera.workflows.custodian import DEFAULT_POLICY
+from tessera.workflows.policies import (
+    catalog_bounds,
+    confirm_needed,
+    installed_policy,
+    set_policy,
+)
 
 __all__ = ["policy", "register_table_policy"]
 
 
 def _opt(flag: str, text: str) -> Any:
     return typer.Option(flag, help=text, show_default=False)
+
+
+def _show(env: Environment, name: str) -> dict[str, Any]:
+    current = installed_policy(env, name)
+    doc = (current.policy if current else DEFAULT_POLICY).to_dict()
+    doc["set"] = current is not None
+    if current is not None:
+        doc["serial"], doc["steward"] = current.serial, current.steward
+    return doc
+
+
+def _confirm_bounds(
+    env: Environment, name: str, confirmed: bool, current: Policy | None
+) -> tuple[Any, ...]:
+    """The catalogue's bounds, confirmed by the steward when they were inferred (once:
+    bounds already in the table's policy stay confirmed)."""
+    bounds, inferred = catalog_bounds(env, name)
+    if current is not None and set(bounds) <= set(current.bounds):
+        return bounds
+    if inferred and not confirmed and bounds and sys.stdin.isatty():
+        stderr.print(f"the bounds of {name} were inferred from the data:")
+        for col, lo, hi in bounds:
+            stderr.print(f"  {col}: [{lo}, {hi}] (units)")
+        confirmed = typer.confirm("Publish these bounds as the table's confirmed bounds?")
+    if inferred and bounds:
+        confirm_needed(True, confirmed)
+    return bounds
+
+
+def _rules(mode: str, **options: Any) -> Policy:
+    """The policy the options describe (UsageError before anything else is contacted)."""
+    try:
+        if mode == "none":
+            return Policy.none(min_group_size=int(options["min_group_size"]))
+        if mode == "dp":
+            return Policy.dp(**options)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    raise UsageError("--mode must be 'dp' or 'none'")
 
 
 def policy(
@@ -49,37 +100,64 @@ def policy(
     min_group_size: Annotated[
         int, typer.Option("--min-group-size", help="Suppress groups with fewer rows.")
     ] = 5,
+    grant: Annotated[
+        list[str] | None,
+        _opt(
+            "--grant",
+            "Only these researchers may query the table (repeatable; default: "
+            "keep the current grants, at first every researcher).",
+        ),
+    ] = None,
+    confirm_bounds: Annotated[
+        bool,
+        typer.Option(
+            "--confirm-bounds",
+            help="Publish bounds that were inferred from the data as the table's confirmed "
+            "bounds (checked: tessera table describe).",
+        ),
+    ] = False,
+    acting: AsOption = None,
+    cosign: CosignOption = None,
     home: HomeOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Set a table's privacy policy (--mode dp|none ...), or show it (no --mode)."""
+    """Set a table's privacy policy on every custodian (--mode dp|none ...), or show it.
+
+    The policy is signed by you, the table's steward; one that weakens privacy (DP off, a
+    larger budget, a smaller minimum group, a new grant on a DP table) needs a second
+    person's signature too (--cosign NAME: an officer or another steward).
+    """
     env = Environment.load(resolve_home(home))
-    ledger = open_ledger(env.home)
     if mode is None:
-        current = ledger.policy(name)
-        doc = (current or Policy.none()).to_dict()
-        doc["set"] = current is not None
+        doc = _show(env, name)
     else:
-        try:
-            if mode == "none":
-                chosen = Policy.none(min_group_size=min_group_size)
-            elif mode == "dp":
-                chosen = Policy.dp(
-                    total_epsilon=total_epsilon,
-                    total_rho=total_rho,
-                    researcher_epsilon=researcher_epsilon,
-                    researcher_rho=researcher_rho,
-                    default_epsilon=default_epsilon,
-                    max_epsilon=max_epsilon,
-                    delta=delta,
-                    min_group_size=min_group_size,
-                )
-            else:
-                raise UsageError("--mode must be 'dp' or 'none'")
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        doc = set_table_policy(ledger, name, chosen).to_dict()
-        doc["set"] = True
+        chosen = _rules(
+            mode,
+            total_epsilon=total_epsilon,
+            total_rho=total_rho,
+            researcher_epsilon=researcher_epsilon,
+            researcher_rho=researcher_rho,
+            default_epsilon=default_epsilon,
+            max_epsilon=max_epsilon,
+            delta=delta,
+            min_group_size=min_group_size,
+        )
+        current = installed_policy(env, name)
+        grants = (
+            tuple(sorted(set(grant))) if grant else (current.policy.grants if current else None)
+        )
+        bounds = (
+            _confirm_bounds(env, name, confirm_bounds, current.policy if current else None)
+            if chosen.is_private
+            else ()
+        )
+        chosen = replace(chosen, grants=grants, bounds=bounds)
+        steward = unlock_person(env, acting_name(env, acting))
+        cosigners = unlock_all(env, cosign)
+        installed = set_policy(env, name, chosen, steward=steward, cosigners=cosigners)
+        doc = {**installed.policy.to_dict(), "set": True}
+        doc["serial"], doc["steward"] = installed.serial, installed.steward
+        doc["signed_by"] = [steward.name, *[c.name for c in cosigners]]
     doc = {"table": name, **doc}
     if json_out:
         emit_json(doc)

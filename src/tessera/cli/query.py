@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tessera.cli._common import HomeOption, JsonOption, emit_json, resolve_home, stderr
+from tessera.cli._keys import acting_name, unlock_person
 from tessera.config import Environment
 from tessera.workflows.query import run_sql
 
@@ -51,12 +52,20 @@ def query(
     researcher: Annotated[
         str | None,
         typer.Option(
-            "--researcher", help="Budget charged (default $TESSERA_RESEARCHER, else the user)."
+            "--researcher",
+            "--as",
+            help="The researcher who signs the job and whose budget is charged (default "
+            "$TESSERA_PERSON, else the only person with a key here).",
+            show_default=False,
         ),
     ] = None,
     min_group: Annotated[
         int | None,
-        typer.Option("--min-group", help="Suppress groups smaller than this (policy default 5)."),
+        typer.Option(
+            "--min-group",
+            help="Suppress groups smaller than this; may raise the tables' minimum, never "
+            "lower it.",
+        ),
     ] = None,
     home: HomeOption = None,
     json_out: JsonOption = False,
@@ -67,7 +76,8 @@ def query(
     noise added inside the MPC; each number comes with its 95% interval.
     """
     env = Environment.load(resolve_home(home))
-    result = run_sql(env, sql, epsilon=epsilon, researcher=researcher, min_group=min_group)
+    signer = unlock_person(env, acting_name(env, researcher))
+    result = run_sql(env, sql, signer=signer, epsilon=epsilon, min_group=min_group)
     if json_out:
         emit_json(result)
         return

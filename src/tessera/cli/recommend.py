@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tessera.cli._common import HomeOption, JsonOption, emit_json, resolve_home
+from tessera.cli._keys import acting_name, unlock_person
 from tessera.config import Environment
 from tessera.errors import UsageError
 from tessera.workflows.recommend import read_patient, recommend_local, recommend_table
@@ -52,7 +53,11 @@ def recommend(
     ] = None,
     researcher: Annotated[
         str | None,
-        typer.Option("--researcher", help="DP tables: whose budget is charged."),
+        typer.Option(
+            "--researcher",
+            "--as",
+            help="The researcher who signs the job (and whose budget DP tables charge).",
+        ),
     ] = None,
     home: HomeOption = None,
     json_out: JsonOption = False,
@@ -80,6 +85,7 @@ def recommend(
         if source is None:
             raise UsageError("give --profile (a YAML with a recommend: section, e.g. the schema)")
         env = Environment.load(resolve_home(home))
+        signer = unlock_person(env, acting_name(env, researcher))
         result = recommend_table(
             env,
             table,
@@ -88,7 +94,7 @@ def recommend(
             k=k,
             radius=radius,
             epsilon=epsilon,
-            researcher=researcher,
+            signer=signer,
         )
     if json_out:
         emit_json(result)

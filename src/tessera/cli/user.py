@@ -7,6 +7,9 @@ from typing import Annotated
 import typer
 
 from tessera.cli._common import HomeOption, JsonOption, emit_json, resolve_home
+from tessera.cli._keys import AsOption, CosignOption, acting_signers
+from tessera.config import Environment
+from tessera.workflows.people import remove_person, roster_from_nodes
 from tessera.workflows.users import ROLES, add_user, list_users, remove_user
 
 __all__ = ["app"]
@@ -20,11 +23,20 @@ NameArg = Annotated[str, typer.Argument(help="User name (letters, digits, . _ @ 
 def add(
     name: NameArg,
     role: Annotated[str, typer.Option("--role", help=f"One of: {', '.join(ROLES)}.")],
+    acting: AsOption = None,
+    cosign: CosignOption = None,
     home: HomeOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Add a user and print their API token (shown once; only its hash is kept)."""
-    token = add_user(resolve_home(home), name, role)
+    """Add a user and print their API token (shown once; only its hash is kept).
+
+    The user joins the custodians' roster with a signing key encrypted under the token:
+    you sign that change (a steward or officer: --as); a steward or officer needs a
+    second signature (--cosign) once the roster has two privileged people.
+    """
+    env = Environment.load(resolve_home(home))
+    signers = acting_signers(env, acting, cosign)
+    token = add_user(env.home, name, role, signers)
     if json_out:
         emit_json({"name": name, "role": role, "token": token})
         return
@@ -44,7 +56,16 @@ def ls(home: HomeOption = None, json_out: JsonOption = False) -> None:
 
 
 @app.command("rm")
-def rm(name: NameArg, home: HomeOption = None) -> None:
-    """Remove a user; their token stops working at once."""
-    remove_user(resolve_home(home), name)
+def rm(
+    name: NameArg,
+    acting: AsOption = None,
+    cosign: CosignOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Remove a user; their token stops working at once and the custodians drop them."""
+    env = Environment.load(resolve_home(home))
+    remove_user(env.home, name)
+    if roster_from_nodes(env).get(name) is not None:
+        signers = acting_signers(env, acting, cosign)
+        remove_person(env, name, signers)
     typer.echo(f"removed {name}")

@@ -18,6 +18,7 @@ from tessera.cli._common import (
     resolve_home,
     stderr,
 )
+from tessera.cli._keys import unlock_person
 from tessera.config import Environment
 from tessera.errors import StorageUnavailableError, UsageError
 from tessera.vault import Vault
@@ -25,7 +26,7 @@ from tessera.vault import refresh as refresh_objects
 from tessera.vault import repair as repair_objects
 from tessera.vault import verify as verify_objects
 from tessera.vault.vault import SCHEMES
-from tessera.workflows.vault import listing, open_vault, vault_settings
+from tessera.workflows.vault import listing, open_vault, vault_owner, vault_settings
 
 __all__ = ["app"]
 
@@ -41,7 +42,10 @@ OptionalName = Annotated[
 
 def _vault(home: Path | None, *, write: bool = False) -> tuple[Environment, Vault]:
     env = Environment.load(resolve_home(home))
-    return env, open_vault(env, write=write)
+    if not write:
+        return env, open_vault(env)
+    owner = unlock_person(env, vault_owner(env))  # asks on a terminal
+    return env, open_vault(env, write=True, signer=owner.key)
 
 
 @contextmanager

@@ -9,7 +9,15 @@ from typing import Any, Literal
 from tessera.dp.accounting import epsilon_for_rho, rho_for_epsilon
 from tessera.errors import InputError, PolicyError
 
-__all__ = ["DEFAULT_DELTA", "DEFAULT_MIN_GROUP_SIZE", "POLICY_VERSION", "Policy"]
+__all__ = [
+    "DEFAULT_DELTA",
+    "DEFAULT_MIN_GROUP_SIZE",
+    "POLICY_VERSION",
+    "Policy",
+    "TablePolicy",
+    "strictest",
+    "weakenings",
+]
 
 POLICY_VERSION = 1
 DEFAULT_DELTA = 1e-6
@@ -32,6 +40,11 @@ class Policy:
     it asks for less or more (never above ``max_epsilon``), ``delta`` the delta at which
     zCDP is reported as (epsilon, delta)-DP.  Budgets are kept in rho because zCDP
     composes by addition; epsilons are converted with OpenDP.
+
+    ``grants`` names the researchers who may query the table (None: every researcher of
+    the custodians' roster).  ``bounds`` are the public, steward-confirmed bounds of the
+    numeric columns in the MPC's integer units (column, lower, upper): DP sensitivities
+    come from them, never from the data.
     """
 
     mode: Literal["none", "dp"] = "none"
@@ -41,6 +54,8 @@ class Policy:
     max_epsilon: float | None = None
     delta: float = DEFAULT_DELTA
     min_group_size: int = DEFAULT_MIN_GROUP_SIZE
+    grants: tuple[str, ...] | None = None
+    bounds: tuple[tuple[str, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in ("none", "dp"):
@@ -55,11 +70,23 @@ class Policy:
             raise ValueError("delta must be in (0, 1)")
         if self.min_group_size < 0:
             raise ValueError("minimum group size must be >= 0")
+        for col, lower, upper in self.bounds:
+            if lower > upper:
+                raise ValueError(f"bounds of {col}: lower {lower} > upper {upper}")
+
+    def bound(self, column: str) -> tuple[int, int] | None:
+        """The confirmed (lower, upper) of ``column``, or None."""
+        return next(((lo, hi) for c, lo, hi in self.bounds if c == column), None)
 
     @classmethod
-    def none(cls, *, min_group_size: int = DEFAULT_MIN_GROUP_SIZE) -> Policy:
+    def none(
+        cls,
+        *,
+        min_group_size: int = DEFAULT_MIN_GROUP_SIZE,
+        grants: tuple[str, ...] | None = None,
+    ) -> Policy:
         """Exact release (no DP), small groups suppressed."""
-        return cls(mode="none", min_group_size=min_group_size)
+        return cls(mode="none", min_group_size=min_group_size, grants=grants)
 
     @classmethod
     def dp(
@@ -73,6 +100,8 @@ class Policy:
         max_epsilon: float | None = None,
         delta: float = DEFAULT_DELTA,
         min_group_size: int = DEFAULT_MIN_GROUP_SIZE,
+        grants: tuple[str, ...] | None = None,
+        bounds: tuple[tuple[str, int, int], ...] = (),
     ) -> Policy:
         """A DP policy; each budget is given as epsilon (at ``delta``) or as rho, not both."""
         if (total_epsilon is None) == (total_rho is None):
@@ -95,6 +124,8 @@ class Policy:
             max_epsilon=max_epsilon,
             delta=delta,
             min_group_size=min_group_size,
+            grants=grants,
+            bounds=bounds,
         )
 
     @property
@@ -121,6 +152,8 @@ class Policy:
             "version": POLICY_VERSION,
             "mode": self.mode,
             "min_group_size": self.min_group_size,
+            "grants": None if self.grants is None else sorted(self.grants),
+            "bounds": {c: [lo, hi] for c, lo, hi in self.bounds},
         }
         if self.is_private:
             assert self.total_rho is not None
@@ -149,8 +182,22 @@ class Policy:
         try:
             if int(doc.get("version", 0)) != POLICY_VERSION:
                 raise InputError(f"unsupported policy version {doc.get('version')!r}")
+            grants = doc.get("grants")
+            if grants is not None:
+                if not isinstance(grants, list) or not all(isinstance(g, str) for g in grants):
+                    raise ValueError("grants must be a list of names")
+                grants = tuple(sorted(set(grants)))
+            raw_bounds = doc.get("bounds") or {}
+            if not isinstance(raw_bounds, dict):
+                raise ValueError("bounds must be an object")
+            bounds = tuple(sorted((str(c), int(v[0]), int(v[1])) for c, v in raw_bounds.items()))
             if doc["mode"] == "none":
-                return cls.none(min_group_size=int(doc["min_group_size"]))
+                return cls(
+                    mode="none",
+                    min_group_size=int(doc["min_group_size"]),
+                    grants=grants,
+                    bounds=bounds,
+                )
             return cls(
                 mode="dp",
                 total_rho=float(doc["total_rho"]),
@@ -161,6 +208,115 @@ class Policy:
                 max_epsilon=None if doc.get("max_epsilon") is None else float(doc["max_epsilon"]),
                 delta=float(doc["delta"]),
                 min_group_size=int(doc["min_group_size"]),
+                grants=grants,
+                bounds=bounds,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise InputError(f"not a valid privacy policy: {exc}") from None
+
+
+def strictest(policies: list[Policy]) -> Policy:
+    """The policy a job over several tables runs under: the strictest of theirs.
+
+    Grants and bounds stay per table (checked against each table's own policy).
+    """
+    if not policies:
+        raise ValueError("a query needs at least one table")
+    min_group = max(p.min_group_size for p in policies)
+    private = [p for p in policies if p.is_private]
+    if not private:
+        return Policy.none(min_group_size=min_group)
+    caps = [p.max_epsilon for p in private if p.max_epsilon is not None]
+    return Policy(
+        mode="dp",
+        total_rho=min(p.total_rho for p in private if p.total_rho is not None),
+        researcher_rho=min(
+            (p.researcher_rho for p in private if p.researcher_rho is not None), default=None
+        ),
+        default_epsilon=min(p.default_epsilon for p in private),
+        max_epsilon=min(caps) if caps else None,
+        delta=min(p.delta for p in private),
+        min_group_size=min_group,
+    )
+
+
+def _looser(old: float | None, new: float | None) -> bool:
+    """True when limit ``new`` allows more than ``old`` (None: no limit)."""
+    if new is None:
+        return old is not None
+    return old is not None and new > old
+
+
+def weakenings(old: Policy, new: Policy) -> list[str]:
+    """How ``new`` protects less than ``old`` (empty: it does not).
+
+    Weakening: DP switched off, a larger total or per-researcher budget, a larger
+    per-query maximum, a larger delta, a smaller minimum group, a new grant on a DP
+    table (or all researchers granted where a list was), or narrower bounds (a value
+    outside them would then move a sum by more than its declared sensitivity).
+    """
+    out: list[str] = []
+    if new.min_group_size < old.min_group_size:
+        out.append(f"minimum group size {old.min_group_size} -> {new.min_group_size}")
+    if old.is_private and not new.is_private:
+        out.append("differential privacy switched off")
+    if old.is_private and new.is_private:
+        if _looser(old.total_rho, new.total_rho):
+            out.append("a larger total budget")
+        if _looser(old.researcher_rho, new.researcher_rho):
+            out.append("a larger per-researcher budget")
+        if _looser(old.max_epsilon, new.max_epsilon):
+            out.append("a larger per-query epsilon")
+        if new.delta > old.delta:
+            out.append("a larger delta")
+    if new.is_private and old.grants is not None:
+        added = sorted(set(new.grants or ()) - set(old.grants))
+        if new.grants is None:
+            out.append("every researcher granted")
+        elif added:
+            out.append(f"new grant to {', '.join(added)}")
+    for col, lo, hi in old.bounds:
+        now = new.bound(col)
+        if now is not None and (now[0] > lo or now[1] < hi):
+            out.append(f"narrower bounds for {col}")
+    return out
+
+
+@dataclass(frozen=True)
+class TablePolicy:
+    """A table's policy as the custodians hold it: the steward, a serial, the rules.
+
+    The serial only grows (a custodian refuses an older or equal one), so a policy
+    cannot be rolled back by replaying an earlier document.
+    """
+
+    table: str
+    serial: int
+    steward: str
+    policy: Policy
+
+    def body(self) -> dict[str, Any]:
+        """The body the steward (and a co-signer) sign."""
+        return {
+            "format": "tessera-policy",
+            "version": POLICY_VERSION,
+            "table": self.table,
+            "serial": self.serial,
+            "steward": self.steward,
+            "policy": self.policy.to_dict(),
+        }
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> TablePolicy:
+        """Parse a signed policy body; InputError if it is not one."""
+        if body.get("format") != "tessera-policy" or body.get("version") != POLICY_VERSION:
+            raise InputError("not a Tessera table policy (format tessera-policy version 1)")
+        table, serial, steward = body.get("table"), body.get("serial"), body.get("steward")
+        if not (isinstance(table, str) and isinstance(serial, int) and isinstance(steward, str)):
+            raise InputError("a table policy names its table, serial and steward")
+        if serial < 1:
+            raise InputError("a policy serial starts at 1")
+        policy = body.get("policy")
+        if not isinstance(policy, dict):
+            raise InputError("a table policy carries its rules under 'policy'")
+        return cls(table, serial, steward, Policy.from_dict(policy))

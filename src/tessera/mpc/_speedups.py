@@ -11,6 +11,8 @@
 3. TLS set-up: MPyC's ``ssl.create_default_context`` loads the system CA store (~0.1 s
    each, three times) before loading Tessera's own CA; parties trust only Tessera's CA,
    so the system store is skipped.
+
+:func:`install` also binds MPyC seats to TLS certificates (:mod:`tessera.mpc._seats`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import ssl
 from typing import Any
 
 import numpy as np
+
+from tessera.mpc import _seats
 
 __all__ = ["install", "limb_matmul", "random_split"]
 
@@ -143,3 +147,4 @@ def install() -> None:
 
     cls.__matmul__ = __matmul__
     ssl.create_default_context = _no_system_store
+    _seats.install()  # after the context factory above: it wraps it

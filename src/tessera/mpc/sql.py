@@ -31,7 +31,7 @@ import sqlglot.expressions as exp
 
 from tessera.errors import InputError, UnsupportedError
 
-__all__ = ["ORIGIN", "compile_sql"]
+__all__ = ["ORIGIN", "compile_sql", "dp_measures", "plan_cells"]
 
 ORIGIN = "hospital"
 _EPOCH = _dt.date(1970, 1, 1)
@@ -497,3 +497,33 @@ def compile_sql(
     if min_group < 1:
         raise ValueError("min_group must be >= 1")
     return _Compiler(tables, min_group).compile(sql)
+
+
+def plan_cells(plan: Mapping[str, Any]) -> int:
+    """How many result cells (groups) a plan releases per measure."""
+    cells = 1
+    for group in plan.get("groups") or []:
+        cells *= len(group["labels"])
+    return cells
+
+
+def dp_measures(keys: list[str], booleans: set[str]) -> list[dict[str, Any]]:
+    """The SQL program's measures for a DP release's statistic keys, in their order.
+
+    ``count`` -> COUNT(*); ``count:REF`` -> non-null rows; ``sum:REF`` -> the values;
+    ``sumsq:REF`` -> the squares (a boolean's square is itself).  ``booleans`` names
+    the boolean column refs.  The requester builds a DP job's measures with this and
+    every custodian checks them with it, so they cannot differ.
+    """
+    measures: list[dict[str, Any]] = []
+    for key in keys:
+        kind, _, ref = key.partition(":")
+        if kind == "count":
+            measures.append({"kind": "count", "part": f"{ref}.valid" if ref else None})
+        elif kind == "sum":
+            measures.append({"kind": "sum", "part": f"{ref}.val"})
+        elif kind == "sumsq":
+            measures.append({"kind": "sum", "part": f"{ref}.{'val' if ref in booleans else 'sq'}"})
+        else:
+            raise UnsupportedError(f"statistic {key} under differential privacy")
+    return measures

@@ -41,10 +41,17 @@ def _bind(host: str, port: int, any_port: bool) -> socket.socket:
     return sock
 
 
-def serve(home: Path, node_id: int, port: int | None = None, *, any_port: bool = False) -> None:
+def serve(
+    home: Path,
+    node_id: int,
+    port: int | None = None,
+    *,
+    any_port: bool = False,
+    enforce: bool = True,
+) -> None:
     """Serve node ``node_id`` until interrupted."""
     env = Environment.load(home)
-    service = NodeService(env, node_id)
+    service = NodeService(env, node_id, enforce=enforce)
     cfg = next(n for n in env.nodes if n.id == node_id)
     sock = _bind(cfg.host, cfg.port if port is None else port, any_port)
     bound = sock.getsockname()[1]
@@ -85,9 +92,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--id", required=True, type=int, dest="node_id")
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--any-port", action="store_true")
+    parser.add_argument(
+        "--no-policy-checks",
+        action="store_true",
+        help="run every signed job without checking it against the tables' policies "
+        "(plays a custodian that stopped enforcing; tests only)",
+    )
     args = parser.parse_args(argv)
     try:
-        serve(args.home.resolve(), args.node_id, args.port, any_port=args.any_port)
+        serve(
+            args.home.resolve(),
+            args.node_id,
+            args.port,
+            any_port=args.any_port,
+            enforce=not args.no_policy_checks,
+        )
     except TesseraError as exc:
         sys.stderr.write(f"tessera node: error: {exc}\n")
         return 1

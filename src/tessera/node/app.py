@@ -6,7 +6,13 @@ Routes (all JSON unless noted)::
     GET  /v1/mpc-port                         {"port": P}   a free port for an MPyC party
     GET  /v1/tables                           [manifest, ...]
     PUT  /v1/tables/{name}/chunks/{chunk}     body: npz shares; header X-Tessera-Manifest
-    POST /v1/jobs                             {"job": {...}, "signature": hex} -> shares
+    POST /v1/jobs                             {"job": {...}, "signatures": [...]} -> shares
+    POST /v1/jobs/{job_id}/abort              stop this node's party of a refused job
+    GET  /v1/roster                           the pinned roster (signed document)
+    POST /v1/roster                           install a newer roster (signed document)
+    GET  /v1/policies/{table}                 the table's signed policy, or {"policy": null}
+    POST /v1/policies                         install a signed table policy
+    GET  /v1/budgets?researcher=NAME          this custodian's ledger balances
 """
 
 from __future__ import annotations
@@ -19,14 +25,24 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from tessera.errors import (
-    TesseraError,
-)
+from tessera.errors import InputError, TesseraError
+from tessera.keys.documents import SignedDocument
 from tessera.node.service import NodeService
 
 __all__ = ["create_app"]
 
 _MAX_BODY = 1 << 30
+_MAX_DOC = 64 << 20
+
+
+async def _json(request: Request) -> Any:
+    body = await request.body()
+    if len(body) > _MAX_DOC:
+        raise InputError("document too large")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InputError("the body is not JSON") from None
 
 
 def create_app(service: NodeService) -> FastAPI:
@@ -56,25 +72,49 @@ def create_app(service: NodeService) -> FastAPI:
         try:
             manifest = json.loads(base64.urlsafe_b64decode(raw.encode()))
         except (ValueError, json.JSONDecodeError):
-            from tessera.errors import InputError
-
             raise InputError("missing or malformed X-Tessera-Manifest header") from None
         body = await request.body()
         if len(body) > _MAX_BODY:
-            from tessera.errors import InputError
-
             raise InputError("chunk too large")
         await run_in_threadpool(service.append_chunk, name, chunk, manifest, body)
         return {"stored": chunk}
 
+    @app.get("/v1/roster", operation_id="node-roster")
+    def roster() -> dict[str, Any]:
+        return service.custodian.roster_document()
+
+    @app.post("/v1/roster", operation_id="node-install-roster")
+    async def install_roster(request: Request) -> dict[str, Any]:
+        document = SignedDocument.from_dict(await _json(request))
+        roster = await run_in_threadpool(service.custodian.install_roster, document)
+        return {"serial": roster.serial, "people": len(roster.people)}
+
+    @app.get("/v1/policies/{table}", operation_id="node-policy")
+    def policy(table: str) -> dict[str, Any]:
+        return {"policy": service.custodian.policy_document(table)}
+
+    @app.post("/v1/policies", operation_id="node-install-policy")
+    async def install_policy(request: Request) -> dict[str, Any]:
+        document = SignedDocument.from_dict(await _json(request))
+        installed = await run_in_threadpool(service.custodian.install_policy, document)
+        return {"table": installed.table, "serial": installed.serial}
+
+    @app.get("/v1/budgets", operation_id="node-budgets")
+    def budgets(researcher: str | None = None) -> list[dict[str, Any]]:
+        ledger = service.custodian.ledger
+        return [
+            ledger.balance(name, researcher).to_dict()
+            for name, p in ledger.policies().items()
+            if p.is_private
+        ]
+
+    @app.post("/v1/jobs/{job_id}/abort", operation_id="node-abort-job")
+    def abort(job_id: str) -> dict[str, Any]:
+        return {"aborted": service.abort(job_id[:64])}
+
     @app.post("/v1/jobs", operation_id="node-run-job")
     async def run_job(request: Request) -> dict[str, Any]:
-        try:
-            envelope = json.loads(await request.body())
-        except json.JSONDecodeError:
-            from tessera.errors import InputError
-
-            raise InputError("job is not JSON") from None
+        envelope = await _json(request)
         result: dict[str, Any] = await run_in_threadpool(service.run_job, envelope)
         return result
 

@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 
@@ -38,9 +37,9 @@ from tessera.errors import (
     PolicyError,
     TesseraError,
 )
-from tessera.keys.signing import VerifyKey
-from tessera.mpc.jobs import SIGNING_CONTEXT, canonical_bytes, validate_job
+from tessera.mpc.jobs import validate_job
 from tessera.tables.store import ShareStore
+from tessera.workflows.custodian import Admission, Custodian, store_root
 
 __all__ = ["JOB_WINDOW_S", "NodeService", "NoiseSource", "ReplayError", "store_root"]
 
@@ -52,17 +51,6 @@ class ReplayError(IntegrityError):
     """A job id was seen before or the job is outside its time window."""
 
     code = "job_replayed"
-
-
-def store_root(env: Environment, node_id: int) -> Path:
-    """The local folder of node ``node_id``'s store (file:// URLs only)."""
-    store = next((s for s in env.stores if s.id == node_id), None)
-    if store is None:
-        raise ConfigError(f"no store for node {node_id}")
-    url = urlparse(store.url)
-    if url.scheme not in ("", "file"):
-        raise ConfigError(f"node {node_id}: table shares need a file:// store, not {url.scheme}")
-    return Path(unquote(url.path))
 
 
 def _default_noise_source() -> NoiseSource | None:
@@ -99,6 +87,7 @@ class NodeService:
         party_timeout: float = 600.0,
         warm: bool = True,
         audit: AuditSink | None = None,
+        enforce: bool = True,
     ) -> None:
         if not any(n.id == node_id for n in env.nodes):
             raise ConfigError(f"node {node_id} is not in {env.path}")
@@ -117,7 +106,14 @@ class NodeService:
             "CREATE TABLE IF NOT EXISTS seen (job_id TEXT PRIMARY KEY, issued_at REAL)"
         )
         self._replay.commit()
-        self.requesters = self._load_requesters()
+        self.custodian = Custodian(
+            self.root,
+            parties=len(env.nodes),
+            threshold=env.mpc_threshold,
+            enforce=enforce,
+        )
+        self._running: dict[str, subprocess.Popen[bytes]] = {}
+        self._aborted: set[str] = set()
         self._clean_jobs()
         self._closed = not warm  # no warm party processes at all when warm=False
         self._zygote: tuple[subprocess.Popen[bytes], Path] | None = None
@@ -136,16 +132,6 @@ class NodeService:
             elif path.name.startswith("zygote-"):
                 path.unlink(missing_ok=True)
 
-    def _load_requesters(self) -> list[VerifyKey]:
-        keys = []
-        paths = [self.pki / "requester.pub", *sorted((self.pki / "requesters").glob("*.pub"))]
-        for path in paths:
-            if path.exists():
-                keys.append(VerifyKey.from_bytes(path.read_bytes()))
-        if not keys:
-            raise ConfigError(f"node {self.node_id}: no trusted requester key in {self.pki}")
-        return keys
-
     # ----- tables --------------------------------------------------------------------
     def tables(self) -> list[dict[str, Any]]:
         """Manifests of the tables this node holds shares of."""
@@ -158,26 +144,9 @@ class NodeService:
         self.store.append(name, manifest, chunk_id, data)
 
     # ----- jobs ----------------------------------------------------------------------
-    def verify(self, envelope: Any) -> dict[str, Any]:
-        """The job inside a signed envelope; IntegrityError/ReplayError/InputError if not."""
-        if not isinstance(envelope, dict) or not isinstance(envelope.get("signature"), str):
-            raise IntegrityError("unsigned job")
-        job = envelope.get("job")
-        try:
-            signature = bytes.fromhex(envelope["signature"])
-        except ValueError:
-            raise IntegrityError("unsigned job") from None
-        if not isinstance(job, dict):
-            raise InputError("malformed job")
-        message = canonical_bytes(job)
-        for key in self.requesters:
-            try:
-                key.verify(message, signature, context=SIGNING_CONTEXT)
-                break
-            except IntegrityError:
-                continue
-        else:
-            raise IntegrityError("job signature does not verify")
+    def verify(self, envelope: Any) -> tuple[dict[str, Any], str]:
+        """The job inside a signed envelope and its requester; refused if forged or replayed."""
+        job, requester = self.custodian.authenticate(envelope)
         validate_job(job, parties=len(self.env.nodes))
         now = time.time()
         if abs(now - float(job["issued_at"])) > JOB_WINDOW_S:
@@ -191,7 +160,17 @@ class NodeService:
                 self._replay.commit()
             except sqlite3.IntegrityError:
                 raise ReplayError("job replayed") from None
-        return job
+        return job, requester
+
+    def abort(self, job_id: str) -> bool:
+        """Stop the party of a running job (another custodian refused it); True if one ran."""
+        with self._lock:
+            self._aborted.add(job_id)
+            proc = self._running.get(job_id)
+        if proc is None:
+            return False
+        proc.kill()
+        return True
 
     def free_port(self, host: str) -> int:
         """A currently free TCP port on ``host`` for an MPyC party."""
@@ -199,7 +178,7 @@ class NodeService:
             s.bind((host, 0))
             return int(s.getsockname()[1])
 
-    def _prepare(self, folder: Path, job: dict[str, Any]) -> None:
+    def _prepare(self, folder: Path, job: dict[str, Any], noise: dict[str, Any] | None) -> None:
         cfg = folder / ".config"
         cfg.mkdir(parents=True)
         shutil.copyfile(self.pki / f"node-{self.node_id}.crt", cfg / f"party_{self.party}.crt")
@@ -219,7 +198,6 @@ class NodeService:
                     raise InputError(f"table {item['table']} has no part {part}")
             inputs[item["alias"]] = {"parts": item["parts"], "chunks": located}
         (folder / "inputs.json").write_text(json.dumps(inputs))
-        noise = job.get("noise")
         if noise:
             if self.noise_source is None:
                 raise PolicyError("this custodian has no DP noise source for noisy jobs")
@@ -293,38 +271,73 @@ class NodeService:
             warm[1].unlink(missing_ok=True)
 
     def run_job(self, envelope: Any) -> dict[str, Any]:
-        """Verify and run a signed job; return this party's result shares (audited)."""
+        """Verify, admit and run a signed job; return this party's result shares (audited).
+
+        The budget this custodian reserved is committed when the share is returned and
+        refunded when the job fails before that.
+        """
+        job: dict[str, Any] | None = None
         try:
-            job = self.verify(envelope)
+            job, requester = self.verify(envelope)
+            manifests = {str(m["name"]): m for m in self.store.tables() if "name" in m}
+            admission = self.custodian.admit(job, requester, manifests)
         except Exception as exc:
-            self._record_job(None, exc)
+            self._record_job(job, exc)
             raise
-        folder = self.root / "jobs" / job["job_id"]
+        try:
+            result = self._execute(admission)
+        except BaseException as exc:
+            self.custodian.settle(admission, released=False)
+            self._record_job(job, exc)
+            raise
+        self.custodian.settle(admission, released=True)
+        self._record_job(job, None)
+        return result
+
+    def _noise_spec(self, admission: Admission) -> dict[str, Any] | None:
+        """The noise this custodian adds: from its own release plan when it enforces."""
+        noise = admission.job.get("noise")
+        if admission.release is None or not isinstance(noise, dict):
+            return noise if isinstance(noise, dict) else None
+        return {**noise, "release_plan": admission.release.to_dict()}
+
+    def _execute(self, admission: Admission) -> dict[str, Any]:
+        job = admission.job
+        job_id = str(job["job_id"])
+        folder = self.root / "jobs" / job_id
         started = time.time()
         log_path: Path | None = None
         try:
-            self._prepare(folder, job)
+            self._prepare(folder, job, self._noise_spec(admission))
             argv = ["-I", str(self.party)]
             for host, port in job["parties"]:
                 argv += ["-P", f"{host}:{port}"]
             argv += ["--ssl", "--no-log"]
             proc, log_path = self._take_party(folder, argv)
+            with self._lock:
+                self._running[job_id] = proc
+                if job_id in self._aborted:
+                    proc.kill()
             try:
                 code = proc.wait(timeout=self.party_timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
                 raise BackendError("the MPC party timed out") from None
+            finally:
+                with self._lock:
+                    self._running.pop(job_id, None)
+            if job_id in self._aborted:
+                raise BackendError("the job was aborted (another custodian refused it)")
             result_path = folder / "result.json"
             if code != 0 or not result_path.exists():
                 tail = log_path.read_text(errors="replace").strip().splitlines()
                 last = tail[-1][:200] if tail else f"exit status {code}"
                 raise BackendError(f"the MPC party failed: {last}")
             result: dict[str, Any] = json.loads(result_path.read_text())
-        except Exception as exc:
-            self._record_job(job, exc)
-            raise
         finally:
+            with self._lock:
+                self._aborted.discard(job_id)
             shutil.rmtree(folder, ignore_errors=True)
             if log_path is not None:
                 log_path.unlink(missing_ok=True)
@@ -332,7 +345,6 @@ class NodeService:
             threading.Thread(target=self._refill, daemon=True).start()
         result["node"] = self.node_id
         result["seconds"] = round(time.time() - started, 3)
-        self._record_job(job, None)
         return result
 
     # ----- audit ---------------------------------------------------------------------
@@ -359,10 +371,13 @@ class NodeService:
             outcome = "success" if error is None else "error"
         if error is not None:
             detail["error"] = error.code if isinstance(error, TesseraError) else "internal_error"
+            if outcome == "denied":
+                _log.warning("node %d refused a job: %s", self.node_id, error)
         event = AuditEvent(
             Action.MPC_JOB,
             outcome=outcome,
-            user="requester",
+            user=str(job.get("requester", "")) if job is not None else "",
+            role="researcher" if job is not None else "",
             source=f"node-{self.node_id}",
             entity=entity,
             entity_type="table" if entity else "",

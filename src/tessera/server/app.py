@@ -164,7 +164,15 @@ def create_app(
             throttle.failed(address)
             login_failure(request, "no token" if not token.strip() else "unknown token")
             raise AuthenticationError("a valid API token is needed (Authorization: Bearer ...)")
+        request.state.token = token.strip()  # unlocks the user's own signing key, per request
         return user
+
+    def signer_of(request: Request, user: User) -> Any:
+        """The user's own key, decrypted with their token (the gateway holds no key)."""
+        from tessera.workflows.people import unlock
+
+        token = str(request.state.token).encode()
+        return unlock(env, user.name, token, record=False, gateway=True)
 
     def audited(
         request: Request,
@@ -244,17 +252,17 @@ def create_app(
             user,
             call,
             ("researcher", "steward"),
-            lambda: run_sql(env, body.sql, epsilon=body.epsilon, researcher=user.name),
+            lambda: run_sql(env, body.sql, epsilon=body.epsilon, signer=signer_of(request, user)),
         )
 
     @app.get("/api/v1/budget")
     def budget(request: Request, user: User = Depends(user_of)) -> Any:
-        from tessera.workflows.dp import budget_report, open_ledger
+        from tessera.workflows.policies import node_budgets
 
         who = user.name if user.role == "researcher" else None
 
         def work() -> Any:
-            return [b.to_dict() for b in budget_report(open_ledger(home), researcher=who)]
+            return node_budgets(env, researcher=who)
 
         call = CommandCall(("budget", "show"), {})
         return audited(request, user, call, ("researcher", "steward"), work)

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +30,16 @@ from tessera.config import Environment
 from tessera.core.prime import InconsistentSharesError, reconstruct_array, to_signed
 from tessera.errors import (
     BackendError,
-    ConfigError,
     IntegrityError,
     StorageUnavailableError,
     TesseraError,
 )
-from tessera.keys.signing import SigningKey
-from tessera.mpc.jobs import SIGNING_CONTEXT, canonical_bytes
+from tessera.keys.documents import SignedDocument
+from tessera.workflows.custodian import JOB_CONTEXT
 
 __all__ = [
     "NodeClient",
+    "broadcast",
     "ensure_nodes",
     "node_status",
     "run_job",
@@ -210,8 +210,12 @@ def _ensure(
     return dict(sorted(clients.items()))
 
 
-def start_node(env: Environment, node_id: int) -> int:
-    """Start node ``node_id`` as a background process; its pid."""
+def start_node(env: Environment, node_id: int, *, enforce: bool = True) -> int:
+    """Start node ``node_id`` as a background process; its pid.
+
+    ``enforce=False`` starts a node that runs every signed job without checking the
+    tables' policies (it plays a custodian that stopped enforcing; tests only).
+    """
     run_dir = env.home / "run"
     run_dir.mkdir(exist_ok=True)
     stale = _run_file(env, node_id)
@@ -228,6 +232,7 @@ def start_node(env: Environment, node_id: int) -> int:
                 "--id",
                 str(node_id),
                 "--any-port",
+                *([] if enforce else ["--no-policy-checks"]),
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -292,15 +297,88 @@ def stop_nodes(env: Environment, *, timeout: float = 10.0) -> list[int]:
     return stopped
 
 
-def sign_job(env: Environment, job: dict[str, Any]) -> dict[str, Any]:
-    """The signed envelope for ``job`` (requester's ML-DSA-65 key from HOME/pki)."""
-    path = env.home / "pki" / "requester.seed"
+def sign_job(job: dict[str, Any], signer: Any) -> dict[str, Any]:
+    """The signed envelope for ``job``, signed by ``signer`` (a workflows.people.Signer)."""
+    if job.get("requester") != signer.name:
+        job = {**job, "requester": signer.name}
+    document = signer.sign(SignedDocument(job), context=JOB_CONTEXT)
+    doc = document.to_dict()
+    return {"job": doc["body"], "signatures": doc["signatures"]}
+
+
+def _gather(
+    clients: dict[int, NodeClient], method: str, path: str, **kwargs: Any
+) -> tuple[dict[int, Any], dict[int, TesseraError]]:
+    """One request to every node in parallel: answers and errors by node id."""
+    with ThreadPoolExecutor(max_workers=max(1, len(clients))) as pool:
+        futures = {i: pool.submit(c.request, method, path, **kwargs) for i, c in clients.items()}
+        results: dict[int, Any] = {}
+        errors: dict[int, TesseraError] = {}
+        for i, fut in futures.items():
+            try:
+                results[i] = fut.result()
+            except TesseraError as exc:
+                errors[i] = exc
+    return results, errors
+
+
+def _raise_refusals(errors: dict[int, TesseraError], total: int) -> None:
+    """One error for what the nodes refused (every node's reason when they agree)."""
+    if not errors:
+        return
+    # a custodian's own refusal explains more than a party another one had to abort
+    reasons_first = sorted(errors, key=lambda i: (isinstance(errors[i], BackendError), i))
+    first = errors[reasons_first[0]]
+    refusals = {i: e for i, e in errors.items() if not isinstance(e, BackendError)} or errors
+    reasons = {str(e).split(": ", 1)[-1] for e in refusals.values()}
+    if len(refusals) > 1 and len(reasons) == 1:
+        count = len(refusals)
+        who = "every custodian" if count == total else f"{count} of {total} custodians"
+        raise type(first)(f"refused by {who}: {reasons.pop()}")
+    raise first
+
+
+def broadcast(env: Environment, method: str, path: str, **kwargs: Any) -> dict[int, Any]:
+    """The same request to every node; their answers by node id (the first error raised)."""
+    clients = ensure_nodes(env)
     try:
-        key = SigningKey(path.read_bytes())
-    except (OSError, ValueError):
-        raise ConfigError(f"no job-signing key at {path}") from None
-    signature = key.sign(canonical_bytes(job), context=SIGNING_CONTEXT)
-    return {"job": job, "signature": signature.hex()}
+        results, errors = _gather(clients, method, path, **kwargs)
+    finally:
+        for c in clients.values():
+            c.close()
+    _raise_refusals(errors, len(clients))
+    return results
+
+
+def _run_everywhere(
+    clients: dict[int, NodeClient], envelope: dict[str, Any]
+) -> tuple[dict[int, Any], dict[int, TesseraError]]:
+    """Post the job to every node; as soon as one refuses, abort it on the others."""
+    job_id = str(envelope["job"]["job_id"])
+    results: dict[int, Any] = {}
+    errors: dict[int, TesseraError] = {}
+    with ThreadPoolExecutor(max_workers=2 * len(clients)) as pool:
+        futures = {
+            pool.submit(c.request, "POST", "/v1/jobs", json=envelope): i for i, c in clients.items()
+        }
+        aborted = False
+        for fut in as_completed(futures):
+            i = futures[fut]
+            try:
+                results[i] = fut.result()
+            except TesseraError as exc:
+                errors[i] = exc
+                if not aborted:
+                    aborted = True
+                    for j, c in clients.items():
+                        if j != i:
+                            pool.submit(_abort, c, job_id)
+    return results, errors
+
+
+def _abort(client: NodeClient, job_id: str) -> None:
+    with contextlib.suppress(TesseraError):
+        client.request("POST", f"/v1/jobs/{job_id}/abort")
 
 
 def run_job(
@@ -310,9 +388,14 @@ def run_job(
     params: dict[str, Any],
     *,
     prime: int,
+    signer: Any,
     noise: dict[str, Any] | None = None,
 ) -> tuple[list[int], list[dict[str, Any]]]:
     """Run one MPC job on every node; the reconstructed (signed) outputs and node metas.
+
+    ``signer`` (a :class:`tessera.workflows.people.Signer`) signs the job; every node
+    checks it against its own roster and policies.  When any node refuses, the others
+    are told to abort their party at once.
 
     Each node returns only its own re-randomised share; the shares are reconstructed here
     with a check that all of them lie on one polynomial of degree t.
@@ -326,27 +409,16 @@ def run_job(
             "version": 1,
             "type": job_type,
             "job_id": secrets.token_hex(16),
+            "requester": signer.name,
             "issued_at": int(time.time()),
             "parties": [[n.host, ports[n.id]] for n in sorted(env.nodes, key=lambda n: n.id)],
             "inputs": list(inputs),
             "noise": noise,
             "params": params,
         }
-        envelope = sign_job(env, job)
-        with ThreadPoolExecutor(max_workers=len(clients)) as pool:
-            futures = {
-                i: pool.submit(c.request, "POST", "/v1/jobs", json=envelope)
-                for i, c in clients.items()
-            }
-            results = {}
-            errors = []
-            for i, fut in futures.items():
-                try:
-                    results[i] = fut.result()
-                except TesseraError as exc:
-                    errors.append(exc)
-            if errors:
-                raise errors[0]
+        envelope = sign_job(job, signer)
+        results, errors = _run_everywhere(clients, envelope)
+        _raise_refusals(errors, len(clients))
     finally:
         for c in clients.values():
             c.close()

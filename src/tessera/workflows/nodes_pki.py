@@ -1,12 +1,16 @@
-"""Node PKI of an embedded environment: a CA, one TLS certificate per custodian node,
-a TLS client certificate and an ML-DSA-65 job-signing key for the requester.
+"""Node PKI of an embedded environment: a CA, one TLS certificate per custodian node and
+a TLS client certificate for requesters.
 
 Layout under ``HOME/pki``::
 
-    ca.crt  ca.key                  the environment's CA (ECDSA P-256)
+    ca.crt  ca.key                  the environment's CA (ECDSA P-256); ca.key is
+                                    encrypted under the founder's passphrase
     node-I.crt  node-I.key          node I: TLS server/client cert, also its MPyC party cert
-    client.crt  client.key          the requester's TLS client certificate
-    requester.seed  requester.pub   ML-DSA-65 key that signs MPC jobs (seed kept 0600)
+    client.crt  client.key          the requesters' TLS client certificate
+
+TLS keys grant transport only: custodians run nothing that a person of their roster
+did not sign (see :mod:`tessera.workflows.custodian`), so no file here holds authority.
+A node's key stays unencrypted because the node runs unattended.
 
 A node certificate names the node's host (IP or DNS) and ``MPyC party {I-1}``, the
 server name MPyC checks when its parties connect with ``--ssl``.
@@ -25,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tessera.config import Environment
-from tessera.keys import signing
+from tessera.errors import IntegrityError
 
 __all__ = ["PKI_DIR", "create_pki", "issue_node_certificates", "pki_dir"]
 
@@ -62,9 +66,16 @@ def _now() -> _dt.datetime:
     return _dt.datetime.now(_dt.UTC) - _dt.timedelta(minutes=5)
 
 
-def _load_ca(folder: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def _load_ca(
+    folder: Path, passphrase: bytes
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     cert = x509.load_pem_x509_certificate((folder / "ca.crt").read_bytes())
-    key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), password=None)
+    try:
+        key = serialization.load_pem_private_key(
+            (folder / "ca.key").read_bytes(), password=passphrase
+        )
+    except (ValueError, TypeError):
+        raise IntegrityError("wrong passphrase for the environment's CA key") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise TypeError("ca.key is not an EC key")
     return cert, key
@@ -78,9 +89,15 @@ def _san_for_host(host: str) -> x509.GeneralName:
 
 
 def _issue(
-    folder: Path, stem: str, cn: str, names: list[x509.GeneralName], *, server: bool
+    folder: Path,
+    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
+    stem: str,
+    cn: str,
+    names: list[x509.GeneralName],
+    *,
+    server: bool,
 ) -> None:
-    ca_cert, ca_key = _load_ca(folder)
+    ca_cert, ca_key = ca
     key = ec.generate_private_key(ec.SECP256R1())
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
     if server:
@@ -108,9 +125,18 @@ def _issue(
     _write(folder / f"{stem}.crt", cert.public_bytes(serialization.Encoding.PEM))
 
 
-def issue_node_certificates(env: Environment) -> None:
-    """(Re-)issue every node's certificate for its configured host (after hosts change)."""
+def issue_node_certificates(env: Environment, passphrase: bytes) -> None:
+    """(Re-)issue every node's certificate for its configured host (after hosts change).
+
+    ``passphrase`` unlocks the CA key (the founder's passphrase).
+    """
     folder = pki_dir(env.home)
+    _certify_nodes(env, folder, _load_ca(folder, passphrase))
+
+
+def _certify_nodes(
+    env: Environment, folder: Path, ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
+) -> None:
     for node in env.nodes:
         names: list[x509.GeneralName] = [
             _san_for_host(node.host),
@@ -119,11 +145,11 @@ def issue_node_certificates(env: Environment) -> None:
             x509.DNSName("localhost"),
             x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         ]
-        _issue(folder, f"node-{node.id}", f"tessera-node-{node.id}", names, server=True)
+        _issue(folder, ca, f"node-{node.id}", f"tessera-node-{node.id}", names, server=True)
 
 
-def create_pki(env: Environment) -> None:
-    """Make the CA, node certificates, the client certificate and the job-signing key."""
+def create_pki(env: Environment, passphrase: bytes) -> None:
+    """Make the CA (its key encrypted under ``passphrase``), node and client certificates."""
     folder = pki_dir(env.home)
     folder.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -156,10 +182,12 @@ def create_pki(env: Environment) -> None:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    _write(folder / "ca.key", _key_pem(ca_key), secret=True)
+    encrypted = ca_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase),
+    )
+    _write(folder / "ca.key", encrypted, secret=True)
     _write(folder / "ca.crt", ca_cert.public_bytes(serialization.Encoding.PEM))
-    issue_node_certificates(env)
-    _issue(folder, "client", "tessera-requester", [], server=False)
-    sk = signing.generate()
-    _write(folder / "requester.seed", sk.seed_bytes(), secret=True)
-    _write(folder / "requester.pub", sk.verify_key.to_bytes())
+    _certify_nodes(env, folder, (ca_cert, ca_key))
+    _issue(folder, (ca_cert, ca_key), "client", "tessera-requester", [], server=False)

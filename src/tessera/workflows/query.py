@@ -22,20 +22,18 @@ import sqlglot.expressions
 
 from tessera.config import Environment
 from tessera.dp import Aggregate, ReleasePlan
+from tessera.dp.policy import strictest
 from tessera.errors import PolicyError, UnsupportedError
 from tessera.mpc.result import decode_result
-from tessera.mpc.sql import compile_sql
+from tessera.mpc.sql import compile_sql, dp_measures
 from tessera.tables.encode import PRIME
 from tessera.tables.store import Catalog
 from tessera.workflows.audit_cli import add_detail
-from tessera.workflows.dp import (
-    PrivateAnswer,
-    combined_policy,
-    current_researcher,
-    open_ledger,
-    run_private_query,
-)
+from tessera.workflows.dp import PrivateAnswer, run_private_query
+from tessera.workflows.job_checks import bound_aggregate
 from tessera.workflows.nodes import run_job
+from tessera.workflows.people import Signer
+from tessera.workflows.policies import effective_policies, node_budgets, remaining
 
 __all__ = ["DEFAULT_MIN_GROUP", "min_group_policy", "plan_query", "run_query", "run_sql"]
 
@@ -59,6 +57,7 @@ def run_query(
     env: Environment,
     sql: str,
     *,
+    signer: Signer,
     min_group: int | None = None,
     noise: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -69,7 +68,7 @@ def run_query(
     """
     started = time.perf_counter()
     plan = plan_query(env, sql, min_group=min_group)
-    values, metas = _run_plan(env, plan, noise)
+    values, metas = _run_plan(env, plan, noise, signer)
     result = decode_result(plan, values)
     result["rows_scanned"] = int(metas[0].get("meta", {}).get("rows", 0))
     result["party_cpu_s"] = round(sum(float(m.get("meta", {}).get("cpu_s", 0)) for m in metas), 3)
@@ -105,7 +104,7 @@ def _revealed_count(plan: dict[str, Any], values: list[int]) -> int | None:
 
 
 def _run_plan(
-    env: Environment, plan: dict[str, Any], noise: dict[str, Any] | None
+    env: Environment, plan: dict[str, Any], noise: dict[str, Any] | None, signer: Signer
 ) -> tuple[list[int], list[dict[str, Any]]]:
     """Run a compiled plan as one ``sql`` job on the custodians."""
     catalog = Catalog(env.home)
@@ -120,7 +119,8 @@ def _run_plan(
                 "chunks": [c["id"] for c in manifest["chunks"]],
             }
         )
-    return run_job(env, "sql", inputs, {"plan": plan, "prime": PRIME}, prime=PRIME, noise=noise)
+    params = {"plan": plan, "prime": PRIME}
+    return run_job(env, "sql", inputs, params, prime=PRIME, signer=signer, noise=noise)
 
 
 # ----- differential privacy (issue 7) ------------------------------------------------
@@ -202,23 +202,6 @@ def _dp_aggregates(plan: dict[str, Any]) -> tuple[list[Aggregate], dict[str, int
                 )
         index[key] = len(aggs) - 1
     return aggs, index
-
-
-def _dp_measures(plan: dict[str, Any], release: ReleasePlan) -> list[dict[str, Any]]:
-    """The SQL program's measures: exactly the release plan's statistics, in its order."""
-    measures = []
-    for stat in release.statistics:
-        kind, _, ref = stat.key.partition(":")
-        if kind == "count":
-            measures.append({"kind": "count", "part": f"{ref}.valid" if ref else None})
-        elif kind == "sum":
-            measures.append({"kind": "sum", "part": f"{ref}.val"})
-        elif kind == "sumsq":
-            boolean = plan["cols"][ref]["kind"] == "boolean"
-            measures.append({"kind": "sum", "part": f"{ref}.{'val' if boolean else 'sq'}"})
-        else:  # pragma: no cover - MIN/MAX are refused before planning
-            raise UnsupportedError(f"statistic {stat.key} under differential privacy")
-    return measures
 
 
 def _order_and_limit(
@@ -317,33 +300,33 @@ def run_sql(
     env: Environment,
     sql: str,
     *,
+    signer: Signer,
     epsilon: float | None = None,
-    researcher: str | None = None,
     min_group: int | None = None,
 ) -> dict[str, Any]:
     """``tessera query``: exact under MPC, or a DP release when a table's policy says so.
 
-    Under a DP policy (docs/dp.md) the budget is reserved before any node is contacted
-    (:class:`~tessera.errors.BudgetExhaustedError`, nothing runs), every custodian adds
-    its discrete Gaussian share inside the MPC, no exact count is compared there (the
-    MPC's own group-size check is switched off; groups are suppressed on noisy counts),
-    and AVG/VARIANCE/STDDEV are post-processing of the noisy sums and counts.
+    The policies are the custodians' (they must agree); the requester keeps none.  An
+    exact release uses the tables' minimum group size, which ``min_group`` may raise but
+    never lower.  Under DP every custodian derives the release plan from its own policy
+    and refuses a job whose plan differs, reserves the budget in its own ledger before
+    the MPC starts, adds its discrete Gaussian share inside the MPC; no exact count is
+    compared there (groups are suppressed on noisy counts), and AVG/VARIANCE/STDDEV are
+    post-processing of the noisy sums and counts.
     """
     started = time.perf_counter()
     plan = plan_query(env, sql, min_group=min_group)
     tables = _tables_of(plan)
-    ledger = open_ledger(env.home)
-    policy = combined_policy(ledger, tables)
+    policies = effective_policies(env, tables)
+    policy = strictest(list(policies.values()))
     if not policy.is_private:
         if epsilon is not None:
             raise PolicyError(
                 f"--epsilon: {', '.join(tables)} has no differential privacy policy "
                 "(tessera table policy NAME --mode dp ...)"
             )
-        if any(ledger.policy(t) is not None for t in tables):
-            floor = max(policy.min_group_size, min_group or min_group_policy(env))
-            return run_query(env, sql, min_group=floor)
-        return run_query(env, sql, min_group=min_group)
+        floor = max(policy.min_group_size, min_group or min_group_policy(env))
+        return run_query(env, sql, signer=signer, min_group=floor)
     aggregates, index = _dp_aggregates(plan)
     for it in plan["items"]:  # refuse unsupported items before any budget is spent
         if "expr" in it and _aggregate_key(it["expr"]) not in index:
@@ -352,33 +335,40 @@ def run_sql(
                 "column or one aggregate"
             )
     _order_and_limit(plan, [])  # an ORDER BY it cannot apply is refused before any spending
+    catalog = Catalog(env.home)
+    manifests = {t: catalog.get(t) for t in tables}
+    aliases = {str(src["alias"]): str(src["table"]) for src in plan["sources"]}
+    aggregates = [bound_aggregate(a, aliases, policies, manifests, 1) for a in aggregates]
+    booleans = {ref for ref, info in plan["cols"].items() if info.get("kind") == "boolean"}
     groups = plan["groups"]
     cells = math.prod(len(g["labels"]) for g in groups) if groups else 1
     metas: list[dict[str, Any]] = []
 
     def execute(release: ReleasePlan) -> dict[str, list[int]]:
         secure = dict(plan)
-        secure["measures"] = _dp_measures(plan, release)
+        secure["measures"] = dp_measures(list(release.keys), booleans)
         secure["extremes"] = []
         secure["min_group"] = 0  # never compare an exact count: suppression is post-processing
         k = len(release.statistics)
         noise = {"cells": k * cells, "groups": cells, "release_plan": release.to_dict()}
-        values, node_metas = _run_plan(env, secure, noise)
+        values, node_metas = _run_plan(env, secure, noise, signer)
         metas.extend(node_metas)
         body = values[cells : cells + k * cells]
         return {key: body[i * cells : (i + 1) * cells] for i, key in enumerate(release.keys)}
 
+    def budget() -> dict[str, dict[str, float]]:
+        rows = node_budgets(env, researcher=signer.name)
+        return remaining([r for r in rows if r["table"] in tables])
+
     answer = run_private_query(
-        ledger,
-        tables=tables,
-        researcher=current_researcher(researcher),
+        policy=policy,
         aggregates=aggregates,
         cells=cells,
         custodians=len(env.nodes),
         threshold=env.mpc_threshold,
         execute=execute,
         epsilon=epsilon,
-        note=sql[:200],
+        budget=budget,
     )
     result = _shape_answer(plan, answer, index)
     meta = metas[0].get("meta", {}) if metas else {}

@@ -45,14 +45,11 @@ from tessera.mpc.knn_spec import Feature, KnnJob, PatientQuery, PlainResult
 from tessera.tables.encode import PRIME, encode_rows, read_csv, share_parts
 from tessera.tables.schema import Column, Schema, parse_value
 from tessera.tables.store import Catalog
-from tessera.workflows.dp import (
-    PrivateAnswer,
-    combined_policy,
-    current_researcher,
-    open_ledger,
-    run_private_query,
-)
+from tessera.workflows.dp import PrivateAnswer, run_private_query
+from tessera.workflows.job_checks import bound_aggregate
 from tessera.workflows.nodes import run_job
+from tessera.workflows.people import Signer
+from tessera.workflows.policies import effective_policies, node_budgets, remaining
 
 __all__ = [
     "Profile",
@@ -291,7 +288,7 @@ def recommend_table(
     k: int | None = None,
     radius: str | int | None = None,
     epsilon: float | None = None,
-    researcher: str | None = None,
+    signer: Signer,
 ) -> dict[str, Any]:
     """Recommend for ``patient`` from a secret-shared table, computed by the custodian nodes.
 
@@ -310,8 +307,8 @@ def recommend_table(
     mode = "k" if k is not None else "radius"
     job = build_job(schema, profile, rows, mode=mode, parties=env.n, threshold=env.mpc_threshold)
     query = _query(schema, job, patient, k, radius)
-    ledger = open_ledger(env.home)
-    policy = combined_policy(ledger, [table])
+    policies = effective_policies(env, [table])
+    policy = policies[table]
     if not policy.is_private:
         if epsilon is not None:
             raise PolicyError(
@@ -319,7 +316,7 @@ def recommend_table(
                 "(tessera table policy NAME --mode dp ...)"
             )
         start = time.perf_counter()
-        values = _run_knn(env, table, manifest, job, query, None)
+        values = _run_knn(env, table, manifest, job, query, None, signer)
         if len(values) != job.treatments * 3 or any(v < 0 for v in values):
             raise IntegrityError("the custodians returned a malformed result")
         grid = np.array(values, dtype=object).reshape(job.treatments, 3)
@@ -333,7 +330,11 @@ def recommend_table(
         doc = result_document(job, schema, result, time.perf_counter() - start)
         doc["privacy"] = None
         return doc
-    aggregates = dp_aggregates(schema, job)
+    factor = 2 if job.mode == "k" else 1
+    aggregates = [
+        bound_aggregate(a, {"t": table}, policies, {table: manifest}, factor)
+        for a in dp_aggregates(schema, job)
+    ]
     width = 3 if job.event is not None else 2
 
     def execute(plan: ReleasePlan) -> dict[str, list[int]]:
@@ -345,24 +346,26 @@ def recommend_table(
             "groups": job.treatments,
             "release_plan": plan.to_dict(),
         }
-        values = _run_knn(env, table, manifest, job, query, noise)
+        values = _run_knn(env, table, manifest, job, query, noise, signer)
         if len(values) != width * job.treatments:
             raise IntegrityError("the custodians returned a malformed result")
         n = job.treatments
         return {key: values[i * n : (i + 1) * n] for i, key in enumerate(plan.keys)}
 
     start = time.perf_counter()
+
+    def budget() -> dict[str, dict[str, float]]:
+        return remaining(node_budgets(env, table, researcher=signer.name))
+
     answer = run_private_query(
-        ledger,
-        tables=[table],
-        researcher=current_researcher(researcher),
+        policy=policy,
         aggregates=aggregates,
         cells=job.treatments,
         custodians=env.n,
         threshold=env.mpc_threshold,
         execute=execute,
         epsilon=epsilon,
-        note=f"recommend {table}",
+        budget=budget,
     )
     return private_document(job, schema, answer, k, time.perf_counter() - start)
 
@@ -451,6 +454,7 @@ def _run_knn(
     job: KnnJob,
     query: PatientQuery,
     noise: dict[str, Any] | None,
+    signer: Signer,
 ) -> list[int]:
     """Seal the patient's shares to the nodes, run the ``knn`` job, return its outputs."""
     nonce = secrets.token_hex(16)
@@ -469,5 +473,5 @@ def _run_knn(
     ]
     params: dict[str, Any] = {"job": job.to_json(), "alias": "t", "nonce": nonce}
     params |= {"patient": sealed, "prime": PRIME}
-    values, _metas = run_job(env, "knn", inputs, params, prime=PRIME, noise=noise)
+    values, _metas = run_job(env, "knn", inputs, params, prime=PRIME, signer=signer, noise=noise)
     return [int(v) for v in values]

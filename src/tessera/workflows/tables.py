@@ -41,8 +41,9 @@ def linkage_key(env: Environment, path: Path | None = None) -> bytes:
     return key
 
 
-def _manifest(name: str, env: Environment, schema: Schema) -> dict[str, Any]:
+def _manifest(name: str, env: Environment, schema: Schema, *, declared: bool) -> dict[str, Any]:
     return {
+        "bounds": "declared" if declared else "inferred",
         "version": 1,
         "name": name,
         "prime": PRIME,
@@ -90,7 +91,7 @@ def import_csv(
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(schema.to_yaml())
             schema_written = str(out)
-        manifest = _manifest(name, env, schema)
+        manifest = _manifest(name, env, schema, declared=schema_path is not None)
     origin = hospital if hospital else csv_path.stem
     if not origin or len(origin) > 64:
         raise InputError("the hospital label must be 1..64 characters")

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,8 +75,22 @@ def _save(home: Path, users: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-def add_user(home: Path, name: str, role: str) -> str:
-    """Add ``name`` with ``role``; return its new API token (shown once, never stored)."""
+#: The roster roles a gateway user gets (stewards may also run queries in the console).
+ROSTER_ROLES = {
+    "researcher": ("researcher",),
+    "steward": ("steward", "researcher"),
+    "officer": ("officer",),
+}
+
+
+def add_user(home: Path, name: str, role: str, signers: Sequence[Any] = ()) -> str:
+    """Add ``name`` with ``role``; return its new API token (shown once, never stored).
+
+    The user is also a person of the custodians' roster: their signing key is made now,
+    encrypted under the token (so the gateway can sign for them only while they present
+    it), and the roster change is signed by ``signers`` (people.Signer; a steward or
+    officer, two for a privileged role once the roster has two privileged people).
+    """
     if not (home / "tessera.toml").exists():
         raise ConfigError(f"no Tessera environment at {home} (run tessera init)")
     if not _NAME.match(name):
@@ -86,6 +101,12 @@ def add_user(home: Path, name: str, role: str) -> str:
     if any(u.get("name") == name for u in users):
         raise UsageError(f"user {name!r} exists (remove it first to issue a new token)")
     token = secrets.token_urlsafe(32)
+    if signers:
+        from tessera.config import Environment
+        from tessera.workflows.people import add_person
+
+        env = Environment.load(home)
+        add_person(env, name, ROSTER_ROLES[role], token.encode(), signers, gateway=True)
     users.append(
         {
             "name": name,

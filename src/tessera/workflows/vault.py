@@ -1,7 +1,8 @@
 """The vault use cases: wire the environment's stores and the owner's keys to the vault.
 
-``tessera init`` calls :func:`init_vault` after creating the environment: it makes the
-owner's ML-DSA-65 key pair under ``keys/`` and writes the ``[vault]`` table::
+``tessera init`` calls :func:`init_vault` after creating the environment: the vault
+owner is the environment's first person, whose ML-DSA-65 key pair is under ``keys/``;
+it writes the ``[vault]`` table::
 
     [vault]
     write_quorum = 5          # stores that must take a fragment for a put to commit (k+1..n)
@@ -11,14 +12,15 @@ owner's ML-DSA-65 key pair under ``keys/`` and writes the ``[vault]`` table::
     signing_key = "keys/owner.key"
     verify_key = "keys/owner.pub"
 
-The private key is encrypted with ``$TESSERA_PASSPHRASE`` (scrypt + AES-256-GCM) unless
-the owner explicitly chose an unencrypted key (the embedded demo).
+The private key is always encrypted (scrypt + AES-256-GCM); the command line asks for
+its passphrase on a terminal, scripts give ``$TESSERA_PASSPHRASE``.
 
-Unlocking an encrypted key is the command line's authentication: :func:`open_vault`
-records a ``login`` event (DICOM 110114 User Authentication) in the gateway log, outcome
-``success`` or ``failure`` (wrong passphrase), with the OS user and 127.0.0.1 as the
-monitor's login rules expect.  Nothing about the passphrase is recorded; an unencrypted
-key or a missing passphrase is no authentication attempt and records no login.
+Unlocking the key is the command line's authentication: it records a ``login`` event
+(DICOM 110114 User Authentication) in the gateway log, outcome ``success`` or
+``failure`` (wrong passphrase), with the person's name as the user, the OS user in the
+detail, and 127.0.0.1, as :func:`tessera.workflows.people.unlock` does.  Nothing about
+the passphrase is recorded; a missing passphrase is no authentication attempt and
+records no login.
 """
 
 from __future__ import annotations
@@ -37,7 +39,14 @@ from tessera.vault import Store, Vault
 from tessera.workflows import audit
 from tessera.workflows.audit_cli import CLIENT, LOCAL_ADDRESS
 
-__all__ = ["init_vault", "listing", "open_vault", "unlock_signing_key", "vault_settings"]
+__all__ = [
+    "init_vault",
+    "listing",
+    "open_vault",
+    "unlock_signing_key",
+    "vault_owner",
+    "vault_settings",
+]
 
 DEFAULTS: dict[str, Any] = {
     "open_timeout_s": 30.0,
@@ -56,15 +65,22 @@ def vault_settings(env: Environment) -> dict[str, Any]:
     return {**DEFAULTS, "write_quorum": env.n, **table}
 
 
-def init_vault(env: Environment, *, passphrase: bytes | None) -> Path:
-    """Create the owner's signing key (encrypted unless ``passphrase`` is None) and [vault]."""
+def init_vault(env: Environment, *, owner: str = "owner", passphrase: bytes | None = None) -> Path:
+    """Write [vault]: the vault owner is the person ``owner`` (their key signs manifests).
+
+    The person's key is reused when it exists (``tessera init`` made it); otherwise one is
+    made, encrypted under ``passphrase`` (required then).
+    """
     settings = vault_settings(env)
+    settings["signing_key"] = f"keys/{owner}.key"
+    settings["verify_key"] = f"keys/{owner}.pub"
     private = env.home / str(settings["signing_key"])
-    if private.exists():
-        raise ConfigError(f"{private} already exists; refusing to replace the owner's key")
-    key = keys.generate()
-    keys.write_signing_key(private, key, passphrase=passphrase)
-    keys.write_verify_key(env.home / str(settings["verify_key"]), key.verify_key)
+    if not private.exists():
+        if not passphrase:
+            raise ConfigError("the vault owner's key needs a passphrase")
+        key = keys.generate()
+        keys.write_signing_key(private, key, passphrase=passphrase)
+        keys.write_verify_key(env.home / str(settings["verify_key"]), key.verify_key)
     env.extra["vault"] = settings
     env.save()
     return private
@@ -74,14 +90,14 @@ def _login_event(key_name: Path, outcome: str) -> AuditEvent:
     return AuditEvent(
         Action.LOGIN,
         outcome=outcome,
-        user=getpass.getuser(),
+        user=key_name.stem,
         role=os.environ.get("TESSERA_ROLE", ""),
         address=LOCAL_ADDRESS,
         client=CLIENT,
         source="gateway",
         entity=key_name.as_posix(),
         entity_type="key",
-        detail={"method": "passphrase"},
+        detail={"method": "passphrase", "os_user": getpass.getuser()},
     )
 
 
@@ -104,15 +120,22 @@ def unlock_signing_key(env: Environment, key_name: Path) -> keys.SigningKey:
     return signer
 
 
-def open_vault(env: Environment, *, write: bool = False) -> Vault:
-    """The environment's vault, after crash recovery; ``write`` loads the signing key."""
+def vault_owner(env: Environment) -> str:
+    """The person whose key signs the vault's manifests."""
+    return Path(str(vault_settings(env)["signing_key"])).stem
+
+
+def open_vault(
+    env: Environment, *, write: bool = False, signer: keys.SigningKey | None = None
+) -> Vault:
+    """The environment's vault, after crash recovery; ``write`` needs the owner's key
+    (``signer``, already unlocked, else unlocked with $TESSERA_PASSPHRASE)."""
     settings = vault_settings(env)
     verify_key = keys.read_verify_key(env.home / str(settings["verify_key"]))
-    signer = None
-    if write:
+    if write and signer is None:
         signer = unlock_signing_key(env, Path(str(settings["signing_key"])))
-        if signer.verify_key != verify_key:
-            raise ConfigError("the owner's signing key does not match its public key")
+    if write and signer is not None and signer.verify_key != verify_key:
+        raise ConfigError("the owner's signing key does not match its public key")
     try:
         quorum = int(settings["write_quorum"])
         timeout = float(settings["open_timeout_s"])

@@ -20,7 +20,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from tessera import keys
 from tessera.config import Environment, StoreConfig
-from tessera.errors import StorageUnavailableError
+from tessera.errors import ConfigError, StorageUnavailableError
 from tessera.vault import Store, Vault, refresh, repair, verify
 from tessera.workflows.vault import init_vault
 
@@ -195,10 +195,12 @@ def test_killed_put_is_cleaned_up_by_next_command(
         mpc_threshold=2,
     )
     env.save()
-    init_vault(env, passphrase=None)
+    with pytest.raises(ConfigError, match="passphrase"):  # never an unencrypted owner key
+        init_vault(env)
+    init_vault(env, passphrase=b"test passphrase")
     exe = Path(sys.executable).with_name("tessera")
-    run_env = {**os.environ, "TESSERA_HOME": str(home)}
-    run_env.pop("TESSERA_PASSPHRASE", None)
+    run_env = {**os.environ, "TESSERA_HOME": str(home), "TESSERA_PASSPHRASE": "test passphrase"}
+    run_env.pop("TESSERA_PERSON", None)
     (tmp_path / "small").write_bytes(b"old version")
     subprocess.run(
         [exe, "vault", "put", str(tmp_path / "small"), "--name", "f"], check=True, env=run_env

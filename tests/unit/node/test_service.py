@@ -8,15 +8,22 @@ import pytest
 
 from tessera.errors import InputError, IntegrityError
 from tessera.keys.signing import generate
-from tessera.mpc.jobs import SIGNING_CONTEXT, canonical_bytes
 from tessera.node.service import NodeService, ReplayError
 from tessera.workflows.environment import init_environment
 from tessera.workflows.nodes import sign_job
+from tessera.workflows.people import Signer, unlock
+
+PASS = b"unit test passphrase"
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    return init_environment(tmp_path_factory.mktemp("node") / "home", nodes=3)
+    return init_environment(tmp_path_factory.mktemp("node") / "home", nodes=3, passphrase=PASS)
+
+
+@pytest.fixture(scope="module")
+def owner(env: Any) -> Signer:
+    return unlock(env, "owner", PASS, record=False)
 
 
 @pytest.fixture
@@ -43,38 +50,41 @@ def job(**over: Any) -> dict[str, Any]:
     return base
 
 
-def test_signed_job_accepted_once(env: Any, service: Any) -> None:
-    envelope = sign_job(env, job())
-    assert service.verify(envelope)["job_id"] == envelope["job"]["job_id"]
+def test_signed_job_accepted_once(owner: Signer, service: Any) -> None:
+    envelope = sign_job(job(), owner)
+    verified, requester = service.verify(envelope)
+    assert verified["job_id"] == envelope["job"]["job_id"] and requester == "owner"
     with pytest.raises(ReplayError, match="replayed"):
         service.verify(envelope)
 
 
-def test_unsigned_and_forged_jobs_refused(env: Any, service: Any) -> None:
+def test_unsigned_and_forged_jobs_refused(owner: Signer, service: Any) -> None:
     with pytest.raises(IntegrityError, match="unsigned"):
         service.verify({"job": job()})
-    envelope = sign_job(env, job())
+    envelope = sign_job(job(), owner)
     envelope["job"]["params"] = {"plan": "changed"}
     with pytest.raises(IntegrityError, match="does not verify"):
         service.verify(envelope)
-    stranger = generate()
-    forged = job()
-    sig = stranger.sign(canonical_bytes(forged), context=SIGNING_CONTEXT)
+    # a stranger's key, even claiming to be the owner, is not in the custodian's roster
+    stranger = Signer("owner", generate())
     with pytest.raises(IntegrityError, match="does not verify"):
-        service.verify({"job": forged, "signature": sig.hex()})
+        service.verify(sign_job(job(), stranger))
+    # the old single-signature envelope (the environment's requester key) is refused
+    with pytest.raises(IntegrityError, match="unsigned"):
+        service.verify({"job": job(), "signature": "00" * 3309})
 
 
-def test_stale_and_malformed_jobs_refused(env: Any, service: Any) -> None:
+def test_stale_and_malformed_jobs_refused(owner: Signer, service: Any) -> None:
     with pytest.raises(ReplayError, match="time window"):
-        service.verify(sign_job(env, job(issued_at=int(time.time()) - 3600)))
+        service.verify(sign_job(job(issued_at=int(time.time()) - 3600), owner))
     with pytest.raises(InputError, match="parties"):
-        service.verify(sign_job(env, job(parties=[["127.0.0.1", 1000]])))
+        service.verify(sign_job(job(parties=[["127.0.0.1", 1000]]), owner))
     with pytest.raises(InputError, match="unknown job type"):
-        service.verify(sign_job(env, job(type="shell")))
+        service.verify(sign_job(job(type="shell"), owner))
 
 
-def test_replay_memory_survives_restart(env: Any) -> None:
-    envelope = sign_job(env, job())
+def test_replay_memory_survives_restart(env: Any, owner: Signer) -> None:
+    envelope = sign_job(job(), owner)
     first = NodeService(env, 3, warm=False)
     first.verify(envelope)
     first.close()
@@ -93,6 +103,8 @@ def test_shares_for_another_custodian_refused(service: Any) -> None:
 
 def test_pki_made_at_init(env: Any) -> None:
     pki = Path(env.home) / "pki"
-    for name in ("ca.crt", "node-1.crt", "node-3.key", "client.crt", "requester.pub"):
+    for name in ("ca.crt", "node-1.crt", "node-3.key", "client.crt"):
         assert (pki / name).exists()
     assert (pki / "node-1.key").stat().st_mode & 0o077 == 0
+    assert not (pki / "requester.seed").exists()  # no job-signing key without a person
+    assert b"ENCRYPTED PRIVATE KEY" in (pki / "ca.key").read_bytes()

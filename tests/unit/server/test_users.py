@@ -14,7 +14,7 @@ from tessera.workflows.users import add_user, authenticate, list_users, remove_u
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
-    return init_environment(tmp_path / "home", nodes=3).home
+    return init_environment(tmp_path / "home", nodes=3, passphrase=b"unit test passphrase").home
 
 
 def test_add_authenticate_remove(home: Path) -> None:

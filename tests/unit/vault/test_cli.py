@@ -18,10 +18,10 @@ from .kit import random_bytes
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.delenv("TESSERA_PASSPHRASE", raising=False)
+    monkeypatch.setenv("TESSERA_PASSPHRASE", "unit test passphrase")
     monkeypatch.delenv("TESSERA_HOME", raising=False)
     folder = tmp_path / "env"
-    assert main(["init", str(folder), "--nodes", "5", "--threshold", "3", "--unencrypted-key"]) == 0
+    assert main(["init", str(folder), "--nodes", "5", "--threshold", "3"]) == 0
     return folder
 
 

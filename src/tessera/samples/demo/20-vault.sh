@@ -5,7 +5,7 @@ set -euo pipefail
 PY="${TESSERA_PYTHON:-python3}"
 cd "$DEMO_DIR"
 H="$DEMO_DIR/vault-env"
-[ -e "$H/tessera.toml" ] || tessera init "$H" --nodes 5 --threshold 3 --unencrypted-key >/dev/null
+[ -e "$H/tessera.toml" ] || tessera init "$H" --nodes 5 --threshold 3 >/dev/null
 export TESSERA_HOME="$H"
 echo "-- an 8 MiB 'scan' goes into the vault: 3-of-5 over five stores"
 head -c $((8 * 1024 * 1024)) /dev/urandom > scan.bin

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$DEMO_DIR"
 H="$DEMO_DIR/sql-env"
 PY="${TESSERA_PYTHON:-python3}"
-[ -e "$H/tessera.toml" ] || tessera init "$H" --nodes 3 --unencrypted-key >/dev/null
+[ -e "$H/tessera.toml" ] || tessera init "$H" --nodes 3 >/dev/null
 trap 'tessera node stop --home "$H" >/dev/null 2>&1 || true' EXIT
 echo "-- a synthetic cohort of 1,500 patients from three hospitals (seeded)"
 "$PY" -m tessera.samples.cohort cohort --rows 1500 --hospitals 3

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$DEMO_DIR"
 H="$DEMO_DIR/recommend-env"
 PY="${TESSERA_PYTHON:-python3}"
-[ -e "$H/tessera.toml" ] || tessera init "$H" --nodes 3 --unencrypted-key >/dev/null
+[ -e "$H/tessera.toml" ] || tessera init "$H" --nodes 3 >/dev/null
 trap 'tessera node stop --home "$H" >/dev/null 2>&1 || true' EXIT
 echo "-- a synthetic HIV cohort: 3,000 patients from three hospitals, 100 regimens (seeded)"
 "$PY" -m tessera.samples.hiv hiv --rows 3000 --hospitals 3 >/dev/null

@@ -7,8 +7,9 @@ cd "$DEMO_DIR"
 PY="${TESSERA_PYTHON:-python3}"
 STORESCU=/usr/bin/storescu  # dcmtk's (pynetdicom installs its own storescu in the venv)
 H="$DEMO_DIR/dicom-env"
-[ -e "$H/tessera.toml" ] || tessera init "$H" --nodes 3 --threshold 2 --unencrypted-key >/dev/null 2>&1
+[ -e "$H/tessera.toml" ] || tessera init "$H" --nodes 3 --threshold 2 >/dev/null 2>&1
 export TESSERA_HOME="$H"
+trap 'tessera node stop --home "$H" >/dev/null 2>&1 || true' EXIT
 files=$("$PY" -W ignore -c "
 from pydicom.data import get_testdata_file as g
 print(' '.join(g(n) for n in ['CT_small.dcm', 'MR_small.dcm', 'rtplan.dcm', 'SC_rgb_small_odd.dcm']))")
@@ -18,14 +19,14 @@ if [ -x "$STORESCU" ]; then
   rm -f node.log
   tessera dicom serve --port 0 --ae-title TESSERA --vault --keep-original >node.log 2>node.err &
   node=$!
-  trap 'kill $node 2>/dev/null || true' EXIT
+  trap 'kill $node 2>/dev/null || true; tessera node stop --home "$H" >/dev/null 2>&1 || true' EXIT
   for _ in $(seq 100); do grep -q listening node.log 2>/dev/null && break; sleep 0.1; done
   port=$(sed -n 's/^listening on [0-9.]*:\([0-9]*\).*/\1/p' node.log)
   echo "   $(cat node.log)"
   echo "-- dcmtk storescu sends CT, MR, RT plan and a secondary capture (burned-in text risk)"
   "$STORESCU" -nh -aec TESSERA -aet MODALITY 127.0.0.1 "$port" $files 2>&1 | grep -E 'Store Failed|Status' | sed 's/^/   storescu: /' || true
   kill $node; wait $node 2>/dev/null || true
-  trap - EXIT
+  trap 'tessera node stop --home "$H" >/dev/null 2>&1 || true' EXIT
   sed 's/^/   node: /' node.err
   echo "-- what the vault holds (names only; stores see random ids)"
   tessera vault ls | { grep -E 'dicom' || true; } | sed 's/^/   /'
@@ -50,7 +51,8 @@ for a in ct["actions"]:
 print("   CT_small actions by code:", dict(sorted(acts.items())), "date shift:", ct["date_shift_days"], "days")
 open("pseudonym.txt", "w").write(ct["pseudonym"])
 PY
-echo "-- re-identify the CT patient: reconstructed from 2 of 3 stores, audited"
+echo "-- re-identify the CT patient: only a steward or officer of the custodians' roster,"
+echo "   after unlocking their key; reconstructed from 2 of 3 stores, audited"
 tessera dicom reidentify "$(cat pseudonym.txt)"
 echo "-- the CT as the modality sent it, from the vault (2 of 3 stores, audited)"
 rm -f ct-original.dcm

@@ -7,7 +7,7 @@ PY="${TESSERA_PYTHON:-python3}"
 cd "$DEMO_DIR"
 H="$DEMO_DIR/sql-env"
 if [ ! -e "$H/tessera.toml" ]; then  # run on its own: build the SQL demo's tables
-  tessera init "$H" --nodes 3 --unencrypted-key >/dev/null
+  tessera init "$H" --nodes 3 >/dev/null
   "$PY" -m tessera.samples.cohort cohort --rows 600 --hospitals 3 >/dev/null
   for h in 1 2 3; do
     tessera table import "cohort/labs-$h.csv" --name labs --hospital "hospital-$h" \
@@ -16,8 +16,9 @@ if [ ! -e "$H/tessera.toml" ]; then  # run on its own: build the SQL demo's tabl
 fi
 gw=""
 trap '[ -n "$gw" ] && kill "$gw" 2>/dev/null; tessera node stop --home "$H" >/dev/null 2>&1 || true' EXIT
-echo "-- the steward adds a researcher and a security officer (each token is shown once)"
-token() { tessera user add "$1" --role "$2" --home "$H" --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["token"])'; }
+echo "-- the owner adds a researcher and a security officer (each token is shown once; each"
+echo "   user joins the custodians' roster with a key only their token unlocks)"
+token() { tessera user add "$1" --role "$2" --as owner --home "$H" --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["token"])'; }
 RITA=$(token rita researcher)
 OSCAR=$(token oscar officer)
 tessera user ls --home "$H" | sed 's/^/   /'

@@ -1,0 +1,263 @@
+"""A custodian's own authority: the roster it pinned, the policies it holds, its ledger.
+
+Every custodian node decides on its own, from what it holds, whether a job may run
+(:meth:`Custodian.admit`), so breaking a table's rules takes a majority of custodians,
+the same bar as reading the data:
+
+* the job must be signed by a researcher of the pinned roster who is granted every
+  input table (:meth:`Custodian.authenticate`, :meth:`Custodian.admit`);
+* the minimum group size, the DP noise and the charge come from the custodian's copy of
+  each table's signed policy, never from the job: an exact job on a DP table, a job
+  without noise, with less noise or with other bounds, or a lower minimum group is
+  refused (:mod:`tessera.workflows.job_checks`);
+* the budget is reserved in the custodian's own ledger before the MPC starts, committed
+  when it released its share, refunded when the job failed before that.
+
+Policies are documents signed by the table's steward; one that weakens privacy needs a
+second privileged signature (an officer or another steward).  A table without a policy
+gets :data:`DEFAULT_POLICY` (exact answers, minimum group 5), which a job may raise but
+never lower.  State lives in the node's folder: ``roster.json`` (the pinned roster
+document), ``custodian.sqlite3`` (signed policies) and ``budget.sqlite3`` (the ledger).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from tessera.config import Environment
+from tessera.dp import Ledger, Policy, ReleasePlan, Reservation
+from tessera.dp.policy import TablePolicy, strictest, weakenings
+from tessera.errors import ConfigError, InputError, IntegrityError, PolicyError
+from tessera.keys.documents import SignedDocument, verified_signers
+from tessera.keys.people import PRIVILEGED, ROSTER_CONTEXT, Roster, admit_roster
+from tessera.workflows.job_checks import check_dp_job, check_exact_job
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "JOB_CONTEXT",
+    "POLICY_CONTEXT",
+    "Admission",
+    "Custodian",
+    "admit_policy",
+    "store_root",
+]
+
+JOB_CONTEXT = b"tessera-mpc-job-v2"
+POLICY_CONTEXT = b"tessera-policy-v1"
+DEFAULT_POLICY = Policy.none(min_group_size=5)
+ROSTER_FILE = "roster.json"
+
+
+def store_root(env: Environment, node_id: int) -> Path:
+    """The local folder of node ``node_id``'s store (file:// URLs only)."""
+    store = next((s for s in env.stores if s.id == node_id), None)
+    if store is None:
+        raise ConfigError(f"no store for node {node_id}")
+    url = urlparse(store.url)
+    if url.scheme not in ("", "file"):
+        raise ConfigError(f"node {node_id}: table shares need a file:// store, not {url.scheme}")
+    return Path(unquote(url.path))
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A job this custodian agreed to run, and what it reserved for it."""
+
+    job: dict[str, Any]
+    requester: str
+    tables: tuple[str, ...]
+    release: ReleasePlan | None = None
+    reservation: Reservation | None = None
+
+
+def admit_policy(
+    roster: Roster, current: TablePolicy | None, document: SignedDocument
+) -> TablePolicy:
+    """The policy in ``document`` if this custodian may install it; PolicyError if not."""
+    new = TablePolicy.from_body(document.body)
+    if current is not None and new.serial <= current.serial:
+        raise PolicyError(
+            f"{new.table}: policy serial {new.serial} is not newer than the installed "
+            f"{current.serial}"
+        )
+    signers = verified_signers(document, roster.keys(), context=POLICY_CONTEXT)
+    steward = roster.get(new.steward)
+    if steward is None or "steward" not in steward.roles or new.steward not in signers:
+        raise PolicyError(f"{new.table}: the policy is not signed by its steward {new.steward!r}")
+    privileged = {n for n in signers if (p := roster.get(n)) and p.roles & PRIVILEGED}
+    old_steward = current.steward if current is not None else new.steward
+    if old_steward not in signers and len(privileged) < 2:
+        raise PolicyError(
+            f"{new.table}: a new steward needs {old_steward}'s signature or a second "
+            "steward's or officer's"
+        )
+    weaker = weakenings(current.policy if current else DEFAULT_POLICY, new.policy)
+    if weaker and len(privileged) < 2:
+        raise PolicyError(
+            f"{new.table}: the policy weakens privacy ({'; '.join(weaker)}); it needs a second "
+            "signature from an officer or another steward"
+        )
+    return new
+
+
+class Custodian:
+    """One custodian's roster, policies and ledger under ``root`` (its node folder)."""
+
+    def __init__(self, root: Path, *, parties: int, threshold: int, enforce: bool = True) -> None:
+        self.root = Path(root)
+        self.parties = parties
+        self.threshold = threshold
+        self.enforce = enforce
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger(self.root / "budget.sqlite3")
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.root / "custodian.sqlite3", check_same_thread=False)
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS policies (table_name TEXT PRIMARY KEY, "
+            "serial INTEGER NOT NULL, document TEXT NOT NULL)"
+        )
+        self._db.commit()
+
+    # ----- roster --------------------------------------------------------------------
+    def roster_document(self) -> dict[str, Any]:
+        """The pinned roster document; ConfigError when none was installed."""
+        try:
+            doc: dict[str, Any] = json.loads((self.root / ROSTER_FILE).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{self.root}: no roster pinned (run tessera init)") from None
+        except ValueError:
+            raise ConfigError(f"{self.root}: the pinned roster is damaged") from None
+        return doc
+
+    def roster(self) -> Roster:
+        """The people this custodian trusts."""
+        return Roster.from_body(SignedDocument.from_dict(self.roster_document()).body)
+
+    def pin_roster(self, document: SignedDocument) -> Roster:
+        """Pin the first roster (signed by one of its own privileged people)."""
+        roster = Roster.from_body(document.body)
+        signers = verified_signers(document, roster.keys(), context=ROSTER_CONTEXT)
+        if not any((p := roster.get(n)) and p.privileged for n in signers):
+            raise PolicyError("the first roster must be signed by one of its stewards or officers")
+        with self._lock:
+            if (self.root / ROSTER_FILE).exists():
+                raise PolicyError("a roster is already pinned; install a newer one instead")
+            self._write_roster(document)
+        return roster
+
+    def install_roster(self, document: SignedDocument) -> Roster:
+        """Replace the roster with a newer one its current people signed."""
+        with self._lock:
+            roster = admit_roster(self.roster(), document)
+            self._write_roster(document)
+        return roster
+
+    def _write_roster(self, document: SignedDocument) -> None:
+        path = self.root / ROSTER_FILE
+        tmp = path.with_name(f".{ROSTER_FILE}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(document.to_dict(), indent=1))
+        os.replace(tmp, path)
+
+    # ----- policies ------------------------------------------------------------------
+    def policy_document(self, table: str) -> dict[str, Any] | None:
+        """The signed policy document of ``table`` as installed, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT document FROM policies WHERE table_name = ?", (table,)
+            ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def table_policy(self, table: str) -> TablePolicy | None:
+        """``table``'s installed policy, or None (then :data:`DEFAULT_POLICY` applies)."""
+        doc = self.policy_document(table)
+        return None if doc is None else TablePolicy.from_body(doc["body"])
+
+    def effective(self, table: str) -> Policy:
+        """The rules that apply to ``table`` now."""
+        current = self.table_policy(table)
+        return DEFAULT_POLICY if current is None else current.policy
+
+    def install_policy(self, document: SignedDocument) -> TablePolicy:
+        """Install a signed table policy if the roster's people allow it."""
+        roster = self.roster()
+        with self._lock:
+            table = str(document.body.get("table", ""))
+            row = self._db.execute(
+                "SELECT document FROM policies WHERE table_name = ?", (table,)
+            ).fetchone()
+            current = None if row is None else TablePolicy.from_body(json.loads(row[0])["body"])
+            new = admit_policy(roster, current, document)
+            self.ledger.set_policy(new.table, new.policy)
+            self._db.execute(
+                "INSERT INTO policies VALUES (?, ?, ?) ON CONFLICT (table_name) DO UPDATE "
+                "SET serial = excluded.serial, document = excluded.document",
+                (new.table, new.serial, json.dumps(document.to_dict())),
+            )
+            self._db.commit()
+        return new
+
+    # ----- jobs ----------------------------------------------------------------------
+    def authenticate(self, envelope: Any) -> tuple[dict[str, Any], str]:
+        """The job and the roster name that signed it; IntegrityError if nobody did."""
+        if not isinstance(envelope, dict) or "signatures" not in envelope:
+            raise IntegrityError("unsigned job")
+        document = SignedDocument.from_dict(
+            {"body": envelope.get("job"), "signatures": envelope["signatures"]}
+        )
+        job = document.body
+        requester = job.get("requester")
+        if not isinstance(requester, str):
+            raise InputError("a job names its requester")
+        signers = verified_signers(document, self.roster().keys(), context=JOB_CONTEXT)
+        if requester not in signers:
+            raise IntegrityError("job signature does not verify for a person of the roster")
+        return job, requester
+
+    def admit(
+        self, job: dict[str, Any], requester: str, manifests: Mapping[str, dict[str, Any]]
+    ) -> Admission:
+        """Check ``job`` against this custodian's policies and reserve its budget."""
+        tables = tuple(sorted({str(item["table"]) for item in job["inputs"]}))
+        if not self.enforce:
+            return Admission(job, requester, tables)
+        person = self.roster().get(requester)
+        if person is None or "researcher" not in person.roles:
+            raise PolicyError(f"{requester} is not a researcher of this custodian's roster")
+        policies = {t: self.effective(t) for t in tables}
+        for table, policy in policies.items():
+            if policy.grants is not None and requester not in policy.grants:
+                raise PolicyError(f"{requester} is not granted table {table}")
+        combined = strictest(list(policies.values()))
+        if not combined.is_private:
+            check_exact_job(job, combined, tables)
+            return Admission(job, requester, tables)
+        release = check_dp_job(
+            job, policies, combined, manifests, parties=self.parties, threshold=self.threshold
+        )
+        private = [t for t, p in policies.items() if p.is_private]
+        reservation = self.ledger.reserve(
+            private, requester, release.charge_rho, note=str(job["job_id"])
+        )
+        return Admission(job, requester, tables, release, reservation)
+
+    def settle(self, admission: Admission, *, released: bool) -> None:
+        """Commit the reservation (the share left this node) or refund it."""
+        if admission.reservation is None:
+            return
+        if released:
+            self.ledger.commit(admission.reservation)
+        else:
+            self.ledger.refund(admission.reservation)
+
+    def close(self) -> None:
+        """Close the policy database."""
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,173 @@
+"""What a custodian checks in a job against the policies it holds (per job type).
+
+:func:`check_exact_job` guards tables released exactly: the SQL plan's minimum group
+size may be raised, never lowered, and no DP noise is asked for on a table without a DP
+policy.  :func:`check_dp_job` guards tables under DP: the custodian rebuilds the release
+plan itself, from its own policy (budget, epsilon cap, delta, minimum group) and the
+steward-confirmed bounds, for the aggregates the job names, and refuses the job unless
+the plan the job carries is exactly that one; then it checks that the program releases
+nothing but those noisy statistics (no exact count compared, no MIN/MAX).  The noise the
+custodian adds is drawn from its own plan.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from tessera.dp import Aggregate, Policy, ReleasePlan, plan_release
+from tessera.errors import InputError, PolicyError
+from tessera.mpc.knn_spec import KnnJob
+from tessera.mpc.sql import dp_measures, plan_cells
+
+__all__ = ["bound_aggregate", "check_dp_job", "check_exact_job"]
+
+_NUMERIC = ("integer", "decimal", "date")
+
+
+def check_exact_job(job: Mapping[str, Any], policy: Policy, tables: tuple[str, ...]) -> None:
+    """Refuse an exact job that lowers the minimum group size or asks for noise."""
+    if job.get("noise"):
+        raise PolicyError(f"{', '.join(tables)} has no DP policy: this custodian adds no noise")
+    if job["type"] == "sql":
+        plan = _sql_plan(job)
+        asked = plan.get("min_group")
+        if not isinstance(asked, int) or asked < policy.min_group_size:
+            raise PolicyError(
+                f"minimum group size {asked} is below {', '.join(tables)}'s {policy.min_group_size}"
+            )
+
+
+def _sql_plan(job: Mapping[str, Any]) -> dict[str, Any]:
+    plan = job["params"].get("plan")
+    if not isinstance(plan, dict):
+        raise InputError("a sql job carries its plan")
+    return plan
+
+
+def _column(manifests: Mapping[str, Mapping[str, Any]], table: str, name: str) -> Mapping[str, Any]:
+    manifest = manifests.get(table)
+    if manifest is None:
+        raise InputError(f"this custodian holds no table {table}")
+    for info in manifest.get("columns", []):
+        if info.get("name") == name:
+            return dict(info)
+    raise InputError(f"table {table} has no column {name}")
+
+
+def bound_aggregate(
+    agg: Aggregate,
+    aliases: Mapping[str, str],
+    policies: Mapping[str, Policy],
+    manifests: Mapping[str, Mapping[str, Any]],
+    factor: int,
+) -> Aggregate:
+    """``agg`` with the bounds, nullability and sensitivity this custodian derives."""
+    if agg.column is None:
+        if agg.func != "count":
+            raise InputError(f"{agg.func} needs a column")
+        return replace(agg, lower=0, upper=0, nullable=False, sensitivity_factor=factor)
+    alias, _, name = agg.column.rpartition(".")
+    if not alias:
+        if len(aliases) != 1:
+            raise InputError(f"column {name} must name its table")
+        alias = next(iter(aliases))
+    table = aliases.get(alias)
+    if table is None:
+        raise InputError(f"unknown input {alias}")
+    info = _column(manifests, table, name)
+    if info["kind"] == "boolean":
+        lower, upper = 0, 1
+    elif info["kind"] in _NUMERIC:
+        bound = policies[table].bound(name)
+        if bound is None:
+            raise PolicyError(
+                f"the bounds of {table}.{name} are not confirmed in the table's policy "
+                "(tessera table policy ... --confirm-bounds)"
+            )
+        lower, upper = bound
+        if lower > int(info["min"]) or upper < int(info["max"]):
+            raise PolicyError(
+                f"the policy's bounds of {table}.{name} are narrower than the stored range"
+            )
+    elif agg.func == "count":
+        lower, upper = 0, 0
+    else:
+        raise PolicyError(f"{agg.func} of {table}.{name} ({info['kind']}) under DP")
+    nullable = bool(info.get("nullable"))
+    return replace(agg, lower=lower, upper=upper, nullable=nullable, sensitivity_factor=factor)
+
+
+def _knn_factor(job: Mapping[str, Any]) -> tuple[int, KnnJob]:
+    spec = job["params"].get("job")
+    knn = KnnJob.from_json(spec if isinstance(spec, str) else json.dumps(spec))
+    return (2 if knn.mode == "k" else 1), knn
+
+
+def check_dp_job(
+    job: Mapping[str, Any],
+    policies: Mapping[str, Policy],
+    combined: Policy,
+    manifests: Mapping[str, Mapping[str, Any]],
+    *,
+    parties: int,
+    threshold: int,
+) -> ReleasePlan:
+    """This custodian's release plan for a DP job; PolicyError if the job deviates."""
+    private = ", ".join(t for t, p in policies.items() if p.is_private)
+    noise = job.get("noise")
+    if not isinstance(noise, dict) or not isinstance(noise.get("release_plan"), dict):
+        raise PolicyError(f"{private} is under differential privacy: a job without noise")
+    claimed = ReleasePlan.from_dict(noise["release_plan"])
+    aliases = {str(item["alias"]): str(item["table"]) for item in job["inputs"]}
+    if job["type"] == "sql":
+        factor, groups = 1, plan_cells(_sql_plan(job))
+    elif job["type"] == "knn":
+        factor, knn = _knn_factor(job)
+        groups = knn.treatments
+    else:
+        raise PolicyError(f"job type {job['type']} under differential privacy")
+    aggregates = [
+        bound_aggregate(a, aliases, policies, manifests, factor) for a in claimed.aggregates
+    ]
+    mine = plan_release(
+        combined,
+        aggregates,
+        cells=groups,
+        custodians=parties,
+        threshold=threshold,
+        epsilon=claimed.requested_epsilon,
+        confidence=claimed.confidence,
+    )
+    if mine.to_dict() != claimed.to_dict():
+        raise PolicyError(
+            f"the job's noise does not match {private}'s policy held by this custodian"
+        )
+    if noise.get("cells") != len(mine.statistics) * groups or noise.get("groups") != groups:
+        raise PolicyError("the job's noise cells do not match its result cells")
+    if job["type"] == "sql":
+        _check_sql_release(_sql_plan(job), mine, aliases, manifests)
+    return mine
+
+
+def _check_sql_release(
+    plan: Mapping[str, Any],
+    release: ReleasePlan,
+    aliases: Mapping[str, str],
+    manifests: Mapping[str, Mapping[str, Any]],
+) -> None:
+    """The SQL program must release exactly the noisy statistics, nothing exact."""
+    if plan.get("min_group") != 0:
+        raise PolicyError("a DP job must not compare exact group sizes (min_group 0)")
+    if plan.get("extremes"):
+        raise PolicyError("MIN and MAX are not released under differential privacy")
+    booleans = set()
+    for stat in release.statistics:
+        ref = stat.column or ""
+        alias, _, name = ref.rpartition(".")
+        if alias in aliases and _column(manifests, aliases[alias], name)["kind"] == "boolean":
+            booleans.add(ref)
+    if plan.get("measures") != dp_measures(list(release.keys), booleans):
+        raise PolicyError("the job's measures are not the DP release's statistics")

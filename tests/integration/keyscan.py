@@ -1,0 +1,51 @@
+"""Find private keys stored in the clear under a folder (for the after-demo scans).
+
+A person's key, a job-signing seed or a CA key must never be readable without its
+passphrase.  Allowed in the clear: the TLS keys of custodian nodes and of the requester
+(transport only; a node runs unattended), the audit logs' own tree-head signing keys
+(a log signs unattended; they grant no authority over data or policy), and the data
+owners' linkage key (a keyed hash key for pseudonyms, not a signing key).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+TRANSPORT = ("client.key",)
+
+
+def _allowed(path: Path) -> bool:
+    name = path.name
+    if path.parent.name == "pki" and (name.startswith("node-") or name in TRANSPORT):
+        return True
+    if name == "signing.key" and path.parent.name == "audit":
+        return True
+    return name == "linkage.key"
+
+
+def plain_keys(folder: Path) -> list[str]:
+    """Every file under ``folder`` that holds a private key or seed in the clear."""
+    found = []
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or path.is_symlink():
+            continue
+        try:
+            head = path.read_bytes()[:65536]
+        except OSError:
+            continue
+        problem = None
+        if path.suffix == ".seed" or (len(head) == 32 and path.suffix in (".key", ".seed")):
+            problem = "a raw 32-byte seed"
+        elif b"PRIVATE KEY-----" in head and b"ENCRYPTED PRIVATE KEY" not in head:
+            problem = "an unencrypted PEM private key"
+        elif b'"tessera-key"' in head:
+            try:
+                doc = json.loads(head)
+            except ValueError:
+                doc = {}
+            if doc.get("encryption") != "scrypt-aes256gcm":
+                problem = "a Tessera key file without encryption"
+        if problem and not _allowed(path):
+            found.append(f"{path.relative_to(folder)}: {problem}")
+    return found
