@@ -10,9 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from tessera.cli._common import HomeOption, JsonOption, emit_json, resolve_home, stderr
+from tessera.cli._keys import AsOption, acting_name, unlock_person
 from tessera.cli.policy import register_table_policy
 from tessera.config import Environment
 from tessera.workflows.tables import describe_table, import_csv, list_tables
+from tessera.workflows.validation import validate_table
 
 __all__ = ["app"]
 
@@ -103,6 +105,32 @@ def describe(
         )
         out.add_row(c["name"], c["type"], bounds, " ".join(c["encoding"]))
     Console().print(out)
+
+
+@app.command("validate")
+def validate(
+    name: Annotated[str, typer.Argument(help="Table name.")],
+    acting: AsOption = None,
+    home: HomeOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Have the custodians check, inside the MPC, that every chunk's shares encode valid
+    rows (values within the bounds, bits that are bits); DP releases read only chunks
+    every custodian validated (query and recommend run this first by themselves)."""
+    env = Environment.load(resolve_home(home))
+    signer = unlock_person(env, acting_name(env, acting))
+    outcome = validate_table(env, name, signer)
+    if json_out:
+        emit_json(outcome)
+    else:
+        typer.echo(
+            f"{name}: {len(outcome['valid'])} chunk(s) valid, {len(outcome['failed'])} failed "
+            f"({outcome['checked_now']} checked now)"
+        )
+        for chunk in outcome["failed"]:
+            stderr.print(f"chunk {chunk}: its shares do not encode valid rows")
+    if outcome["failed"]:
+        raise typer.Exit(1)
 
 
 register_table_policy(app)  # `tessera table policy NAME ...` (differential privacy, issue 7)

@@ -39,6 +39,7 @@ SIGNING_CONTEXT = b"tessera-mpc-job-v1"
 PROGRAMS: dict[str, str] = {
     "sql": "tessera.mpc.sql_program",
     "knn": "tessera.mpc.knn",  # issue 6 (recommend): module owned by that feature
+    "validate": "tessera.mpc.validate",  # custodians check uploaded shares' encoding
 }
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")

@@ -13,6 +13,7 @@ Routes (all JSON unless noted)::
     GET  /v1/policies/{table}                 the table's signed policy, or {"policy": null}
     POST /v1/policies                         install a signed table policy
     GET  /v1/budgets?researcher=NAME          this custodian's ledger balances
+    GET  /v1/tables/{name}/validation         per chunk: validated, failed or not checked
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from tessera.errors import InputError, TesseraError
+from tessera.errors import InputError, NotFoundError, TesseraError
 from tessera.keys.documents import SignedDocument
 from tessera.node.service import NodeService
 
@@ -98,6 +99,13 @@ def create_app(service: NodeService) -> FastAPI:
         document = SignedDocument.from_dict(await _json(request))
         installed = await run_in_threadpool(service.custodian.install_policy, document)
         return {"table": installed.table, "serial": installed.serial}
+
+    @app.get("/v1/tables/{name}/validation", operation_id="node-validation")
+    def validation(name: str) -> dict[str, Any]:
+        manifest = next((m for m in service.tables() if m.get("name") == name), None)
+        if manifest is None:
+            raise NotFoundError(f"no table {name}")
+        return {"chunks": service.custodian.validation(name, manifest)}
 
     @app.get("/v1/budgets", operation_id="node-budgets")
     def budgets(researcher: str | None = None) -> list[dict[str, Any]]:

@@ -291,8 +291,29 @@ class NodeService:
             self._record_job(job, exc)
             raise
         self.custodian.settle(admission, released=True)
+        if job["type"] == "validate":
+            self._record_validation(job, manifests, result)
         self._record_job(job, None)
         return result
+
+    def _record_validation(
+        self, job: Mapping[str, Any], manifests: Mapping[str, Any], result: Mapping[str, Any]
+    ) -> None:
+        """Keep what this custodian's own party found (never the requester's word)."""
+        item = job["inputs"][0]
+        table = str(item["table"])
+        chunks = [str(c) for c in item["chunks"]]
+        found = result.get("meta", {}).get("valid")
+        if not isinstance(found, list) or len(found) != len(chunks):
+            found = [False] * len(chunks)
+        columns = manifests[table].get("columns", []) if table in manifests else []
+        for chunk, ok in zip(chunks, found, strict=True):
+            good = ok is True
+            self.custodian.record_validation(table, [chunk], columns, ok=good)
+            if not good:
+                _log.warning(
+                    "node %d: chunk %s of %s failed validation", self.node_id, chunk[:12], table
+                )
 
     def _noise_spec(self, admission: Admission) -> dict[str, Any] | None:
         """The noise this custodian adds: from its own release plan when it enforces."""

@@ -26,6 +26,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,12 @@ from tessera.dp.policy import TablePolicy, strictest, weakenings
 from tessera.errors import ConfigError, InputError, IntegrityError, PolicyError
 from tessera.keys.documents import SignedDocument, verified_signers
 from tessera.keys.people import PRIVILEGED, ROSTER_CONTEXT, Roster, admit_roster
-from tessera.workflows.job_checks import check_dp_job, check_exact_job
+from tessera.workflows.job_checks import (
+    check_dp_job,
+    check_exact_job,
+    check_validate_job,
+    columns_digest,
+)
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -124,6 +130,11 @@ class Custodian:
             "CREATE TABLE IF NOT EXISTS policies (table_name TEXT PRIMARY KEY, "
             "serial INTEGER NOT NULL, document TEXT NOT NULL)"
         )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS validated (table_name TEXT NOT NULL, chunk TEXT NOT "
+            "NULL, columns TEXT NOT NULL, ok INTEGER NOT NULL, checked REAL NOT NULL, "
+            "PRIMARY KEY (table_name, chunk))"
+        )
         self._db.commit()
 
     # ----- roster --------------------------------------------------------------------
@@ -204,6 +215,53 @@ class Custodian:
             self._db.commit()
         return new
 
+    # ----- validation ----------------------------------------------------------------
+    def record_validation(
+        self, table: str, chunks: list[str], columns: list[Any], *, ok: bool
+    ) -> None:
+        """Record what this custodian's party found checking ``chunks`` of ``table``."""
+        digest = columns_digest(columns)
+        with self._lock:
+            self._db.executemany(
+                "INSERT INTO validated VALUES (?, ?, ?, ?, ?) ON CONFLICT (table_name, chunk) "
+                "DO UPDATE SET columns = excluded.columns, ok = excluded.ok, "
+                "checked = excluded.checked",
+                [(table, c, digest, int(ok), time.time()) for c in chunks],
+            )
+            self._db.commit()
+
+    def validation(self, table: str, manifest: Mapping[str, Any]) -> dict[str, bool | None]:
+        """Per chunk of ``table``: True (valid), False (failed), None (not checked for the
+        columns the manifest declares now)."""
+        digest = columns_digest(manifest.get("columns", []))
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT chunk, columns, ok FROM validated WHERE table_name = ?", (table,)
+            ).fetchall()
+        known = {c: bool(ok) for c, cols, ok in rows if cols == digest}
+        return {str(c["id"]): known.get(str(c["id"])) for c in manifest.get("chunks", [])}
+
+    def _require_validated(
+        self, job: Mapping[str, Any], private: list[str], manifests: Mapping[str, Any]
+    ) -> None:
+        for item in job["inputs"]:
+            table = str(item["table"])
+            if table not in private or table not in manifests:
+                continue
+            state = self.validation(table, manifests[table])
+            used = item.get("chunks") or list(state)
+            failed = [c for c in used if state.get(c) is False]
+            if failed:
+                raise PolicyError(
+                    f"table {table}: chunk {failed[0][:12]} failed the custodians' validation "
+                    "(its shares are not a valid encoding); it is excluded from DP releases"
+                )
+            if any(state.get(c) is None for c in used):
+                raise PolicyError(
+                    f"table {table} has chunks the custodians have not validated yet "
+                    f"(tessera table validate {table})"
+                )
+
     # ----- jobs ----------------------------------------------------------------------
     def authenticate(self, envelope: Any) -> tuple[dict[str, Any], str]:
         """The job and the roster name that signed it; IntegrityError if nobody did."""
@@ -229,6 +287,11 @@ class Custodian:
         if not self.enforce:
             return Admission(job, requester, tables)
         person = self.roster().get(requester)
+        if job["type"] == "validate":
+            if person is None:
+                raise PolicyError(f"{requester} is not in this custodian's roster")
+            check_validate_job(job, manifests)
+            return Admission(job, requester, tables)
         if person is None or "researcher" not in person.roles:
             raise PolicyError(f"{requester} is not a researcher of this custodian's roster")
         policies = {t: self.effective(t) for t in tables}
@@ -239,10 +302,11 @@ class Custodian:
         if not combined.is_private:
             check_exact_job(job, combined, tables)
             return Admission(job, requester, tables)
+        private = [t for t, p in policies.items() if p.is_private]
+        self._require_validated(job, private, manifests)
         release = check_dp_job(
             job, policies, combined, manifests, parties=self.parties, threshold=self.threshold
         )
-        private = [t for t, p in policies.items() if p.is_private]
         reservation = self.ledger.reserve(
             private, requester, release.charge_rho, note=str(job["job_id"])
         )

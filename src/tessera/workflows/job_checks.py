@@ -12,8 +12,9 @@ custodian adds is drawn from its own plan.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -22,7 +23,13 @@ from tessera.errors import InputError, PolicyError
 from tessera.mpc.knn_spec import KnnJob
 from tessera.mpc.sql import dp_measures, plan_cells
 
-__all__ = ["bound_aggregate", "check_dp_job", "check_exact_job"]
+__all__ = [
+    "bound_aggregate",
+    "check_dp_job",
+    "check_exact_job",
+    "check_validate_job",
+    "columns_digest",
+]
 
 _NUMERIC = ("integer", "decimal", "date")
 
@@ -171,3 +178,28 @@ def _check_sql_release(
             booleans.add(ref)
     if plan.get("measures") != dp_measures(list(release.keys), booleans):
         raise PolicyError("the job's measures are not the DP release's statistics")
+
+
+def columns_digest(columns: Sequence[Any]) -> str:
+    """A fingerprint of a table's declared columns (what a validation checked against)."""
+    return hashlib.sha256(json.dumps(list(columns), sort_keys=True).encode()).hexdigest()
+
+
+def check_validate_job(job: Mapping[str, Any], manifests: Mapping[str, Mapping[str, Any]]) -> None:
+    """A ``validate`` job must check every part of every column this custodian holds for
+    the table, as its own manifest declares them, on an explicit list of chunks."""
+    if job.get("noise"):
+        raise InputError("a validate job adds no noise")
+    inputs = job["inputs"]
+    if len(inputs) != 1 or not isinstance(inputs[0].get("chunks"), list):
+        raise InputError("a validate job names one table and its chunks")
+    item = inputs[0]
+    manifest = manifests.get(str(item["table"]))
+    if manifest is None:
+        raise InputError(f"this custodian holds no table {item['table']}")
+    columns = manifest.get("columns", [])
+    if job["params"].get("columns") != columns or job["params"].get("alias") != item["alias"]:
+        raise PolicyError("the validate job does not check the columns this custodian holds")
+    wanted = {f"{c['name']}.{p}" for c in columns if c["kind"] != "pseudonym" for p in c["parts"]}
+    if set(item["parts"]) != wanted:
+        raise PolicyError("the validate job does not check every part of the table")

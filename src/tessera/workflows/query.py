@@ -34,6 +34,7 @@ from tessera.workflows.job_checks import bound_aggregate
 from tessera.workflows.nodes import run_job
 from tessera.workflows.people import Signer
 from tessera.workflows.policies import effective_policies, node_budgets, remaining
+from tessera.workflows.validation import ensure_validated
 
 __all__ = ["DEFAULT_MIN_GROUP", "min_group_policy", "plan_query", "run_query", "run_sql"]
 
@@ -328,6 +329,7 @@ def run_sql(
         floor = max(policy.min_group_size, min_group or min_group_policy(env))
         return run_query(env, sql, signer=signer, min_group=floor)
     aggregates, index = _dp_aggregates(plan)
+    ensure_validated(env, [t for t in tables if policies[t].is_private], signer)
     for it in plan["items"]:  # refuse unsupported items before any budget is spent
         if "expr" in it and _aggregate_key(it["expr"]) not in index:
             raise UnsupportedError(

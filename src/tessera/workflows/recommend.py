@@ -50,6 +50,7 @@ from tessera.workflows.job_checks import bound_aggregate
 from tessera.workflows.nodes import run_job
 from tessera.workflows.people import Signer
 from tessera.workflows.policies import effective_policies, node_budgets, remaining
+from tessera.workflows.validation import ensure_validated
 
 __all__ = [
     "Profile",
@@ -330,6 +331,7 @@ def recommend_table(
         doc = result_document(job, schema, result, time.perf_counter() - start)
         doc["privacy"] = None
         return doc
+    ensure_validated(env, [table], signer)
     factor = 2 if job.mode == "k" else 1
     aggregates = [
         bound_aggregate(a, {"t": table}, policies, {table: manifest}, factor)

@@ -19,6 +19,9 @@ if [ ! -e "$H/tessera.toml" ]; then  # run on its own: the SQL demo's table unde
 fi
 tessera person ls --home "$H" --json | grep -q '"alice"' \
   || tessera person add alice --role researcher --as owner --home "$H" >/dev/null
+echo "-- before the first DP release the custodians validated every uploaded chunk inside the"
+echo "   MPC (values within bounds, bits that are bits): out-of-range shares change nothing"
+tessera table validate patients --as owner --home "$H"
 echo "-- the roster every custodian pinned: who may sign jobs, policies and roster changes"
 tessera person ls --home "$H"
 export H
