@@ -4,13 +4,24 @@ For each of 10 fixed queries: the secure wall time (signed job -> 3 MPyC parties
 TLS -> reconstructed answer at the requester) and DuckDB's time on the plaintext union
 of the same CSVs, measured in the same run; answers are checked to agree.
 
-    .venv/bin/python bench/sql.py [--rows 30000] [--repeat 1] [--only 1,3] [--dp]
+    .venv/bin/python bench/sql.py [--rows 30000] [--repeat 1] [--only 1,3] [--dp] [--checks]
 
-``--dp`` adds a second pass: the tables get a differential privacy policy and every
-query DP can release (not MIN/MAX/HAVING) is timed interleaved, exact (``run_query``)
-and DP (``run_sql``: plan, budget reservation and commit in the SQLite ledger, noise
-shares drawn by every node with OpenDP and added inside the MPC, post-processing), and
-the medians and their ratio are printed (target: DP adds <= 10%).
+``--dp`` adds a pass: the same CSVs are imported again as ``patients_dp``/``labs_dp``
+under a differential privacy policy (huge budget, epsilon 1 per query), and every query
+DP can release (not MIN/MAX/HAVING) is timed interleaved, exact on the plain tables
+(``run_query``) and DP on the DP copies (``run_sql``: policies read from the custodians,
+plan, budget reservation and commit in every custodian's ledger, noise shares drawn by
+every node with OpenDP and added inside the MPC, post-processing); the medians and their
+ratio are printed (target: DP adds <= 10%).
+
+``--checks`` adds a pass measuring what the custodians' own policy checks cost (issue
+14): a second environment B imports the same data on 3 nodes started with
+``--no-policy-checks``; every query is timed end to end on B (checks off) and on the
+first environment A (checks on, the default), interleaved, after a warm-up of each; the
+medians over the queries and their ratio are printed (target <= 1.05).  Then both
+environments' tables get the same DP policy and the DP-releasable queries are timed the
+same way (then A's nodes also rebuild the release plan and reserve/commit the budget).
+The signature on the job is verified on both (that is not a policy check).
 """
 
 from __future__ import annotations
@@ -19,22 +30,31 @@ import argparse
 import importlib
 import math
 import os
+import re
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from tessera.config import Environment
 from tessera.dp import Policy
-from tessera.errors import UnsupportedError
-from tessera.workflows.dp import open_ledger, set_table_policy
+from tessera.errors import StorageUnavailableError, UnsupportedError
 from tessera.workflows.environment import init_environment
-from tessera.workflows.nodes import ensure_nodes, stop_nodes
+from tessera.workflows.nodes import _known, ensure_nodes, start_node, stop_nodes
+from tessera.workflows.people import Signer, unlock
+from tessera.workflows.policies import catalog_bounds, set_policy
 from tessera.workflows.query import run_query, run_sql
 from tessera.workflows.tables import import_csv
+
+PASSPHRASE = b"bench-sql-passphrase"
+DP_SUFFIX = "_dp"
+Runner = Callable[[Environment, str, Signer], Any]
+Side = tuple[Environment, Signer]
 
 QUERIES = [
     "SELECT COUNT(*) FROM patients WHERE age > 60",
@@ -81,125 +101,192 @@ def _agree(a: list[Any], b: list[Any]) -> bool:
     return True
 
 
+def _environment(home: Path, *, enforce: bool = True) -> tuple[Environment, Signer]:
+    """A 3-node environment with its nodes running, and its founder (every role) unlocked."""
+    env = init_environment(home, nodes=3, passphrase=PASSPHRASE)
+    if not enforce:
+        for node in env.nodes:
+            start_node(env, node.id, enforce=False)
+        deadline = time.monotonic() + 30
+        while any(_known(env, node.id) is None for node in env.nodes):
+            if time.monotonic() > deadline:
+                raise StorageUnavailableError("the --no-policy-checks nodes did not start")
+            time.sleep(0.1)
+    for client in ensure_nodes(env).values():
+        client.close()
+    return env, unlock(env, "owner", PASSPHRASE, record=False)
+
+
+def _import(env: Environment, paths: list[Path], data: Path, suffix: str = "") -> float:
+    """Import the cohort as ``patients{suffix}`` and ``labs{suffix}``; the seconds taken."""
+    t0 = time.perf_counter()
+    for p in paths:
+        import_csv(
+            env,
+            p,
+            f"patients{suffix}",
+            schema_path=data / "patients.schema.yaml",
+            keys=("patient_id",),
+        )
+        import_csv(
+            env,
+            data / p.name.replace("hospital", "labs"),
+            f"labs{suffix}",
+            schema_path=data / "labs.schema.yaml",
+            keys=("patient_id",),
+            hospital=p.stem,
+        )
+    return time.perf_counter() - t0
+
+
+def _set_dp(env: Environment, signer: Signer, suffix: str = "") -> None:
+    """A DP policy with a huge budget (epsilon 1 per query) on both tables."""
+    for table in (f"patients{suffix}", f"labs{suffix}"):
+        bounds, _ = catalog_bounds(env, table)
+        policy = Policy.dp(total_epsilon=10_000.0, default_epsilon=1.0, bounds=bounds)
+        set_policy(env, table, policy, steward=signer)
+
+
+def _renamed(sql: str, suffix: str) -> str:
+    return re.sub(r"\b(patients|labs)\b", lambda m: m.group(1) + suffix, sql)
+
+
+def _duckdb(paths: list[Path], data: Path) -> Any:
+    """The plaintext union of the CSVs in DuckDB."""
+    con = duckdb.connect()
+    union = " UNION ALL ".join(
+        f"SELECT *, '{p.stem}' AS hospital FROM read_csv('{p}', header=true, {COLUMNS})"
+        for p in paths
+    )
+    con.execute(f"CREATE TABLE patients AS {union}")
+    labs = " UNION ALL ".join(
+        f"SELECT * FROM read_csv('{data / p.name.replace('hospital', 'labs')}', "
+        "header=true, columns={'patient_id': 'VARCHAR', 'hba1c': 'DOUBLE', "
+        "'ldl': 'INTEGER'})"
+        for p in paths
+    )
+    con.execute(f"CREATE TABLE labs AS {labs}")
+    return con
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=30_000)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--only", type=str, default="")
     parser.add_argument("--dp", action="store_true", help="also time the DP releases")
+    parser.add_argument("--checks", action="store_true", help="also time the node-side checks")
     args = parser.parse_args()
     chosen = [int(x) for x in args.only.split(",") if x] or list(range(1, len(QUERIES) + 1))
     with tempfile.TemporaryDirectory(prefix="tessera-bench-sql-") as tmp:
         base = Path(tmp)
         data = base / "data"
         paths = _cohort().write_cohort(data, args.rows, hospitals=3, seed=7)
-        env = init_environment(base / "home", nodes=3)
+        envs: list[Environment] = []
         try:
             t0 = time.perf_counter()
-            ensure_nodes(env)
-            for p in paths:
-                import_csv(
-                    env,
-                    p,
-                    "patients",
-                    schema_path=data / "patients.schema.yaml",
-                    keys=("patient_id",),
-                )
-                import_csv(
-                    env,
-                    data / p.name.replace("hospital", "labs"),
-                    "labs",
-                    schema_path=data / "labs.schema.yaml",
-                    keys=("patient_id",),
-                    hospital=p.stem,
-                )
+            env, signer = _environment(base / "home")
+            envs.append(env)
+            _import(env, paths, data)
             print(
                 f"imported {args.rows} patients from 3 hospitals in "
                 f"{time.perf_counter() - t0:.1f} s (3 custodians, t = 1)"
             )
-            con = duckdb.connect()
-            union = " UNION ALL ".join(
-                f"SELECT *, '{p.stem}' AS hospital FROM read_csv('{p}', header=true, {COLUMNS})"
-                for p in paths
-            )
-            con.execute(f"CREATE TABLE patients AS {union}")
-            labs = " UNION ALL ".join(
-                f"SELECT * FROM read_csv('{data / p.name.replace('hospital', 'labs')}', "
-                "header=true, columns={'patient_id': 'VARCHAR', 'hba1c': 'DOUBLE', "
-                "'ldl': 'INTEGER'})"
-                for p in paths
-            )
-            con.execute(f"CREATE TABLE labs AS {labs}")
-            print(f"{'#':>2} {'secure s':>9} {'cpu s':>6} {'duckdb s':>9} {'ratio':>8}  ok  query")
-            secure_times = []
-            cpu_times: list[float] = []
-            bad = 0
-            for i in chosen:
-                sql = QUERIES[i - 1]
-                times = []
-                cpus = []
-                for _ in range(args.repeat):
-                    t = time.perf_counter()
-                    got = run_query(env, sql)  # the default policy: groups >= 5
-                    times.append(time.perf_counter() - t)
-                    cpus.append(got["party_cpu_s"])
-                t = time.perf_counter()
-                want = [list(r) for r in con.execute(sql).fetchall()]
-                duck = time.perf_counter() - t
-                ok = _agree(got["rows"], want)
-                bad += not ok
-                secure = statistics.median(times)
-                secure_times.append(secure)
-                cpu = statistics.median(cpus)
-                cpu_times.append(cpu)
-                print(
-                    f"{i:>2} {secure:9.2f} {cpu:6.2f} {duck:9.4f} {secure / duck:8.0f}  "
-                    f"{'yes' if ok else 'NO '} {sql[:70]}",
-                    flush=True,
-                )
-            med = statistics.median(secure_times)
-            print(
-                f"median secure query {med:.2f} s (target <= 3 s); slowest "
-                f"{max(secure_times):.2f} s (target <= 30 s); answers agree with DuckDB: "
-                f"{'all' if not bad else f'{bad} differ'}"
-            )
-            print(
-                "MPC CPU seconds of the 3 party processes per query (independent of other "
-                f"load): median {statistics.median(cpu_times):.2f}, max {max(cpu_times):.2f}; "
-                f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
-            )
+            bad = _exact_pass(env, signer, _duckdb(paths, data), chosen, args.repeat)
             if args.dp:
-                _dp_pass(env, chosen, max(args.repeat, 3))
+                _import(env, paths, data, DP_SUFFIX)
+                _set_dp(env, signer, DP_SUFFIX)
+                _dp_pass(env, signer, chosen, max(args.repeat, 3))
+            if args.checks:
+                other, other_signer = _environment(base / "home-b", enforce=False)
+                envs.append(other)
+                took = _import(other, paths, data)
+                print(f"\nimported the same cohort into B (--no-policy-checks) in {took:.1f} s")
+                pair = ((other, other_signer), (env, signer))
+                _checks_pass(pair, chosen, max(args.repeat, 3))
         finally:
-            stop_nodes(env)
+            for e in envs:
+                stop_nodes(e)
     return 1 if bad else 0
 
 
-def _dp_pass(env: Any, chosen: list[int], repeat: int) -> None:
-    """Exact vs DP release of the same queries, interleaved, medians and ratio."""
-    ledger = open_ledger(env.home)
-    for table in ("patients", "labs"):
-        set_table_policy(ledger, table, Policy.dp(total_epsilon=10_000.0, default_epsilon=1.0))
-    print(f"\nDP pass ({repeat} interleaved runs each; epsilon 1 per query)")
+def _exact_pass(env: Environment, signer: Signer, con: Any, chosen: list[int], repeat: int) -> int:
+    """Secure time per query next to DuckDB's; the number of answers that differ."""
+    print(f"{'#':>2} {'secure s':>9} {'cpu s':>6} {'duckdb s':>9} {'ratio':>8}  ok  query")
+    secure_times: list[float] = []
+    cpu_times: list[float] = []
+    bad = 0
+    for i in chosen:
+        sql = QUERIES[i - 1]
+        times = []
+        cpus = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            got = run_query(env, sql, signer=signer)  # the default policy: groups >= 5
+            times.append(time.perf_counter() - t)
+            cpus.append(got["party_cpu_s"])
+        t = time.perf_counter()
+        want = [list(r) for r in con.execute(sql).fetchall()]
+        duck = time.perf_counter() - t
+        ok = _agree(got["rows"], want)
+        bad += not ok
+        secure = statistics.median(times)
+        secure_times.append(secure)
+        cpu_times.append(statistics.median(cpus))
+        print(
+            f"{i:>2} {secure:9.2f} {cpu_times[-1]:6.2f} {duck:9.4f} {secure / duck:8.0f}  "
+            f"{'yes' if ok else 'NO '} {sql[:70]}",
+            flush=True,
+        )
+    med = statistics.median(secure_times)
+    print(
+        f"median secure query {med:.2f} s (target <= 3 s); slowest "
+        f"{max(secure_times):.2f} s (target <= 30 s); answers agree with DuckDB: "
+        f"{'all' if not bad else f'{bad} differ'}"
+    )
+    print(
+        "MPC CPU seconds of the 3 party processes per query (independent of other "
+        f"load): median {statistics.median(cpu_times):.2f}, max {max(cpu_times):.2f}; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
+    return bad
+
+
+def _exact(env: Environment, sql: str, signer: Signer) -> Any:
+    return run_query(env, sql, signer=signer)["rows"]
+
+
+def _private(env: Environment, sql: str, signer: Signer) -> Any:
+    return run_sql(env, sql, signer=signer)["rows"]
+
+
+def _timed(run: Runner, env: Environment, sql: str, signer: Signer) -> float:
+    t = time.perf_counter()
+    run(env, sql, signer)
+    return time.perf_counter() - t
+
+
+def _dp_pass(env: Environment, signer: Signer, chosen: list[int], repeat: int) -> None:
+    """Exact (plain tables) vs DP release (DP copies) of the same queries, interleaved."""
+    print(f"\nDP pass ({repeat} interleaved runs each after a warm-up; epsilon 1 per query)")
     print(f"{'#':>2} {'exact s':>8} {'DP s':>8} {'ratio':>6}  query")
     exact_meds: list[float] = []
     dp_meds: list[float] = []
     for i in chosen:
         sql = QUERIES[i - 1]
+        dp_sql = _renamed(sql, DP_SUFFIX)
         try:
-            run_sql(env, sql, researcher="bench")  # warm-up, and DP-releasable?
+            run_sql(env, dp_sql, signer=signer)  # warm-up, and DP-releasable?
         except UnsupportedError as exc:
             print(f"{i:>2} {'-':>8} {'refused':>8} {'':>6}  {sql[:50]} ({str(exc)[:40]})")
             continue
+        run_query(env, sql, signer=signer)
         exact: list[float] = []
         private: list[float] = []
-        for _ in range(repeat):
-            t = time.perf_counter()
-            run_query(env, sql)
-            exact.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            run_sql(env, sql, researcher="bench")
-            private.append(time.perf_counter() - t)
+        for r in range(repeat):
+            order = [(exact, _exact, sql), (private, _private, dp_sql)]
+            for times, run, text in order if r % 2 == 0 else order[::-1]:
+                times.append(_timed(run, env, text, signer))
         e, d = statistics.median(exact), statistics.median(private)
         exact_meds.append(e)
         dp_meds.append(d)
@@ -209,6 +296,51 @@ def _dp_pass(env: Any, chosen: list[int], repeat: int) -> None:
         print(
             f"median secure query over these {len(exact_meds)} queries: exact {me:.2f} s, "
             f"with DP {md:.2f} s, ratio {md / me:.3f} (target <= 1.10); "
+            f"load average {os.getloadavg()[0]:.1f}"
+        )
+
+
+def _checks_pass(pair: tuple[Side, Side], chosen: list[int], repeat: int) -> None:
+    """Checks off (B) vs on (A), interleaved: exact, then under a DP policy on both."""
+    _checks_variant("exact", pair, chosen, repeat, _exact)
+    for env, signer in pair:
+        _set_dp(env, signer)
+    _checks_variant("DP, epsilon 1 per query", pair, chosen, repeat, _private)
+
+
+def _checks_variant(
+    title: str, pair: tuple[Side, Side], chosen: list[int], repeat: int, run: Runner
+) -> None:
+    (off, off_signer), (on, on_signer) = pair
+    print(f"\nnode-side checks, {title} ({repeat} interleaved runs each after a warm-up)")
+    print(f"{'#':>2} {'off s':>7} {'on s':>7} {'ratio':>6}  query")
+    off_meds: list[float] = []
+    on_meds: list[float] = []
+    for i in chosen:
+        sql = QUERIES[i - 1]
+        try:
+            want = run(off, sql, off_signer)  # warm-up, and releasable?
+        except UnsupportedError as exc:
+            print(f"{i:>2} {'-':>7} {'refused':>7} {'':>6}  {sql[:50]} ({str(exc)[:40]})")
+            continue
+        same = run(on, sql, on_signer) == want or run is _private
+        times: tuple[list[float], list[float]] = ([], [])
+        for r in range(repeat):
+            for k in (0, 1) if r % 2 == 0 else (1, 0):
+                env, signer = pair[k]
+                times[k].append(_timed(run, env, sql, signer))
+        b, a = statistics.median(times[0]), statistics.median(times[1])
+        off_meds.append(b)
+        on_meds.append(a)
+        flag = "" if same else "  (answers differ!)"
+        print(f"{i:>2} {b:7.2f} {a:7.2f} {a / b:6.3f}  {sql[:64]}{flag}", flush=True)
+    if off_meds:
+        mb, ma = statistics.median(off_meds), statistics.median(on_meds)
+        ratios = [a / b for a, b in zip(on_meds, off_meds, strict=True)]
+        print(
+            f"median secure query over these {len(off_meds)} queries: checks off {mb:.2f} s, "
+            f"checks on {ma:.2f} s, ratio {ma / mb:.3f} (target <= 1.05); median of the "
+            f"per-query ratios {statistics.median(ratios):.3f}; "
             f"load average {os.getloadavg()[0]:.1f}"
         )
 

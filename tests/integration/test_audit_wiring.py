@@ -217,7 +217,7 @@ def _job(env: Any, **over: Any) -> dict[str, Any]:
         "parties": [["127.0.0.1", 1000], ["127.0.0.1", 1001], ["127.0.0.1", 1002]],
         "inputs": [{"alias": "p", "table": "patients", "parts": ["age.v"]}],
         "noise": None,
-        "params": {"plan": {"min_group": 5}},
+        "params": {"plan": _stub_plan()},
     }
     job.update(over)
     return sign_job(job, owner)
@@ -375,3 +375,11 @@ def test_unlocking_the_owner_key_is_a_login(
         if p.is_file():
             raw += p.read_bytes()
     assert secret.encode() not in raw and b"not the passphrase" not in raw
+
+
+def _stub_plan() -> dict[str, Any]:
+    """A well-formed plan over 'patients p' (the job's inputs name a part it lacks)."""
+    from tessera.mpc.sql import compile_sql
+
+    tables = {"patients": {"name": "patients", "columns": [], "hospitals": []}}
+    return compile_sql("SELECT COUNT(*) FROM patients p", tables).to_dict()

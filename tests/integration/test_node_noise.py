@@ -40,14 +40,14 @@ def test_noise_shares_are_summed_inside_the_mpc(
     csv.write_text("age,sex\n" + "".join(f"{30 + i},{'FM'[i % 2]}\n" for i in range(20)))
     import_csv(env, csv, "w")
     plan = plan_query(env, "SELECT sex, COUNT(*), SUM(age) FROM w GROUP BY sex", min_group=1)
-    groups = len(plan["groups"][0]["labels"])  # F, M, NULL
-    cells = len(plan["measures"]) * groups
-    inputs = [{"alias": "w", "table": "w", "parts": plan["sources"][0]["parts"]}]
+    groups = len(plan.groups[0].labels)  # F, M, NULL
+    cells = len(plan.measures) * groups
+    inputs = [{"alias": "w", "table": "w", "parts": list(plan.sources[0].parts)}]
     values, _ = run_job(
         env,
         "sql",
         inputs,
-        {"plan": plan, "prime": P},
+        {"plan": plan.to_dict(), "prime": P},
         prime=P,
         signer=unlock(env, "owner", PASSPHRASE),
         noise={"cells": cells, "groups": groups},
@@ -61,9 +61,9 @@ def test_noise_shares_are_summed_inside_the_mpc(
         ("count", "w.age.valid"): [10, 10],
         ("sum", "w.age.val"): [sum(ages_f), sum(ages_m)],
     }
-    for m, spec in enumerate(plan["measures"]):
+    for m, spec in enumerate(plan.measures):
         got = measures[m * groups : (m + 1) * groups]
-        want = exact[(spec["kind"], spec["part"])]
+        want = exact[(spec.kind, spec.part)]
         assert got == [want[0] + 321, want[1] + 321, 0]  # noise 1 + 20 + 300; suppressed -> 0
 
 
@@ -75,18 +75,18 @@ def test_enforcing_custodians_refuse_noise_on_an_exact_table(tmp_path: Path) -> 
     with inprocess_nodes(env, NOISE):
         import_csv(env, csv, "w")
         plan = plan_query(env, "SELECT sex, COUNT(*) FROM w GROUP BY sex")
-        groups = len(plan["groups"][0]["labels"])
-        inputs = [{"alias": "w", "table": "w", "parts": plan["sources"][0]["parts"]}]
+        groups = len(plan.groups[0].labels)
+        inputs = [{"alias": "w", "table": "w", "parts": list(plan.sources[0].parts)}]
         with pytest.raises(PolicyError, match="adds no noise"):
             run_job(
                 env,
                 "sql",
                 inputs,
-                {"plan": plan, "prime": P},
+                {"plan": plan.to_dict(), "prime": P},
                 prime=P,
                 signer=owner,
-                noise={"cells": len(plan["measures"]) * groups, "groups": groups},
+                noise={"cells": len(plan.measures) * groups, "groups": groups},
             )
         low = plan_query(env, "SELECT sex, COUNT(*) FROM w GROUP BY sex", min_group=1)
         with pytest.raises(PolicyError, match="minimum group size 1 is below"):
-            run_job(env, "sql", inputs, {"plan": low, "prime": P}, prime=P, signer=owner)
+            run_job(env, "sql", inputs, {"plan": low.to_dict(), "prime": P}, prime=P, signer=owner)

@@ -81,7 +81,7 @@ def test_unsigned_and_replayed_jobs_refused_over_https(env: Environment) -> None
         "parties": [["127.0.0.1", 1], ["127.0.0.1", 2], ["127.0.0.1", 3]],
         "inputs": [{"alias": "t", "table": "nosuch", "parts": ["age.th"]}],
         "noise": None,
-        "params": {"plan": {"min_group": 5}},
+        "params": {"plan": _plan("nosuch")},
     }
     owner = unlock(env, "owner", PASSPHRASE)
     with httpx.Client(base_url=base, verify=ctx, timeout=30) as client:
@@ -155,3 +155,11 @@ def test_cli_import_query_and_nodes_through_entry_point(
     assert main(["query", "SELECT age FROM visits", "--home", str(env.home)]) == 1
     assert main(["table", "ls", "--home", str(env.home), "--json"]) == 0
     assert main(["node", "status", "--home", str(env.home), "--json"]) == 0
+
+
+def _plan(table: str, alias: str = "") -> dict[str, Any]:
+    """A well-formed plan over a table the custodians do not hold (or without its part)."""
+    from tessera.mpc.sql import compile_sql
+
+    sql = f"SELECT COUNT(*) FROM {table}" + (f" {alias}" if alias else "")
+    return compile_sql(sql, {table: {"name": table, "columns": [], "hospitals": []}}).to_dict()

@@ -78,6 +78,12 @@ def query(
     env = Environment.load(resolve_home(home))
     signer = unlock_person(env, acting_name(env, researcher))
     result = run_sql(env, sql, signer=signer, epsilon=epsilon, min_group=min_group)
+    used = result.get("min_group")
+    if min_group is not None and isinstance(used, int) and used > min_group:
+        stderr.print(
+            f"note: --min-group {min_group} is below the tables' minimum group size {used} "
+            f"(the custodians' policy); groups under {used} rows were suppressed"
+        )
     if json_out:
         emit_json(result)
         return

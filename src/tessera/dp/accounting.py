@@ -82,6 +82,7 @@ def _check_args(share_sigma: float, honest: int, cells: int) -> None:
         raise ValueError(f"share sigma must be >= {MIN_SHARE_SIGMA}")
 
 
+@functools.lru_cache(maxsize=4096)
 def distributed_gaussian_rho(
     sensitivity: float,
     share_sigma: float,
@@ -111,6 +112,7 @@ def _analytic_rho(
     return _kls_rho(main, share_sigma, honest, cells, sensitivity / d2 if d2 else 1.0)
 
 
+@functools.lru_cache(maxsize=4096)
 def solve_share_sigma(
     sensitivity: float, rho: float, honest: int, cells: int, *, l2: float | None = None
 ) -> float:

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -111,7 +113,12 @@ class Balance:
 
 
 class Ledger:
-    """Policies and budget charges in one SQLite file (one connection per operation)."""
+    """Policies and budget charges in one SQLite file.
+
+    Each thread keeps its own connection (a process that forked makes new ones): with
+    ``synchronous=FULL`` in WAL mode a transaction then costs one fsync, where opening
+    and closing a connection per operation also checkpointed the log every time.
+    """
 
     def __init__(
         self, path: Path, *, timeout: float = 60.0, clock: Callable[[], float] = time.time
@@ -119,6 +126,7 @@ class Ledger:
         self.path = Path(path)
         self._timeout = timeout
         self._clock = clock
+        self._local = threading.local()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
@@ -128,22 +136,46 @@ class Ledger:
                     db.execute(statement)
             db.execute("COMMIT")
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection (a new one after a fork)."""
+        held = getattr(self._local, "db", None)
+        if held is not None and held[0] == os.getpid():
+            return held[1]  # type: ignore[no-any-return]
         try:
             db = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise StorageUnavailableError(f"cannot open the privacy ledger: {exc}") from exc
-        try:
             db.execute("PRAGMA synchronous=FULL")
             db.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
+        except sqlite3.Error as exc:
+            raise StorageUnavailableError(f"cannot open the privacy ledger: {exc}") from exc
+        self._local.db = (os.getpid(), db)
+        return db
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = self._connection()
+        try:
             yield db
         except sqlite3.Error as exc:
+            self._rollback(db)
+            raise StorageUnavailableError(f"privacy ledger failed: {exc}") from exc
+        except BaseException:
+            self._rollback(db)  # a refusal inside a transaction leaves nothing behind
+            raise
+
+    def _rollback(self, db: sqlite3.Connection) -> None:
+        try:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            raise StorageUnavailableError(f"privacy ledger failed: {exc}") from exc
-        finally:
+        except sqlite3.Error:
             db.close()
+            self._local.db = None
+
+    def close(self) -> None:
+        """Close this thread's connection (others close with their threads)."""
+        held = getattr(self._local, "db", None)
+        if held is not None:
+            held[1].close()
+            self._local.db = None
 
     @staticmethod
     def _begin(db: sqlite3.Connection) -> None:

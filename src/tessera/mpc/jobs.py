@@ -1,15 +1,19 @@
-"""MPC job specs: canonical bytes for signing, validation, the program registry.
+"""MPC job specs: validation and the program registry.
 
 A job is a JSON object::
 
-    {"version": 1, "type": "sql", "job_id": "<32 hex>", "issued_at": <unix seconds>,
+    {"version": 1, "type": "sql", "job_id": "<32 hex>", "requester": "<roster name>",
+     "issued_at": <unix seconds>,
      "parties": [["host", port], ...],          # MPyC party i listens at parties[i]
      "inputs": [{"alias": "a", "table": "cohort", "parts": ["age.th", ...]}],
      "noise": {"cells": 12, "mechanism": "..."} | null,   # per-party private DP noise
      "params": {...}}                           # program-specific (the SQL plan, ...)
 
-The requester signs :func:`canonical_bytes` of the job with ML-DSA-65 under
-:data:`SIGNING_CONTEXT`; custodians refuse unsigned, replayed or malformed jobs.
+The requester signs the job with their own ML-DSA-65 key
+(:func:`tessera.workflows.nodes.sign_job`, a :class:`tessera.keys.documents.SignedDocument`
+under context ``tessera-mpc-job-v2``); each custodian checks the signature against its
+roster and the job against its policies (:mod:`tessera.workflows.custodian`) and refuses
+unsigned, replayed or malformed jobs.
 
 Programs: ``PROGRAMS`` maps a job type to the module that runs it inside each party
 process (``async def run(ctx: tessera.mpc.party.PartyContext) -> None``).  To add a job
@@ -19,22 +23,16 @@ type, add one entry here and write the module (see docs/nodes.md).
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
-from collections.abc import Mapping
 from typing import Any
 
 from tessera.errors import InputError
 
 __all__ = [
     "PROGRAMS",
-    "SIGNING_CONTEXT",
-    "canonical_bytes",
     "program_module",
     "validate_job",
 ]
-
-SIGNING_CONTEXT = b"tessera-mpc-job-v1"
 
 PROGRAMS: dict[str, str] = {
     "sql": "tessera.mpc.sql_program",
@@ -53,11 +51,6 @@ def program_module(job_type: str) -> str:
     if module is None or importlib.util.find_spec(module) is None:
         raise InputError(f"unknown job type {job_type[:40]!r}")
     return module
-
-
-def canonical_bytes(job: Mapping[str, Any]) -> bytes:
-    """The exact bytes a job signature covers (sorted keys, no spaces, UTF-8)."""
-    return json.dumps(job, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def validate_job(job: Any, *, parties: int) -> dict[str, Any]:

@@ -5,30 +5,35 @@ MIN/MAX offsets.  Here the requester derives AVG, VARIANCE and STDDEV from sums 
 counts, converts units back (decimals, dates), drops suppressed groups, then applies
 HAVING, ORDER BY and LIMIT.  The requester therefore learns the aggregates of every
 group that passed the group-size minimum, not only those HAVING/LIMIT keep.
+
+:func:`finish_rows` (ORDER BY and LIMIT) and :func:`answer` (the answer's shape) serve
+the exact answers here and the DP answers of :mod:`tessera.workflows.query` alike.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import itertools
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import sqlglot
 import sqlglot.expressions as exp
 
 from tessera.errors import UnsupportedError
+from tessera.mpc.plan import AggregateSpec, ColumnInfo, OrderBy, SqlPlan
 
-__all__ = ["decode_result"]
+__all__ = ["answer", "decode_result", "finish_rows"]
+
+Extra = TypeVar("Extra")
 
 _EPOCH = _dt.date(1970, 1, 1)
 
 
-def _units_to_value(info: dict[str, Any], units: int) -> Any:
-    kind = info["kind"]
+def _units_to_value(info: ColumnInfo, units: int) -> Any:
+    kind = info.kind
     if kind == "decimal":
-        return units / 10 ** int(info["scale"])
+        return units / 10**info.scale
     if kind == "date":
         return (_EPOCH + _dt.timedelta(days=int(units))).isoformat()
     if kind == "boolean":
@@ -36,22 +41,22 @@ def _units_to_value(info: dict[str, Any], units: int) -> Any:
     return int(units)
 
 
-def _aggregate_value(spec: dict[str, Any], plan: dict[str, Any], cell: Any, extreme: Any) -> Any:
-    func = spec["func"]
-    n = cell(spec["count"])
-    if func in ("count", "count_star"):
+def _aggregate_value(spec: AggregateSpec, plan: SqlPlan, cell: Any, extreme: Any) -> Any:
+    func = spec.func
+    n = cell(spec.count)
+    if func in ("count", "count_star") or spec.ref is None:
         return n
-    info = plan["cols"][spec["ref"]]
-    scale = 10 ** int(info.get("scale", 0)) if info["kind"] == "decimal" else 1
+    info = plan.cols[spec.ref]
+    scale = 10**info.scale if info.kind == "decimal" else 1
     if func == "sum":
         if n == 0:
             return None
-        s = cell(spec["sum"])
-        return s / scale if info["kind"] == "decimal" else s
+        s = cell(spec.sum)
+        return s / scale if info.kind == "decimal" else s
     if func == "avg":
-        return None if n == 0 else cell(spec["sum"]) / n / scale
+        return None if n == 0 else cell(spec.sum) / n / scale
     if func.startswith(("var", "stddev")):
-        s, q = cell(spec["sum"]), cell(spec["sumsq"])
+        s, q = cell(spec.sum), cell(spec.sumsq)
         denom = n - 1 if func.endswith("samp") else n
         if denom <= 0:
             return None
@@ -60,10 +65,7 @@ def _aggregate_value(spec: dict[str, Any], plan: dict[str, Any], cell: Any, extr
     if func in ("min", "max"):
         if n == 0:
             return None
-        r = extreme(spec["extreme"])
-        lo, hi = int(info["min"]), int(info["max"])
-        del hi
-        return _units_to_value(info, lo + r)
+        return _units_to_value(info, info.min + extreme(spec.extreme))
     raise ValueError(func)
 
 
@@ -123,21 +125,68 @@ def _eval(node: Any, row: _Row) -> Any:
     raise UnsupportedError(f"{type(node).__name__.upper()} ({node.sql()[:60]}) in an expression")
 
 
-def decode_result(plan: dict[str, Any], values: Sequence[int]) -> dict[str, Any]:
-    """The query answer ``{"columns", "rows", "privacy", "suppressed_groups"}``."""
-    groups = plan["groups"]
-    label_sets = [g["labels"] for g in groups]
-    combos = list(itertools.product(*label_sets)) if groups else [()]
+def finish_rows(
+    plan: SqlPlan,
+    rows: list[tuple[list[Any], Extra]],
+    evaluate: Callable[[OrderBy, Extra], Any] | None = None,
+) -> list[tuple[list[Any], Extra]]:
+    """``rows`` (output values, anything else) sorted by ORDER BY and cut by LIMIT.
+
+    A term that names an output column (``OrderBy.column``) sorts by its value; any
+    other term by ``evaluate(term, extra)`` (exact answers: an expression over the
+    group's aggregates).  NULLs sort last in both directions, as in DuckDB; sorts are
+    stable, so earlier terms take precedence.
+    """
+    for spec in reversed(plan.order):
+        key = _sort_key(spec, evaluate)
+        present = [r for r in rows if key(r) is not None]
+        missing = [r for r in rows if key(r) is None]
+        present.sort(key=key, reverse=spec.desc)
+        rows = present + missing
+    return rows if plan.limit is None else rows[: plan.limit]
+
+
+def _sort_key(
+    spec: OrderBy, evaluate: Callable[[OrderBy, Extra], Any] | None
+) -> Callable[[tuple[list[Any], Extra]], Any]:
+    column = spec.column
+    if column is not None:
+        return lambda row: row[0][column]
+    if evaluate is None:
+        raise UnsupportedError(f"ORDER BY {spec.expr}: not an output column")
+    return lambda row: evaluate(spec, row[1])
+
+
+def answer(
+    plan: SqlPlan,
+    rows: list[list[Any]],
+    *,
+    privacy: dict[str, Any] | None,
+    suppressed: int,
+    min_group: int,
+) -> dict[str, Any]:
+    """The answer document ``{"columns", "rows", "privacy", "suppressed_groups", "min_group"}``."""
+    return {
+        "columns": plan.columns,
+        "rows": rows,
+        "privacy": privacy,
+        "suppressed_groups": suppressed,
+        "min_group": min_group,
+    }
+
+
+def decode_result(plan: SqlPlan, values: Sequence[int]) -> dict[str, Any]:
+    """The exact answer ``{"columns", "rows", "privacy": None, "suppressed_groups", ...}``."""
+    combos = plan.combos()
     gn = len(combos)
-    k = len(plan["measures"])
+    k = len(plan.measures)
     flags = values[:gn]
     cells = values[gn : gn + k * gn]
     ext = values[gn + k * gn :]
-    items = plan["items"]
     parsed = [
-        sqlglot.parse_one(it["expr"], read="duckdb") if "expr" in it else None for it in items
+        None if it.expr is None else sqlglot.parse_one(it.expr, read="duckdb") for it in plan.items
     ]
-    having = sqlglot.parse_one(plan["having"], read="duckdb") if plan.get("having") else None
+    having = sqlglot.parse_one(plan.having, read="duckdb") if plan.having else None
     rows: list[tuple[list[Any], _Row]] = []
     suppressed = 0
     for g, labels in enumerate(combos):
@@ -153,42 +202,31 @@ def decode_result(plan: dict[str, Any], values: Sequence[int]) -> dict[str, Any]
 
         aggs = {
             key: _aggregate_value(spec, plan, cell, extreme)
-            for key, spec in plan["aggregates"].items()
+            for key, spec in plan.aggregates.items()
         }
-        label_map = {grp["name"].lower(): labels[i] for i, grp in enumerate(groups)}
+        label_map = {grp.name.lower(): labels[i] for i, grp in enumerate(plan.groups)}
         ctx = _Row(label_map, aggs, {})
         out = []
-        for it, node in zip(items, parsed, strict=True):
-            value = labels[it["group"]] if node is None else _eval(node, ctx)
+        for it, node in zip(plan.items, parsed, strict=True):
+            value = labels[it.group] if it.group is not None else _eval(node, ctx)
             if (
                 isinstance(value, float)
                 and value.is_integer()
-                and node is not None
-                and "count" in it["expr"].lower()[:6]
+                and it.expr is not None
+                and "count" in it.expr.lower()[:6]
             ):
                 value = int(value)
             out.append(value)
-            ctx.items[str(it["name"]).lower()] = value
+            ctx.items[it.name.lower()] = value
         if having is not None and _eval(having, ctx) is not True:
             continue
         rows.append((out, ctx))
-    for spec in reversed(plan["order"]):
-        node = sqlglot.parse_one(spec["expr"], read="duckdb")
-        pos = int(node.this) - 1 if isinstance(node, exp.Literal) and not node.is_string else -1
-
-        def keyf(r: tuple[list[Any], _Row], pos: int = pos, node: Any = node) -> Any:
-            return r[0][pos] if pos >= 0 else _eval(node, r[1])
-
-        present = [r for r in rows if keyf(r) is not None]
-        missing = [r for r in rows if keyf(r) is None]
-        present.sort(key=keyf, reverse=spec["desc"])
-        rows = present + missing
-    if plan.get("limit") is not None:
-        rows = rows[: plan["limit"]]
-    return {
-        "columns": [it["name"] for it in items],
-        "rows": [r[0] for r in rows],
-        "privacy": None,
-        "suppressed_groups": suppressed,
-        "min_group": plan["min_group"],
-    }
+    nodes = {o.expr: sqlglot.parse_one(o.expr, read="duckdb") for o in plan.order}
+    rows = finish_rows(plan, rows, lambda spec, row: _eval(nodes[spec.expr], row))
+    return answer(
+        plan,
+        [r[0] for r in rows],
+        privacy=None,
+        suppressed=suppressed,
+        min_group=plan.min_group,
+    )

@@ -12,17 +12,18 @@ BETWEEN, IN, IS [NOT] NULL, AND, OR, NOT comparing a column with constants.  GRO
 categorical, boolean and ``hospital`` (each row's public origin).  JOIN: equality of
 pseudonym key columns.  Anything else raises UnsupportedError naming the construct.
 
-The plan (JSON) names the shared *parts* each input needs (see
-:mod:`tessera.tables.encode`) and lists the secure sums (``measures``) and extremes the
-MPC releases per group; HAVING, ORDER BY, LIMIT and the AVG/VARIANCE arithmetic are
+The plan (:class:`tessera.mpc.plan.SqlPlan`) names the shared *parts* each input needs
+(see :mod:`tessera.tables.encode`) and lists the secure sums (``measures``) and extremes
+the MPC releases per group; HAVING, ORDER BY, LIMIT and the AVG/VARIANCE arithmetic are
 applied by the requester to the released, group-size-suppressed aggregates
-(:mod:`tessera.mpc.result`).
+(:mod:`tessera.mpc.result`).  ORDER BY terms that name an output column (by position,
+name or the same aggregate) are resolved here, once, for the exact and the DP answers.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -30,10 +31,25 @@ import sqlglot
 import sqlglot.expressions as exp
 
 from tessera.errors import InputError, UnsupportedError
+from tessera.mpc.plan import (
+    MAX_INT,
+    ORIGIN,
+    AggregateSpec,
+    ColumnInfo,
+    Condition,
+    Extreme,
+    Group,
+    Item,
+    Join,
+    Measure,
+    OrderBy,
+    Source,
+    SqlPlan,
+    group_labels,
+)
 
-__all__ = ["ORIGIN", "compile_sql", "dp_measures", "plan_cells"]
+__all__ = ["ORIGIN", "aggregate_key", "compile_sql"]
 
-ORIGIN = "hospital"
 _EPOCH = _dt.date(1970, 1, 1)
 _AGG: dict[type[Any], str] = {
     exp.Count: "count",
@@ -63,10 +79,11 @@ class _Compiler:
         self.min_group = min_group
         self.sources: list[dict[str, Any]] = []  # alias, table, manifest
         self.parts: dict[str, set[str]] = {}
-        self.measures: list[dict[str, Any]] = []
-        self.extremes: list[dict[str, Any]] = []
-        self.aggregates: dict[str, dict[str, Any]] = {}
-        self.cols: dict[str, dict[str, Any]] = {}
+        self.measures: list[Measure] = []
+        self.extremes: list[Extreme] = []
+        self.aggregates: dict[str, AggregateSpec] = {}
+        self.cols: dict[str, ColumnInfo] = {}
+        self.encodings: dict[str, Collection[str]] = {}  # ref -> the parts stored
 
     # ----- names -------------------------------------------------------------------
     def _source(self, alias: str) -> dict[str, Any]:
@@ -91,27 +108,38 @@ class _Compiler:
         src = srcs[0]
         if name.lower() == ORIGIN:
             ref = f"{src['alias']}.{ORIGIN}"
-            self.cols[ref] = {"kind": "origin", "labels": src["hospitals"]}
+            hospitals = tuple(src["hospitals"])
+            self.cols[ref] = ColumnInfo(ORIGIN, "origin", categories=hospitals, nullable=False)
+            self.encodings[ref] = ()
             return ref
         info = src["columns"].get(name.lower())
         if info is None:
             raise InputError(f"table {src['table']} has no column {name!r}")
         ref = f"{src['alias']}.{info['name']}"
-        self.cols[ref] = info
+        self.cols[ref] = ColumnInfo(
+            name=str(info["name"]),
+            kind=str(info["kind"]),
+            min=int(info.get("min") or 0),
+            max=int(info.get("max") or 0),
+            scale=int(info.get("scale") or 0),
+            categories=tuple(info.get("categories") or ()),
+            nullable=bool(info.get("nullable", True)),
+            digits=int(info.get("digits") or 0),
+        )
+        self.encodings[ref] = tuple(info.get("parts") or ())
         return ref
 
     def need(self, ref: str, part: str) -> str:
         alias, col = ref.split(".", 1)
-        info = self.cols[ref]
-        if part not in info["parts"]:
-            raise UnsupportedError(f"column {col} ({info['kind']}) has no {part!r} encoding")
+        if part not in self.encodings[ref]:
+            kind = self.cols[ref].kind
+            raise UnsupportedError(f"column {col} ({kind}) has no {part!r} encoding")
         self.parts.setdefault(alias, set()).add(f"{col}.{part}")
         return f"{ref}.{part}"
 
     def need_range(self, ref: str) -> None:
-        info = self.cols[ref]
         self.need(ref, "valid")
-        for p in info["parts"]:
+        for p in self.encodings[ref]:
             if p.startswith("th"):
                 self.need(ref, p)
 
@@ -126,43 +154,38 @@ class _Compiler:
             raise UnsupportedError(f"comparison with {_name(lit)}: only constants are supported")
         text = lit.this
         try:
-            if info["kind"] == "date":
+            if info.kind == "date":
                 return Decimal((_dt.date.fromisoformat(str(text)) - _EPOCH).days)
             if lit.is_string:
-                raise InputError(f"column {info['name']} is numeric; {text!r} is text")
-            return Decimal(str(text)).scaleb(int(info.get("scale", 0)))
+                raise InputError(f"column {info.name} is numeric; {text!r} is text")
+            return Decimal(str(text)).scaleb(info.scale)
         except (ValueError, InvalidOperation):
-            raise InputError(f"{text!r} is not a valid {info['kind']} constant") from None
+            raise InputError(f"{text!r} is not a valid {info.kind} constant") from None
 
     # ----- WHERE ---------------------------------------------------------------------
-    def cond(self, node: exp.Expression) -> dict[str, Any]:
+    def cond(self, node: exp.Expression) -> Condition:
         if isinstance(node, exp.Paren):
             return self.cond(node.this)
-        if isinstance(node, exp.And):
-            return {"op": "and", "args": [self.cond(node.this), self.cond(node.expression)]}
-        if isinstance(node, exp.Or):
-            return {"op": "or", "args": [self.cond(node.this), self.cond(node.expression)]}
+        if isinstance(node, exp.And | exp.Or):
+            op = "and" if isinstance(node, exp.And) else "or"
+            return Condition(op, (self.cond(node.this), self.cond(node.expression)))
         if isinstance(node, exp.Not):
-            return {"op": "not", "arg": self.cond(node.this)}
+            return Condition("not", (self.cond(node.this),))
         if isinstance(node, exp.Boolean):
-            return {"op": "const", "value": bool(node.this)}
+            return Condition("const", value=int(bool(node.this)))
         if isinstance(node, exp.Column):
             ref = self.resolve(node)
-            if self.cols[ref]["kind"] != "boolean":
+            if self.cols[ref].kind != "boolean":
                 raise UnsupportedError(f"bare column {node.sql()} in WHERE (not a boolean)")
-            self.need(ref, "valid")
-            self.need(ref, "val")
-            return {"op": "bool", "ref": ref, "value": 1}
+            return self._bool(ref, 1)
         if isinstance(node, exp.Is):
             if not isinstance(node.this, exp.Column):
                 raise UnsupportedError(f"IS on {_name(node.this)}")
             ref = self.resolve(node.this)
             if isinstance(node.expression, exp.Null):
                 return self._isnull(ref)
-            if isinstance(node.expression, exp.Boolean) and self.cols[ref]["kind"] == "boolean":
-                self.need(ref, "valid")
-                self.need(ref, "val")
-                return {"op": "bool", "ref": ref, "value": int(bool(node.expression.this))}
+            if isinstance(node.expression, exp.Boolean) and self.cols[ref].kind == "boolean":
+                return self._bool(ref, int(bool(node.expression.this)))
             raise UnsupportedError(f"IS {node.expression.sql()}")
         if isinstance(node, exp.Between):
             ref = self._column_of(node.this)
@@ -190,33 +213,38 @@ class _Compiler:
             raise UnsupportedError(f"{_name(node)}: only columns compared with constants")
         return self.resolve(node)
 
-    def _isnull(self, ref: str) -> dict[str, Any]:
-        if self.cols[ref]["kind"] == "origin":
-            return {"op": "const", "value": False}
+    def _isnull(self, ref: str) -> Condition:
+        if self.cols[ref].kind == "origin":
+            return Condition("const", value=0)
         self.need(ref, "valid")
-        return {"op": "isnull", "ref": ref}
+        return Condition("isnull", ref=ref)
+
+    def _bool(self, ref: str, value: int) -> Condition:
+        self.need(ref, "valid")
+        self.need(ref, "val")
+        return Condition("bool", ref=ref, value=value)
 
     def _category(self, ref: str, lit: exp.Expression) -> int | None:
         info = self.cols[ref]
-        labels = info["labels"] if info["kind"] == "origin" else info["categories"]
+        labels = info.categories  # an origin column's: the hospitals
         if not isinstance(lit, exp.Literal) or not lit.is_string:
-            raise InputError(f"compare {info.get('name', ORIGIN)} with a quoted category")
+            raise InputError(f"compare {info.name} with a quoted category")
         text = str(lit.this)
         return labels.index(text) if text in labels else None
 
-    def _cat_leaf(self, ref: str, idxs: list[int]) -> dict[str, Any]:
-        if self.cols[ref]["kind"] == "origin":
-            return {"op": "origin", "ref": ref, "idx": sorted(set(idxs))}
+    def _cat_leaf(self, ref: str, idxs: list[int]) -> Condition:
+        if self.cols[ref].kind == "origin":
+            return Condition("origin", ref=ref, idx=tuple(sorted(set(idxs))))
         self.need(ref, "valid")
         self.need(ref, "oh")
-        return {"op": "cat", "ref": ref, "idx": sorted(set(idxs))}
+        return Condition("cat", ref=ref, idx=tuple(sorted(set(idxs))))
 
     def _bool_value(self, ref: str, lit: exp.Expression) -> int:
         if isinstance(lit, exp.Boolean):
             return int(bool(lit.this))
         if isinstance(lit, exp.Literal) and str(lit.this).lower() in ("0", "1", "true", "false"):
             return int(str(lit.this).lower() in ("1", "true"))
-        raise InputError(f"compare boolean {self.cols[ref]['name']} with TRUE or FALSE")
+        raise InputError(f"compare boolean {self.cols[ref].name} with TRUE or FALSE")
 
     def _bound(self, ref: str, op: str, lit: exp.Expression) -> int:
         """Integer unit bound: v op c  <=>  v >= bound (op '>=' / '>') or v <= bound."""
@@ -229,28 +257,26 @@ class _Compiler:
             return int(c.to_integral_value(rounding="ROUND_FLOOR"))
         return int(c.to_integral_value(rounding="ROUND_CEILING")) - 1  # "<"
 
-    def _range(self, ref: str, lo: int | None, hi: int | None) -> dict[str, Any]:
+    def _range(self, ref: str, lo: int | None, hi: int | None) -> Condition:
         info = self.cols[ref]
-        if info["kind"] not in ("integer", "decimal", "date"):
-            raise UnsupportedError(f"range comparison on {info['kind']} column {info['name']}")
+        if info.kind not in ("integer", "decimal", "date"):
+            raise UnsupportedError(f"range comparison on {info.kind} column {info.name}")
         self.need_range(ref)
-        return {"op": "range", "ref": ref, "lo": lo, "hi": hi}
+        return Condition("range", ref=ref, lo=lo, hi=hi)
 
-    def _compare(self, ref: str, op: str, lit: exp.Expression) -> dict[str, Any]:
-        kind = self.cols[ref]["kind"]
+    def _compare(self, ref: str, op: str, lit: exp.Expression) -> Condition:
+        kind = self.cols[ref].kind
         if kind in ("categorical", "origin"):
             if op not in ("=", "<>"):
                 raise UnsupportedError(f"{op} on categorical column {ref.split('.')[1]}")
             idx = self._category(ref, lit)
             leaf = self._cat_leaf(ref, [] if idx is None else [idx])
-            return leaf if op == "=" else {"op": "not", "arg": leaf}
+            return leaf if op == "=" else Condition("not", (leaf,))
         if kind == "boolean":
             if op not in ("=", "<>"):
                 raise UnsupportedError(f"{op} on boolean column {ref.split('.')[1]}")
             v = self._bool_value(ref, lit)
-            self.need(ref, "valid")
-            self.need(ref, "val")
-            return {"op": "bool", "ref": ref, "value": v if op == "=" else 1 - v}
+            return self._bool(ref, v if op == "=" else 1 - v)
         if kind == "pseudonym":
             raise UnsupportedError("conditions on pseudonym key columns")
         if op == "=":
@@ -259,79 +285,68 @@ class _Compiler:
                 return self._range(ref, 1, 0)  # never equal
             return self._range(ref, int(c), int(c))
         if op == "<>":
-            return {"op": "not", "arg": self._compare(ref, "=", lit)}
+            return Condition("not", (self._compare(ref, "=", lit),))
         if op in (">=", ">"):
             return self._range(ref, self._bound(ref, op, lit), None)
         return self._range(ref, None, self._bound(ref, op, lit))
 
-    def _in(self, ref: str, items: list[exp.Expression]) -> dict[str, Any]:
-        kind = self.cols[ref]["kind"]
+    def _in(self, ref: str, items: list[exp.Expression]) -> Condition:
+        kind = self.cols[ref].kind
         if kind in ("categorical", "origin"):
             idxs = [i for i in (self._category(ref, x) for x in items) if i is not None]
             return self._cat_leaf(ref, idxs)
         if kind == "boolean":
             vals = {self._bool_value(ref, x) for x in items}
-            self.need(ref, "valid")
-            self.need(ref, "val")
-            if vals == {0, 1}:
-                return {"op": "not", "arg": {"op": "isnull", "ref": ref}}
-            return {"op": "bool", "ref": ref, "value": vals.pop()}
+            leaf = self._bool(ref, min(vals))
+            return Condition("not", (Condition("isnull", ref=ref),)) if len(vals) == 2 else leaf
         values = sorted({self.units(ref, x) for x in items})
-        ints = [int(v) for v in values if v == v.to_integral_value()]
+        ints = tuple(int(v) for v in values if v == v.to_integral_value())
         self.need_range(ref)
-        return {"op": "in", "ref": ref, "values": ints}
+        return Condition("in", ref=ref, values=ints)
 
     # ----- aggregates ----------------------------------------------------------------
     def measure(self, kind: str, part: str | None) -> int:
-        spec = {"kind": kind, "part": part}
+        spec = Measure(kind, part)
         if spec not in self.measures:
             self.measures.append(spec)
         return self.measures.index(spec)
 
     def extreme(self, ref: str, op: str) -> int:
-        info = self.cols[ref]
         self.need_range(ref)
         self.need(ref, "val")
-        spec = {"ref": ref, "op": op}
+        spec = Extreme(ref, op)
         if spec not in self.extremes:
             self.extremes.append(spec)
-        del info
         return self.extremes.index(spec)
 
-    def aggregate(self, node: Any) -> dict[str, Any]:
+    def aggregate(self, node: Any) -> None:
         func = _AGG[type(node)]
         arg = node.this
         if isinstance(node, exp.Count) and (arg is None or isinstance(arg, exp.Star)):
-            key = "COUNT(*)"
-            spec: dict[str, Any] = {"func": "count_star", "count": self.measure("count", None)}
-            self.aggregates[key] = spec
-            return spec
+            self.aggregates["COUNT(*)"] = AggregateSpec("count_star", self.measure("count", None))
+            return
         if isinstance(arg, exp.Distinct) or node.args.get("distinct"):
             raise UnsupportedError("DISTINCT inside an aggregate")
         if not isinstance(arg, exp.Column):
             raise UnsupportedError(f"aggregate of {_name(arg)}: only plain columns")
         ref = self.resolve(arg)
         info = self.cols[ref]
-        kind = info["kind"]
+        kind = info.kind
         if kind in ("origin", "pseudonym", "categorical") and func != "count":
-            raise UnsupportedError(f"{func.upper()} of {kind} column {info.get('name', ORIGIN)}")
+            raise UnsupportedError(f"{func.upper()} of {kind} column {info.name}")
         if kind == "date" and func not in ("count", "min", "max"):
-            raise UnsupportedError(f"{func.upper()} of date column {info['name']}")
-        spec = {"func": func, "ref": ref}
-        if kind == "origin":
-            spec["count"] = self.measure("count", None)
-        else:
-            spec["count"] = self.measure("count", self.need(ref, "valid"))
+            raise UnsupportedError(f"{func.upper()} of date column {info.name}")
+        part = None if kind == "origin" else self.need(ref, "valid")
+        count = self.measure("count", part)
+        total = squares = extreme = None
         if func in ("sum", "avg", "var_samp", "var_pop", "stddev_samp", "stddev_pop"):
-            spec["sum"] = self.measure("sum", self.need(ref, "val"))
+            total = self.measure("sum", self.need(ref, "val"))
         if func.startswith(("var", "stddev")):
-            spec["sumsq"] = self.measure(
-                "sum", self.need(ref, "sq" if kind != "boolean" else "val")
-            )
+            squares = self.measure("sum", self.need(ref, "sq" if kind != "boolean" else "val"))
         if func in ("min", "max"):
-            spec["extreme"] = self.extreme(ref, func)
+            extreme = self.extreme(ref, func)
+        spec = AggregateSpec(func, count, ref, sum=total, sumsq=squares, extreme=extreme)
         self.aggregates[node.sql()] = spec
-        return spec
 
     def collect(self, node: exp.Expression) -> None:
         """Register every aggregate inside ``node`` (SELECT/HAVING/ORDER expressions)."""
@@ -339,7 +354,59 @@ class _Compiler:
             self.aggregate(sub)
 
     # ----- statement -----------------------------------------------------------------
-    def compile(self, sql: str) -> dict[str, Any]:
+    def compile(self, sql: str) -> SqlPlan:
+        tree = self._parse(sql)
+        from_ = tree.args.get("from_") or tree.args.get("from")
+        if from_ is None or not isinstance(from_.this, exp.Table):
+            raise UnsupportedError("a query needs FROM table")
+        self._add_source(from_.this)
+        joins = tree.args.get("joins") or []
+        if len(joins) > 1:
+            raise UnsupportedError("more than one JOIN")
+        join = self._join(joins[0]) if joins else None
+        where = tree.args.get("where")
+        cond = self.cond(where.this) if where is not None else None
+        group = tree.args.get("group")
+        groups = [self._group(g) for g in (group.expressions if group is not None else [])]
+        self.measure("count", None)  # measure 0 is COUNT(*): group-size suppression
+        items = [self._item(item, groups) for item in tree.expressions]
+        having = tree.args.get("having")
+        if having is not None:
+            self.collect(having.this)
+        order = []
+        if tree.args.get("order") is not None:
+            for o in tree.args["order"].expressions:
+                self.collect(o.this)
+                expr = o.this.sql(dialect="duckdb")
+                column = _output_column(o.this, expr, items)
+                order.append(OrderBy(expr, bool(o.args.get("desc")), column))
+        limit = None
+        if tree.args.get("limit") is not None:
+            lim = tree.args["limit"].expression
+            if not isinstance(lim, exp.Literal) or lim.is_string:
+                raise UnsupportedError("LIMIT must be a number")
+            limit = min(int(lim.this), MAX_INT)
+        return SqlPlan(
+            sources=tuple(
+                Source(s["alias"], s["table"], tuple(sorted(self.parts.get(s["alias"], ()))))
+                for s in self.sources
+            ),
+            join=join,
+            where=cond,
+            cols=self.cols,
+            groups=tuple(groups),
+            measures=tuple(self.measures),
+            extremes=tuple(self.extremes),
+            aggregates=self.aggregates,
+            items=tuple(items),
+            having=having.this.sql(dialect="duckdb") if having is not None else None,
+            order=tuple(order),
+            limit=limit,
+            min_group=self.min_group,
+        )
+
+    @staticmethod
+    def _parse(sql: str) -> exp.Select:
         try:
             tree = sqlglot.parse_one(sql, read="duckdb")
         except sqlglot.errors.ParseError as exc:
@@ -352,100 +419,36 @@ class _Compiler:
                 raise UnsupportedError(f"{key.upper()} clause")
         if tree.find(exp.Subquery, exp.Window, exp.Union):
             raise UnsupportedError("subqueries, window functions and set operations")
-        from_ = tree.args.get("from_") or tree.args.get("from")
-        if from_ is None or not isinstance(from_.this, exp.Table):
-            raise UnsupportedError("a query needs FROM table")
-        self._add_source(from_.this)
-        join_spec = None
-        joins = tree.args.get("joins") or []
-        if len(joins) > 1:
-            raise UnsupportedError("more than one JOIN")
-        if joins:
-            join_spec = self._join(joins[0])
-        where = tree.args.get("where")
-        cond = self.cond(where.this) if where is not None else None
-        groups = []
-        group = tree.args.get("group")
-        if group is not None:
-            for g in group.expressions:
-                if not isinstance(g, exp.Column):
-                    raise UnsupportedError(f"GROUP BY {_name(g)} (only columns)")
-                ref = self.resolve(g)
-                info = self.cols[ref]
-                labels: list[Any]
-                if info["kind"] == "categorical":
-                    self.need(ref, "oh")
-                    self.need(ref, "valid")
-                    labels = [*info["categories"], *([None] if info["nullable"] else [])]
-                elif info["kind"] == "boolean":
-                    self.need(ref, "val")
-                    self.need(ref, "valid")
-                    labels = [False, True, *([None] if info["nullable"] else [])]
-                elif info["kind"] == "origin":
-                    labels = list(info["labels"])
-                else:
-                    raise UnsupportedError(
-                        f"GROUP BY {info['kind']} column {info.get('name')} "
-                        "(only categorical, boolean and hospital)"
-                    )
-                groups.append({"ref": ref, "kind": info["kind"], "labels": labels, "name": g.name})
-        self.measure("count", None)  # measure 0 is COUNT(*): group-size suppression
-        items = []
-        group_refs = [g["ref"] for g in groups]
-        for item in tree.expressions:
-            alias = item.alias_or_name if isinstance(item, exp.Alias) else None
-            node = item.this if isinstance(item, exp.Alias) else item
-            if isinstance(node, exp.Star):
-                raise UnsupportedError("SELECT * (only aggregates and group columns)")
-            if isinstance(node, exp.Column):
-                ref = self.resolve(node)
-                if ref not in group_refs:
-                    raise UnsupportedError(f"column {node.sql()} outside GROUP BY and aggregates")
-                items.append({"name": alias or node.name, "group": group_refs.index(ref)})
-                continue
-            if not node.find(*_AGG.keys()):
-                raise UnsupportedError(f"{_name(node)} in SELECT (needs an aggregate)")
-            self.collect(node)
-            items.append({"name": alias or node.sql(), "expr": node.sql(dialect="duckdb")})
-        having = tree.args.get("having")
-        if having is not None:
-            self.collect(having.this)
-        order = []
-        if tree.args.get("order") is not None:
-            for o in tree.args["order"].expressions:
-                self.collect(o.this)
-                order.append(
-                    {"expr": o.this.sql(dialect="duckdb"), "desc": bool(o.args.get("desc"))}
-                )
-        limit = None
-        if tree.args.get("limit") is not None:
-            lim = tree.args["limit"].expression
-            if not isinstance(lim, exp.Literal) or lim.is_string:
-                raise UnsupportedError("LIMIT must be a number")
-            limit = int(lim.this)
-        return {
-            "version": 1,
-            "sources": [
-                {
-                    "alias": s["alias"],
-                    "table": s["table"],
-                    "parts": sorted(self.parts.get(s["alias"], ())),
-                }
-                for s in self.sources
-            ],
-            "join": join_spec,
-            "where": cond,
-            "cols": self.cols,
-            "groups": groups,
-            "measures": self.measures,
-            "extremes": self.extremes,
-            "aggregates": self.aggregates,
-            "items": items,
-            "having": having.this.sql(dialect="duckdb") if having is not None else None,
-            "order": order,
-            "limit": limit,
-            "min_group": self.min_group,
-        }
+        return tree
+
+    def _group(self, g: exp.Expression) -> Group:
+        if not isinstance(g, exp.Column):
+            raise UnsupportedError(f"GROUP BY {_name(g)} (only columns)")
+        ref = self.resolve(g)
+        info = self.cols[ref]
+        if info.kind == "categorical":
+            self.need(ref, "oh")
+            self.need(ref, "valid")
+        elif info.kind == "boolean":
+            self.need(ref, "val")
+            self.need(ref, "valid")
+        return Group(ref, info.kind, group_labels(info), g.name)
+
+    def _item(self, item: exp.Expression, groups: list[Group]) -> Item:
+        alias = item.alias_or_name if isinstance(item, exp.Alias) else None
+        node = item.this if isinstance(item, exp.Alias) else item
+        if isinstance(node, exp.Star):
+            raise UnsupportedError("SELECT * (only aggregates and group columns)")
+        if isinstance(node, exp.Column):
+            ref = self.resolve(node)
+            group_refs = [g.ref for g in groups]
+            if ref not in group_refs:
+                raise UnsupportedError(f"column {node.sql()} outside GROUP BY and aggregates")
+            return Item(alias or node.name, group=group_refs.index(ref))
+        if not node.find(*_AGG.keys()):
+            raise UnsupportedError(f"{_name(node)} in SELECT (needs an aggregate)")
+        self.collect(node)
+        return Item(alias or node.sql(), expr=node.sql(dialect="duckdb"))
 
     def _add_source(self, table: exp.Table) -> None:
         name = table.name
@@ -464,7 +467,7 @@ class _Compiler:
             }
         )
 
-    def _join(self, join: exp.Join) -> dict[str, Any]:
+    def _join(self, join: exp.Join) -> Join:
         kind = (join.args.get("kind") or "").upper()
         side = (join.args.get("side") or "").upper()
         if side or kind not in ("", "INNER"):
@@ -481,49 +484,43 @@ class _Compiler:
         if left.split(".")[0] == right.split(".")[0]:
             raise UnsupportedError("JOIN condition within one table")
         for ref in (left, right):
-            if self.cols[ref]["kind"] != "pseudonym":
+            if self.cols[ref].kind != "pseudonym":
                 raise UnsupportedError(
                     f"JOIN on {ref.split('.')[1]}: only pseudonymous key columns can be joined"
                 )
         if left.split(".")[0] != self.sources[0]["alias"]:
             left, right = right, left
-        return {"left": left, "right": right}
+        return Join(left, right)
+
+
+def aggregate_key(expr: str) -> str:
+    """The compiler's key (in ``SqlPlan.aggregates``) of an expression that is one aggregate."""
+    node = sqlglot.parse_one(expr, read="duckdb")
+    if isinstance(node, exp.Count) and (node.this is None or isinstance(node.this, exp.Star)):
+        return "COUNT(*)"
+    return str(node.sql())
+
+
+def _output_column(node: exp.Expression, expr: str, items: list[Item]) -> int | None:
+    """The output column an ORDER BY term names: by position, name or the same aggregate."""
+    if isinstance(node, exp.Literal) and not node.is_string and str(node.this).isdigit():
+        pos = int(node.this)
+        if not 1 <= pos <= len(items):
+            raise InputError(f"ORDER BY {pos}: the answer has {len(items)} columns")
+        return pos - 1
+    key = aggregate_key(expr)
+    for j, it in enumerate(items):
+        if it.name.lower() == expr.lower():
+            return j
+        if it.expr is not None and aggregate_key(it.expr) == key:
+            return j
+    return None
 
 
 def compile_sql(
     sql: str, tables: Mapping[str, Mapping[str, Any]], *, min_group: int = 5
-) -> dict[str, Any]:
+) -> SqlPlan:
     """The secure plan for ``sql`` over ``tables`` (name -> catalogue manifest)."""
     if min_group < 1:
         raise ValueError("min_group must be >= 1")
     return _Compiler(tables, min_group).compile(sql)
-
-
-def plan_cells(plan: Mapping[str, Any]) -> int:
-    """How many result cells (groups) a plan releases per measure."""
-    cells = 1
-    for group in plan.get("groups") or []:
-        cells *= len(group["labels"])
-    return cells
-
-
-def dp_measures(keys: list[str], booleans: set[str]) -> list[dict[str, Any]]:
-    """The SQL program's measures for a DP release's statistic keys, in their order.
-
-    ``count`` -> COUNT(*); ``count:REF`` -> non-null rows; ``sum:REF`` -> the values;
-    ``sumsq:REF`` -> the squares (a boolean's square is itself).  ``booleans`` names
-    the boolean column refs.  The requester builds a DP job's measures with this and
-    every custodian checks them with it, so they cannot differ.
-    """
-    measures: list[dict[str, Any]] = []
-    for key in keys:
-        kind, _, ref = key.partition(":")
-        if kind == "count":
-            measures.append({"kind": "count", "part": f"{ref}.valid" if ref else None})
-        elif kind == "sum":
-            measures.append({"kind": "sum", "part": f"{ref}.val"})
-        elif kind == "sumsq":
-            measures.append({"kind": "sum", "part": f"{ref}.{'val' if ref in booleans else 'sq'}"})
-        else:
-            raise UnsupportedError(f"statistic {key} under differential privacy")
-    return measures

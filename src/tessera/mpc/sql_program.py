@@ -1,9 +1,11 @@
 """The secure SQL program, run inside every MPyC party (job type ``sql``).
 
-Input: the plan from :mod:`tessera.mpc.sql` (``params["plan"]``) and this party's shares
-of the parts it names.  Output, released to the requester only (re-randomised shares):
-``[flag_g ...] + [measure_m,g ...] + [extreme_e,g ...]`` where ``flag_g`` is 1 iff group
-``g`` has at least ``min_group`` rows; every other cell of a suppressed group is 0.
+Input: the plan from :mod:`tessera.mpc.sql` (``params["plan"]``, decoded and checked with
+:meth:`tessera.mpc.plan.SqlPlan.from_dict`, so a malformed plan stops here) and this
+party's shares of the parts it names.  Output, released to the requester only
+(re-randomised shares): ``[flag_g ...] + [measure_m,g ...] + [extreme_e,g ...]`` where
+``flag_g`` is 1 iff group ``g`` has at least ``min_group`` rows; every other cell of a
+suppressed group is 0.
 
 Costs (rows N): a WHERE leaf on a categorical, boolean or small integer is a local
 sum of shared columns; each AND/OR is one batched multiplication of N values; a range
@@ -21,6 +23,7 @@ import numpy as np
 from mpyc import asyncoro
 
 from tessera.mpc._speedups import limb_matmul
+from tessera.mpc.plan import ORIGIN, Condition, Extreme, SqlPlan
 
 __all__ = ["run"]
 
@@ -28,7 +31,7 @@ Value = Any  # a public numpy int64 array or an MPyC secure array
 
 
 class _Eval:
-    def __init__(self, ctx: Any, plan: dict[str, Any]) -> None:
+    def __init__(self, ctx: Any, plan: SqlPlan) -> None:
         self.ctx = ctx
         self.mpc = ctx.mpc
         self.plan = plan
@@ -38,17 +41,17 @@ class _Eval:
         sel: dict[str, np.ndarray | None] = {}
         keys: dict[str, dict[str, list[str]]] = {}
         origins: dict[str, list[str]] = {}
-        for src in plan["sources"]:
-            parts, ks, origs = ctx.input(src["alias"])
+        for src in plan.sources:
+            parts, ks, origs = ctx.input(src.alias)
             for name, arr in parts.items():
-                self.raw[f"{src['alias']}.{name}"] = arr
-            keys[src["alias"]] = ks
-            origins[src["alias"]] = origs
-            sel[src["alias"]] = None
-        join = plan.get("join")
-        if join:
-            la, lc = join["left"].split(".", 1)
-            ra, rc = join["right"].split(".", 1)
+                self.raw[f"{src.alias}.{name}"] = arr
+            keys[src.alias] = ks
+            origins[src.alias] = origs
+            sel[src.alias] = None
+        join = plan.join
+        if join is not None:
+            la, lc = join.left.split(".", 1)
+            ra, rc = join.right.split(".", 1)
             where: dict[str, list[int]] = {}
             for j, k in enumerate(keys[ra][rc]):
                 where.setdefault(k, []).append(j)
@@ -62,17 +65,18 @@ class _Eval:
             sel[ra] = np.array(ib, dtype=np.int64)
             self.rows = len(ia)
         else:
-            self.rows = len(origins[plan["sources"][0]["alias"]])
+            self.rows = len(origins[plan.sources[0].alias])
         for name in list(self.raw):
             idx = sel[name.split(".", 1)[0]]
             if idx is not None:
                 self.raw[name] = self.raw[name][idx]
-        for src in plan["sources"]:
-            labels = plan["cols"].get(f"{src['alias']}.hospital", {}).get("labels", [])
-            o = origins[src["alias"]]
-            idx = sel[src["alias"]]
+        for src in plan.sources:
+            info = plan.cols.get(f"{src.alias}.{ORIGIN}")
+            labels = list(info.categories) if info is not None else []
+            o = origins[src.alias]
+            idx = sel[src.alias]
             arr = np.array([labels.index(x) if x in labels else -1 for x in o], dtype=np.int64)
-            self.origin_idx[src["alias"]] = arr if idx is None else arr[idx]
+            self.origin_idx[src.alias] = arr if idx is None else arr[idx]
 
     # ----- values ------------------------------------------------------------------
     def part(self, name: str) -> Value:
@@ -132,7 +136,7 @@ class _Eval:
 
     # ----- predicates ---------------------------------------------------------------
     def valid(self, ref: str) -> Value:
-        if self.plan["cols"][ref]["kind"] == "origin":
+        if self.plan.cols[ref].kind == "origin":
             return self.ones()
         return self.part(f"{ref}.valid")
 
@@ -150,10 +154,10 @@ class _Eval:
         key = ("ge", ref, c)
         if key in self.cache:
             return self.cache[key]
-        info = self.plan["cols"][ref]
-        off = c - int(info["min"])
-        width = int(info["max"]) - int(info["min"])
-        digits = int(info["digits"])
+        info = self.plan.cols[ref]
+        off = c - info.min
+        width = info.max - info.min
+        digits = info.digits
         if off <= 0:
             result = self.valid(ref)
         elif off > width:
@@ -174,27 +178,27 @@ class _Eval:
         self.cache[key] = result
         return result
 
-    def leaf(self, node: dict[str, Any]) -> tuple[Value, Value]:
-        op = node["op"]
+    def leaf(self, node: Condition) -> tuple[Value, Value]:
+        op = node.op
         if op == "const":
-            return (self.ones(), self.zeros()) if node["value"] else (self.zeros(), self.ones())
+            return (self.ones(), self.zeros()) if node.value else (self.zeros(), self.ones())
         if op == "origin":
-            alias = node["ref"].split(".", 1)[0]
-            pub = np.isin(self.origin_idx[alias], node["idx"]).astype(np.int64)
+            alias = node.ref.split(".", 1)[0]
+            pub = np.isin(self.origin_idx[alias], list(node.idx)).astype(np.int64)
             return pub, 1 - pub
-        ref = node["ref"]
+        ref = node.ref
         valid = self.valid(ref)
         if op == "isnull":
             return self.sub(self.ones(), valid), valid
         if op == "cat":
             t: Value = self.zeros()
-            for i in node["idx"]:
+            for i in node.idx:
                 t = self.add(t, self.column(f"{ref}.oh", i))
         elif op == "bool":
             val = self.part(f"{ref}.val")
-            t = val if node["value"] else self.sub(valid, val)
+            t = val if node.value else self.sub(valid, val)
         elif op == "range":
-            lo, hi = node["lo"], node["hi"]
+            lo, hi = node.lo, node.hi
             upper = self.zeros() if hi is None else self.ge(ref, hi + 1)
             lower = valid if lo is None else self.ge(ref, lo)
             t = (
@@ -204,19 +208,19 @@ class _Eval:
             )
         elif op == "in":
             t = self.zeros()
-            for v in node["values"]:
+            for v in node.values:
                 t = self.add(t, self.sub(self.ge(ref, v), self.ge(ref, v + 1)))
         else:
             raise ValueError(f"unknown predicate {op}")
         return t, self.sub(valid, t)
 
-    def cond(self, node: dict[str, Any], want_false: bool) -> tuple[Value, Value | None]:
-        op = node["op"]
+    def cond(self, node: Condition, want_false: bool) -> tuple[Value, Value | None]:
+        op = node.op
         if op == "not":
-            t, f = self.cond(node["arg"], True)
+            t, f = self.cond(node.args[0], True)
             return f, t
         if op in ("and", "or"):
-            (t1, f1), (t2, f2) = (self.cond(a, want_false) for a in node["args"])
+            (t1, f1), (t2, f2) = (self.cond(a, want_false) for a in node.args)
             if op == "and":
                 t = self.mul(t1, t2)
                 f = self.sub(self.add(f1, f2), self.mul(f1, f2)) if want_false else None
@@ -230,23 +234,23 @@ class _Eval:
     # ----- groups ---------------------------------------------------------------------
     def group_indicators(self) -> list[Value]:
         combos: list[Value] = [self.ones()]
-        for g in self.plan["groups"]:
-            ref = g["ref"]
-            if g["kind"] == "origin":
+        for g in self.plan.groups:
+            ref = g.ref
+            if g.kind == "origin":
                 alias = ref.split(".", 1)[0]
                 inds = [
-                    (self.origin_idx[alias] == i).astype(np.int64) for i in range(len(g["labels"]))
+                    (self.origin_idx[alias] == i).astype(np.int64) for i in range(len(g.labels))
                 ]
-            elif g["kind"] == "boolean":
+            elif g.kind == "boolean":
                 val = self.part(f"{ref}.val")
                 inds = [self.sub(self.valid(ref), val), val]
             else:
                 inds = [
                     self.column(f"{ref}.oh", i)
-                    for i in range(len(g["labels"]))
-                    if g["labels"][i] is not None
+                    for i in range(len(g.labels))
+                    if g.labels[i] is not None
                 ]
-            if None in g["labels"]:  # the NULL group, as SQL has it
+            if None in g.labels:  # the NULL group, as SQL has it
                 inds.append(self.sub(self.ones(), self.valid(ref)))
             combos = [self.mul(c, ind) for c in combos for ind in inds]
         return combos
@@ -303,7 +307,7 @@ def _select_digit(
     return digit, upper - lower  # one-hot of the chosen digit
 
 
-def _extreme(ev: _Eval, spec: dict[str, Any], sel: Value, groups: list[Value]) -> Value:
+def _extreme(ev: _Eval, spec: Extreme, sel: Value, groups: list[Value]) -> Value:
     """Per group: the offset (units - min) of MIN or MAX over selected non-NULL rows.
 
     One-part thermometers: one inner product per step plus one small comparison each.
@@ -312,15 +316,15 @@ def _extreme(ev: _Eval, spec: dict[str, Any], sel: Value, groups: list[Value]) -
     multiplication per row), go on with the next digit.  No comparison on row values.
     """
     mpc = ev.mpc
-    ref, op = spec["ref"], spec["op"]
-    info = ev.plan["cols"][ref]
-    width = int(info["max"]) - int(info["min"])
+    ref, op = spec.ref, spec.op
+    info = ev.plan.cols[ref]
+    width = info.max - info.min
     gn = len(groups)
     if width == 0:
         return ev.secure(np.zeros(gn, dtype=np.int64))
     sv = ev.mul(sel, ev.valid(ref))
     c = mpc.np_stack([ev.secure(ev.mul(sv, g)) for g in groups])  # G x rows
-    digits = int(info["digits"])
+    digits = info.digits
     if digits == 0:
         value, _ = _select_digit(ev, ev.raw_int(f"{ref}.th"), c, op, width + 1, gn)
         return value
@@ -341,25 +345,25 @@ def _extreme(ev: _Eval, spec: dict[str, Any], sel: Value, groups: list[Value]) -
 async def run(ctx: Any) -> None:
     """Evaluate the plan and release the result cells to the requester."""
     mpc = ctx.mpc
-    plan = ctx.params["plan"]
+    plan = SqlPlan.from_dict(ctx.params["plan"])
     ev = _Eval(ctx, plan)
     sel: Value = ev.ones()
-    if plan.get("where"):
-        sel, _ = ev.cond(plan["where"], False)
+    if plan.where is not None:
+        sel, _ = ev.cond(plan.where, False)
     groups = ev.group_indicators()
     gn = len(groups)
     weights = []
-    for m in plan["measures"]:
-        w = sel if m["part"] is None else ev.mul(sel, ev.part(m["part"]))
+    for m in plan.measures:
+        w = sel if m.part is None else ev.mul(sel, ev.part(m.part))
         weights.append(ev.secure(w))
     wmat = mpc.np_stack(weights)  # K x rows
     if all(ev.public(g) for g in groups):
         cells = wmat @ np.stack(groups, axis=1)  # local: public group indicators
     else:
         cells = wmat @ mpc.np_stack([ev.secure(g) for g in groups], axis=1)  # K x G
-    extremes = [_extreme(ev, e, sel, groups) for e in plan["extremes"]]  # scheduled together
+    extremes = [_extreme(ev, e, sel, groups) for e in plan.extremes]  # scheduled together
     counts = cells[0]  # measure 0 is COUNT(*)
-    flags = 1 - mpc.np_sgn(counts - int(plan["min_group"]), l=_bits(ev.rows), LT=True)
+    flags = 1 - mpc.np_sgn(counts - plan.min_group, l=_bits(ev.rows), LT=True)
     flat = await ctx.add_noise(cells.reshape(-1))
     kept = flat.reshape(len(weights), gn) * flags.reshape(1, gn)
     pieces = [flags, kept.reshape(-1)]

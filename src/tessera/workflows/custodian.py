@@ -125,6 +125,7 @@ class Custodian:
         self.root.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(self.root / "budget.sqlite3")
         self._lock = threading.Lock()
+        self._roster: tuple[Any, Roster] | None = None
         self._db = sqlite3.connect(self.root / "custodian.sqlite3", check_same_thread=False)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS policies (table_name TEXT PRIMARY KEY, "
@@ -149,8 +150,18 @@ class Custodian:
         return doc
 
     def roster(self) -> Roster:
-        """The people this custodian trusts."""
-        return Roster.from_body(SignedDocument.from_dict(self.roster_document()).body)
+        """The people this custodian trusts (parsed again only when the file changed)."""
+        try:
+            stat = (self.root / ROSTER_FILE).stat()
+            stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        except FileNotFoundError:
+            stamp = None
+        cached = self._roster
+        if stamp is not None and cached is not None and cached[0] == stamp:
+            return cached[1]
+        roster = Roster.from_body(SignedDocument.from_dict(self.roster_document()).body)
+        self._roster = (stamp, roster) if stamp is not None else None
+        return roster
 
     def pin_roster(self, document: SignedDocument) -> Roster:
         """Pin the first roster (signed by one of its own privileged people)."""

@@ -7,21 +7,22 @@ plan itself, from its own policy (budget, epsilon cap, delta, minimum group) and
 steward-confirmed bounds, for the aggregates the job names, and refuses the job unless
 the plan the job carries is exactly that one; then it checks that the program releases
 nothing but those noisy statistics (no exact count compared, no MIN/MAX).  The noise the
-custodian adds is drawn from its own plan.
+custodian adds is drawn from its own plan.  A SQL job's plan is decoded and checked with
+:meth:`tessera.mpc.plan.SqlPlan.from_dict` first: a malformed plan is refused (InputError).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from tessera.dp import Aggregate, Policy, ReleasePlan, plan_release
-from tessera.errors import InputError, PolicyError
+from tessera.errors import InputError, PolicyError, UnsupportedError
 from tessera.mpc.knn_spec import KnnJob
-from tessera.mpc.sql import dp_measures, plan_cells
+from tessera.mpc.plan import Measure, SqlPlan
 
 __all__ = [
     "bound_aggregate",
@@ -29,6 +30,7 @@ __all__ = [
     "check_exact_job",
     "check_validate_job",
     "columns_digest",
+    "dp_measures",
 ]
 
 _NUMERIC = ("integer", "decimal", "date")
@@ -39,19 +41,18 @@ def check_exact_job(job: Mapping[str, Any], policy: Policy, tables: tuple[str, .
     if job.get("noise"):
         raise PolicyError(f"{', '.join(tables)} has no DP policy: this custodian adds no noise")
     if job["type"] == "sql":
-        plan = _sql_plan(job)
-        asked = plan.get("min_group")
-        if not isinstance(asked, int) or asked < policy.min_group_size:
+        asked = _sql_plan(job).min_group
+        if asked < policy.min_group_size:
             raise PolicyError(
                 f"minimum group size {asked} is below {', '.join(tables)}'s {policy.min_group_size}"
             )
 
 
-def _sql_plan(job: Mapping[str, Any]) -> dict[str, Any]:
+def _sql_plan(job: Mapping[str, Any]) -> SqlPlan:
     plan = job["params"].get("plan")
     if not isinstance(plan, dict):
         raise InputError("a sql job carries its plan")
-    return plan
+    return SqlPlan.from_dict(plan)
 
 
 def _column(manifests: Mapping[str, Mapping[str, Any]], table: str, name: str) -> Mapping[str, Any]:
@@ -129,8 +130,9 @@ def check_dp_job(
         raise PolicyError(f"{private} is under differential privacy: a job without noise")
     claimed = ReleasePlan.from_dict(noise["release_plan"])
     aliases = {str(item["alias"]): str(item["table"]) for item in job["inputs"]}
-    if job["type"] == "sql":
-        factor, groups = 1, plan_cells(_sql_plan(job))
+    plan = _sql_plan(job) if job["type"] == "sql" else None
+    if plan is not None:
+        factor, groups = 1, plan.cells
     elif job["type"] == "knn":
         factor, knn = _knn_factor(job)
         groups = knn.treatments
@@ -154,21 +156,21 @@ def check_dp_job(
         )
     if noise.get("cells") != len(mine.statistics) * groups or noise.get("groups") != groups:
         raise PolicyError("the job's noise cells do not match its result cells")
-    if job["type"] == "sql":
-        _check_sql_release(_sql_plan(job), mine, aliases, manifests)
+    if plan is not None:
+        _check_sql_release(plan, mine, aliases, manifests)
     return mine
 
 
 def _check_sql_release(
-    plan: Mapping[str, Any],
+    plan: SqlPlan,
     release: ReleasePlan,
     aliases: Mapping[str, str],
     manifests: Mapping[str, Mapping[str, Any]],
 ) -> None:
     """The SQL program must release exactly the noisy statistics, nothing exact."""
-    if plan.get("min_group") != 0:
+    if plan.min_group != 0:
         raise PolicyError("a DP job must not compare exact group sizes (min_group 0)")
-    if plan.get("extremes"):
+    if plan.extremes:
         raise PolicyError("MIN and MAX are not released under differential privacy")
     booleans = set()
     for stat in release.statistics:
@@ -176,8 +178,30 @@ def _check_sql_release(
         alias, _, name = ref.rpartition(".")
         if alias in aliases and _column(manifests, aliases[alias], name)["kind"] == "boolean":
             booleans.add(ref)
-    if plan.get("measures") != dp_measures(list(release.keys), booleans):
+    if plan.measures != dp_measures(release.keys, booleans):
         raise PolicyError("the job's measures are not the DP release's statistics")
+
+
+def dp_measures(keys: Sequence[str], booleans: Collection[str]) -> tuple[Measure, ...]:
+    """The SQL program's measures for a DP release's statistic keys, in their order.
+
+    ``count`` -> COUNT(*); ``count:REF`` -> non-null rows; ``sum:REF`` -> the values;
+    ``sumsq:REF`` -> the squares (a boolean's square is itself).  ``booleans`` names
+    the boolean column refs.  The requester builds a DP job's measures with this and
+    every custodian checks them with it, so they cannot differ.
+    """
+    measures: list[Measure] = []
+    for key in keys:
+        kind, _, ref = key.partition(":")
+        if kind == "count":
+            measures.append(Measure("count", f"{ref}.valid" if ref else None))
+        elif kind == "sum":
+            measures.append(Measure("sum", f"{ref}.val"))
+        elif kind == "sumsq":
+            measures.append(Measure("sum", f"{ref}.{'val' if ref in booleans else 'sq'}"))
+        else:
+            raise UnsupportedError(f"statistic {key} under differential privacy")
+    return tuple(measures)
 
 
 def columns_digest(columns: Sequence[Any]) -> str:

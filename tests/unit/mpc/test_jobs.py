@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tessera.errors import InputError
+from tessera.keys.documents import canonical_bytes
 from tessera.mpc._speedups import limb_matmul
-from tessera.mpc.jobs import canonical_bytes, program_module, validate_job
+from tessera.mpc.jobs import program_module, validate_job
 
 P = 2**61 - 1
 

@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 
 from tessera.errors import InputError, UnsupportedError
+from tessera.mpc.plan import Extreme, Join, Measure, SqlPlan
 from tessera.mpc.sql import compile_sql
 from tessera.tables.encode import column_info
 from tessera.tables.schema import Column
@@ -28,35 +29,56 @@ TABLES: dict[str, Any] = {
 }
 
 
-def plan(sql: str) -> dict[str, Any]:
+def plan(sql: str) -> SqlPlan:
     return compile_sql(sql, TABLES)
 
 
 def test_count_where_needs_only_thermometer() -> None:
     p = plan("SELECT COUNT(*) FROM t WHERE age > 60")
-    assert p["sources"][0]["parts"] == ["age.th", "age.valid"]
-    assert p["where"] == {"op": "range", "ref": "t.age", "lo": 61, "hi": None}
-    assert p["measures"][0] == {"kind": "count", "part": None}
+    assert p.sources[0].parts == ("age.th", "age.valid")
+    assert p.where is not None
+    assert p.where.to_dict() == {"op": "range", "ref": "t.age", "lo": 61, "hi": None}
+    assert p.measures[0] == Measure("count", None)
 
 
 def test_decimal_and_date_constants_in_units() -> None:
     p = plan("SELECT COUNT(*) FROM t WHERE bmi > 30.25 AND visit < '2020-01-01'")
-    left, right = p["where"]["args"]
-    assert left["lo"] == 303  # 30.25 -> 302.5 units; > means >= 303
-    assert right["hi"] == 18261  # days before 2020-01-01
+    assert p.where is not None
+    left, right = p.where.args
+    assert left.lo == 303  # 30.25 -> 302.5 units; > means >= 303
+    assert right.hi == 18261  # days before 2020-01-01
 
 
 def test_aggregates_decompose_into_measures() -> None:
     p = plan("SELECT sex, AVG(bmi), STDDEV(bmi), MAX(load) FROM t GROUP BY sex")
-    kinds = [(m["kind"], m["part"]) for m in p["measures"]]
+    kinds = [(m.kind, m.part) for m in p.measures]
     assert ("sum", "t.bmi.val") in kinds and ("sum", "t.bmi.sq") in kinds
-    assert p["groups"][0]["labels"] == ["F", "M", None]
-    assert p["extremes"] == [{"ref": "t.load", "op": "max"}]
+    assert p.groups[0].labels == ("F", "M", None)
+    assert p.extremes == (Extreme("t.load", "max"),)
 
 
 def test_join_on_pseudonyms() -> None:
     p = plan("SELECT COUNT(*) FROM t a JOIN u b ON a.pid = b.pid WHERE b.age > 40")
-    assert p["join"] == {"left": "a.pid", "right": "b.pid"}
+    assert p.join == Join("a.pid", "b.pid")
+
+
+@pytest.mark.parametrize(
+    ("sql", "columns"),
+    [
+        ("SELECT sex, COUNT(*) AS n FROM t GROUP BY sex ORDER BY 2 DESC, sex", [1, 0]),
+        ("SELECT sex, COUNT(*) AS n FROM t GROUP BY sex ORDER BY n, COUNT(*)", [1, 1]),
+        ("SELECT sex, AVG(bmi) FROM t GROUP BY sex ORDER BY avg(bmi)", [1]),
+        ("SELECT sex, COUNT(*) FROM t GROUP BY sex ORDER BY COUNT(*) * 2", [None]),
+        ("SELECT sex, COUNT(*) FROM t GROUP BY sex ORDER BY SUM(age)", [None]),
+    ],
+)
+def test_order_by_names_output_columns_once(sql: str, columns: list[int | None]) -> None:
+    assert [o.column for o in plan(sql).order] == columns
+
+
+def test_order_by_position_out_of_range() -> None:
+    with pytest.raises(InputError, match="ORDER BY 3: the answer has 2 columns"):
+        plan("SELECT sex, COUNT(*) FROM t GROUP BY sex ORDER BY 3")
 
 
 @pytest.mark.parametrize(

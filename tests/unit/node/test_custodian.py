@@ -14,15 +14,16 @@ import pytest
 
 from tessera.dp import Aggregate, Policy, plan_release
 from tessera.dp.policy import TablePolicy
-from tessera.errors import BudgetExhaustedError, IntegrityError, PolicyError
+from tessera.errors import BudgetExhaustedError, InputError, IntegrityError, PolicyError
 from tessera.keys import generate
 from tessera.keys.documents import SignedDocument
 from tessera.keys.people import ROSTER_CONTEXT, Person, Roster
-from tessera.mpc.sql import compile_sql, dp_measures
+from tessera.mpc.plan import SqlPlan
+from tessera.mpc.sql import compile_sql
 from tessera.tables.encode import column_info
 from tessera.tables.schema import Schema
 from tessera.workflows.custodian import JOB_CONTEXT, POLICY_CONTEXT, Custodian
-from tessera.workflows.job_checks import bound_aggregate
+from tessera.workflows.job_checks import bound_aggregate, dp_measures
 from tessera.workflows.people import Signer
 
 SCHEMA = """
@@ -76,8 +77,10 @@ def policy_doc(policy: Policy, serial: int, *signers: str, steward: str = "stell
 DP = Policy.dp(total_epsilon=2.0, default_epsilon=1.0, bounds=(("age", 18, 100),))
 
 
-def sql_job(sql: str, *, min_group: int = 5, requester: str = "rita") -> dict[str, Any]:
-    plan = compile_sql(sql, MANIFESTS, min_group=min_group)
+def sql_job(
+    sql: str, *, min_group: int = 5, requester: str = "rita", plan: SqlPlan | None = None
+) -> dict[str, Any]:
+    plan = plan or compile_sql(sql, MANIFESTS, min_group=min_group)
     return {
         "version": 1,
         "type": "sql",
@@ -85,21 +88,21 @@ def sql_job(sql: str, *, min_group: int = 5, requester: str = "rita") -> dict[st
         "requester": requester,
         "issued_at": int(time.time()),
         "parties": [["127.0.0.1", 1], ["127.0.0.1", 2], ["127.0.0.1", 3]],
-        "inputs": [
-            {"alias": s["alias"], "table": "t", "parts": s["parts"]} for s in plan["sources"]
-        ],
+        "inputs": [{"alias": s.alias, "table": "t", "parts": list(s.parts)} for s in plan.sources],
         "noise": None,
-        "params": {"plan": plan},
+        "params": {"plan": plan.to_dict()},
     }
 
 
 def dp_job(policy: Policy, *, epsilon: float | None = None, **over: Any) -> dict[str, Any]:
-    job = sql_job("SELECT sex, COUNT(*), AVG(age) FROM t GROUP BY sex")
-    plan = job["params"]["plan"]
+    sql = "SELECT sex, COUNT(*), AVG(age) FROM t GROUP BY sex"
+    plan = compile_sql(sql, MANIFESTS)
     raw = [Aggregate("count"), Aggregate("avg", "t.age", 0, 0)]
     aggs = [bound_aggregate(a, {"t": "t"}, {"t": policy}, MANIFESTS, 1) for a in raw]
     release = plan_release(policy, aggs, cells=3, custodians=3, threshold=1, epsilon=epsilon)
-    plan.update(min_group=0, extremes=[], measures=dp_measures(list(release.keys), set()))
+    measures = dp_measures(release.keys, set())
+    secure = replace(plan, min_group=0, extremes=(), aggregates={}, measures=measures)
+    job = sql_job(sql, plan=secure)
     assert job["inputs"][0]["alias"] == "t"
     job["noise"] = {"cells": 3 * len(release.keys), "groups": 3, "release_plan": release.to_dict()}
     job.update(over)
@@ -147,6 +150,15 @@ def test_exact_jobs_keep_the_minimum_group(custodian: Custodian) -> None:
         custodian.admit(noisy, "rita", MANIFESTS)
     with pytest.raises(PolicyError, match="not a researcher"):
         custodian.admit(sql_job("SELECT COUNT(*) FROM t"), "stella", MANIFESTS)
+    # the plan is decoded and checked first: suppression must compare COUNT(*), not a sum
+    summed = sql_job("SELECT COUNT(*), SUM(age) FROM t")
+    summed["params"]["plan"]["measures"][0] = {"kind": "sum", "part": "t.age.val"}
+    with pytest.raises(InputError, match="measure 0 must be COUNT"):
+        custodian.admit(summed, "rita", MANIFESTS)
+    future = sql_job("SELECT COUNT(*) FROM t")
+    future["params"]["plan"]["version"] = 2
+    with pytest.raises(InputError, match="unsupported version"):
+        custodian.admit(future, "rita", MANIFESTS)
 
 
 def test_dp_jobs_are_checked_against_the_custodians_policy(custodian: Custodian) -> None:
@@ -169,9 +181,13 @@ def test_dp_jobs_are_checked_against_the_custodians_policy(custodian: Custodian)
     with pytest.raises(PolicyError, match="exact group sizes"):
         custodian.admit(exact_counts, "rita", MANIFESTS)
     sneaky = dp_job(DP)
-    sneaky["params"]["plan"]["measures"][1] = {"kind": "sum", "part": "t.age.sq"}
+    sneaky["params"]["plan"]["measures"][1] = {"kind": "sum", "part": "t.age.val"}
     with pytest.raises(PolicyError, match="measures"):
         custodian.admit(sneaky, "rita", MANIFESTS)
+    unlisted = dp_job(DP)  # a part the job's inputs do not list: a malformed plan
+    unlisted["params"]["plan"]["measures"][1] = {"kind": "sum", "part": "t.age.sq"}
+    with pytest.raises(InputError, match=r"measure part 't\.age\.sq'"):
+        custodian.admit(unlisted, "rita", MANIFESTS)
     narrow = replace(DP, bounds=(("age", 18, 60),))
     with pytest.raises(PolicyError, match="narrower bounds"):
         custodian.install_policy(policy_doc(narrow, 2, "stella"))

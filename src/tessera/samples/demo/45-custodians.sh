@@ -41,9 +41,9 @@ plan = plan_query(env, "SELECT sex, COUNT(*) FROM patients GROUP BY sex", min_gr
 job = {
     "version": 1, "type": "sql", "job_id": secrets.token_hex(16),
     "issued_at": int(time.time()), "parties": [[n.host, 1] for n in env.nodes],
-    "inputs": [{"alias": s["alias"], "table": s["table"], "parts": s["parts"]}
-               for s in plan["sources"]],
-    "noise": None, "params": {"plan": plan, "prime": 2**61 - 1},
+    "inputs": [{"alias": s.alias, "table": s.table, "parts": list(s.parts)}
+               for s in plan.sources],
+    "noise": None, "params": {"plan": plan.to_dict(), "prime": 2**61 - 1},
 }
 print("-- a forged job: exact counts, minimum group 1, signed 'alice' with a key that is")
 print("   not in the roster (what a stolen requester folder or a gateway could make)")
