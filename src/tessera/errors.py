@@ -48,6 +48,7 @@ __all__ = [
     "InsufficientSharesError",
     "IntegrityError",
     "InvalidShareError",
+    "JobAbortedError",
     "NotFoundError",
     "PolicyError",
     "RecoveryError",
@@ -173,6 +174,12 @@ class BackendError(TesseraError):
 
     code = "backend_error"
     http_status = 502
+
+
+class JobAbortedError(BackendError):
+    """A custodian stopped its part of a job because another custodian refused or failed."""
+
+    code = "job_aborted"
 
 
 class StorageUnavailableError(BackendError):

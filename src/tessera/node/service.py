@@ -33,6 +33,7 @@ from tessera.errors import (
     ConfigError,
     InputError,
     IntegrityError,
+    JobAbortedError,
     NotFoundError,
     PolicyError,
     TesseraError,
@@ -349,7 +350,7 @@ class NodeService:
                 with self._lock:
                     self._running.pop(job_id, None)
             if job_id in self._aborted:
-                raise BackendError("the job was aborted (another custodian refused it)")
+                raise JobAbortedError("the job was aborted (another custodian refused it)")
             result_path = folder / "result.json"
             if code != 0 or not result_path.exists():
                 tail = log_path.read_text(errors="replace").strip().splitlines()

@@ -31,6 +31,7 @@ from tessera.core.prime import InconsistentSharesError, reconstruct_array, to_si
 from tessera.errors import (
     BackendError,
     IntegrityError,
+    JobAbortedError,
     StorageUnavailableError,
     TesseraError,
 )
@@ -326,9 +327,13 @@ def _raise_refusals(errors: dict[int, TesseraError], total: int) -> None:
     """One error for what the nodes refused (every node's reason when they agree)."""
     if not errors:
         return
-    # a custodian's own refusal explains more than a party another one had to abort
-    reasons_first = sorted(errors, key=lambda i: (isinstance(errors[i], BackendError), i))
-    first = errors[reasons_first[0]]
+
+    # a custodian's own refusal explains more than a failure, a failure more than an abort
+    def rank(i: int) -> tuple[int, int]:
+        e = errors[i]
+        return (2 if isinstance(e, JobAbortedError) else int(isinstance(e, BackendError)), i)
+
+    first = errors[min(errors, key=rank)]
     refusals = {i: e for i, e in errors.items() if not isinstance(e, BackendError)} or errors
     reasons = {str(e).split(": ", 1)[-1] for e in refusals.values()}
     if len(refusals) > 1 and len(reasons) == 1:
