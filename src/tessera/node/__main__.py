@@ -14,6 +14,8 @@ import os
 import socket
 import ssl
 import sys
+import threading
+import time
 from pathlib import Path
 
 import uvicorn
@@ -23,7 +25,9 @@ from tessera.errors import TesseraError
 from tessera.node.app import create_app
 from tessera.node.service import NodeService
 
-__all__ = ["main", "serve"]
+__all__ = ["WATCH_S", "main", "serve"]
+
+WATCH_S = 1.0  # how often a node checks that its environment is still there
 
 
 def _bind(host: str, port: int, any_port: bool) -> socket.socket:
@@ -41,6 +45,23 @@ def _bind(host: str, port: int, any_port: bool) -> socket.socket:
     return sock
 
 
+def _watch(
+    server: uvicorn.Server, service: NodeService, config_file: Path, idle_exit: float
+) -> None:
+    """Stop the node when its environment disappears, or after ``idle_exit`` seconds
+    without a request (0: never)."""
+    while not server.should_exit:
+        time.sleep(WATCH_S)
+        reason = None
+        if not config_file.exists():
+            reason = "its environment folder is gone"
+        elif idle_exit and service.idle_s() > idle_exit:
+            reason = f"idle for {int(idle_exit)} s"
+        if reason:
+            sys.stderr.write(f"tessera node {service.node_id}: stopping, {reason}\n")
+            server.should_exit = True
+
+
 def serve(
     home: Path,
     node_id: int,
@@ -48,8 +69,10 @@ def serve(
     *,
     any_port: bool = False,
     enforce: bool = True,
+    idle_exit: float = 0.0,
 ) -> None:
-    """Serve node ``node_id`` until interrupted."""
+    """Serve node ``node_id`` until interrupted, its environment is removed, or it was
+    idle for ``idle_exit`` seconds (0: never)."""
     env = Environment.load(home)
     service = NodeService(env, node_id, enforce=enforce)
     cfg = next(n for n in env.nodes if n.id == node_id)
@@ -73,6 +96,10 @@ def serve(
         timeout_keep_alive=30,
     )
     server = uvicorn.Server(config)
+    watcher = threading.Thread(
+        target=_watch, args=(server, service, env.home / "tessera.toml", idle_exit), daemon=True
+    )
+    watcher.start()
     try:
         server.run(sockets=[sock])
     finally:
@@ -93,6 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--any-port", action="store_true")
     parser.add_argument(
+        "--idle-exit",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="exit after this long without a request (0: never; nodes that commands "
+        "start by themselves use 1800)",
+    )
+    parser.add_argument(
         "--no-policy-checks",
         action="store_true",
         help="run every signed job without checking it against the tables' policies "
@@ -106,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             args.port,
             any_port=args.any_port,
             enforce=not args.no_policy_checks,
+            idle_exit=max(0.0, args.idle_exit),
         )
     except TesseraError as exc:
         sys.stderr.write(f"tessera node: error: {exc}\n")

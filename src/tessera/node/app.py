@@ -50,6 +50,14 @@ def create_app(service: NodeService) -> FastAPI:
     """The node API for ``service``."""
     app = FastAPI(title=f"Tessera custodian node {service.node_id}", docs_url=None, redoc_url=None)
 
+    @app.middleware("http")
+    async def _activity(request: Request, call_next: Any) -> Any:
+        service.request_started()
+        try:
+            return await call_next(request)
+        finally:
+            service.request_ended()
+
     @app.exception_handler(TesseraError)
     async def _error(request: Request, exc: TesseraError) -> JSONResponse:
         return JSONResponse({"error": exc.code, "message": str(exc)}, status_code=exc.http_status)

@@ -114,6 +114,8 @@ class NodeService:
             enforce=enforce,
         )
         self._running: dict[str, subprocess.Popen[bytes]] = {}
+        self._last_request = time.monotonic()
+        self._in_flight = 0
         self._aborted: set[str] = set()
         self._clean_jobs()
         self._closed = not warm  # no warm party processes at all when warm=False
@@ -162,6 +164,23 @@ class NodeService:
             except sqlite3.IntegrityError:
                 raise ReplayError("job replayed") from None
         return job, requester
+
+    def request_started(self) -> None:
+        """A request arrived (the node is not idle while any is in flight)."""
+        with self._lock:
+            self._in_flight += 1
+            self._last_request = time.monotonic()
+
+    def request_ended(self) -> None:
+        """A request was answered."""
+        with self._lock:
+            self._in_flight -= 1
+            self._last_request = time.monotonic()
+
+    def idle_s(self) -> float:
+        """Seconds since the last request ended (0 while one is in flight)."""
+        with self._lock:
+            return 0.0 if self._in_flight else time.monotonic() - self._last_request
 
     def abort(self, job_id: str) -> bool:
         """Stop the party of a running job (another custodian refused it); True if one ran."""

@@ -49,6 +49,9 @@ __all__ = [
 ]
 
 _LOCAL = {"127.0.0.1", "localhost", "::1"}
+#: Nodes that commands start by themselves exit after this long without a request (and
+#: at once when their environment folder is removed); the next command starts them again.
+IDLE_EXIT_S = 1800
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}  # nodes this process started (reaped on stop)
 _ERRORS: dict[str, type[TesseraError]] = {}
 
@@ -233,6 +236,8 @@ def start_node(env: Environment, node_id: int, *, enforce: bool = True) -> int:
                 "--id",
                 str(node_id),
                 "--any-port",
+                "--idle-exit",
+                str(IDLE_EXIT_S),
                 *([] if enforce else ["--no-policy-checks"]),
             ],
             stdin=subprocess.DEVNULL,
