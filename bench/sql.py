@@ -266,6 +266,17 @@ def _timed(run: Runner, env: Environment, sql: str, signer: Signer) -> float:
     return time.perf_counter() - t
 
 
+def _interleaved(
+    runs: tuple[Callable[[], float], Callable[[], float]], repeat: int
+) -> tuple[list[float], list[float]]:
+    """Each timed run ``repeat`` times, alternating which goes first every round."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for r in range(repeat):
+        for k in (0, 1) if r % 2 == 0 else (1, 0):
+            times[k].append(runs[k]())
+    return times
+
+
 def _dp_pass(env: Environment, signer: Signer, chosen: list[int], repeat: int) -> None:
     """Exact (plain tables) vs DP release (DP copies) of the same queries, interleaved."""
     print(f"\nDP pass ({repeat} interleaved runs each after a warm-up; epsilon 1 per query)")
@@ -281,12 +292,13 @@ def _dp_pass(env: Environment, signer: Signer, chosen: list[int], repeat: int) -
             print(f"{i:>2} {'-':>8} {'refused':>8} {'':>6}  {sql[:50]} ({str(exc)[:40]})")
             continue
         run_query(env, sql, signer=signer)
-        exact: list[float] = []
-        private: list[float] = []
-        for r in range(repeat):
-            order = [(exact, _exact, sql), (private, _private, dp_sql)]
-            for times, run, text in order if r % 2 == 0 else order[::-1]:
-                times.append(_timed(run, env, text, signer))
+        exact, private = _interleaved(
+            (
+                lambda: _timed(_exact, env, sql, signer),
+                lambda: _timed(_private, env, dp_sql, signer),
+            ),
+            repeat,
+        )
         e, d = statistics.median(exact), statistics.median(private)
         exact_meds.append(e)
         dp_meds.append(d)
@@ -324,11 +336,10 @@ def _checks_variant(
             print(f"{i:>2} {'-':>7} {'refused':>7} {'':>6}  {sql[:50]} ({str(exc)[:40]})")
             continue
         same = run(on, sql, on_signer) == want or run is _private
-        times: tuple[list[float], list[float]] = ([], [])
-        for r in range(repeat):
-            for k in (0, 1) if r % 2 == 0 else (1, 0):
-                env, signer = pair[k]
-                times[k].append(_timed(run, env, sql, signer))
+        times = _interleaved(
+            (lambda: _timed(run, off, sql, off_signer), lambda: _timed(run, on, sql, on_signer)),
+            repeat,
+        )
         b, a = statistics.median(times[0]), statistics.median(times[1])
         off_meds.append(b)
         on_meds.append(a)

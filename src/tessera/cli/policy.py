@@ -17,14 +17,13 @@ import typer
 from rich.console import Console
 
 from tessera.cli._common import HomeOption, JsonOption, emit_json, resolve_home, stderr
-from tessera.cli._keys import AsOption, CosignOption, acting_name, unlock_all, unlock_person
+from tessera.cli._keys import AsOption, CosignOption, acting_signers
 from tessera.config import Environment
 from tessera.dp import Policy
 from tessera.errors import UsageError
 from tessera.workflows.custodian import DEFAULT_POLICY
 from tessera.workflows.policies import (
     catalog_bounds,
-    confirm_needed,
     installed_policy,
     set_policy,
 )
@@ -58,8 +57,11 @@ def _confirm_bounds(
         for col, lo, hi in bounds:
             stderr.print(f"  {col}: [{lo}, {hi}] (units)")
         confirmed = typer.confirm("Publish these bounds as the table's confirmed bounds?")
-    if inferred and bounds:
-        confirm_needed(True, confirmed)
+    if inferred and bounds and not confirmed:
+        raise UsageError(
+            "the table's bounds were inferred from the data: check them "
+            "(tessera table describe) and confirm with --confirm-bounds"
+        )
     return bounds
 
 
@@ -152,8 +154,7 @@ def policy(
             else ()
         )
         chosen = replace(chosen, grants=grants, bounds=bounds)
-        steward = unlock_person(env, acting_name(env, acting))
-        cosigners = unlock_all(env, cosign)
+        steward, *cosigners = acting_signers(env, acting, cosign)
         installed = set_policy(env, name, chosen, steward=steward, cosigners=cosigners)
         doc = {**installed.policy.to_dict(), "set": True}
         doc["serial"], doc["steward"] = installed.serial, installed.steward

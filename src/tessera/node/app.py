@@ -26,7 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from tessera.errors import InputError, NotFoundError, TesseraError
+from tessera.errors import InputError, TesseraError
 from tessera.keys.documents import SignedDocument
 from tessera.node.service import NodeService
 
@@ -110,9 +110,7 @@ def create_app(service: NodeService) -> FastAPI:
 
     @app.get("/v1/tables/{name}/validation", operation_id="node-validation")
     def validation(name: str) -> dict[str, Any]:
-        manifest = next((m for m in service.tables() if m.get("name") == name), None)
-        if manifest is None:
-            raise NotFoundError(f"no table {name}")
+        manifest = service.store.manifest(name)
         return {"chunks": service.custodian.validation(name, manifest)}
 
     @app.get("/v1/budgets", operation_id="node-budgets")

@@ -5,11 +5,14 @@ The HTTP layer (:mod:`tessera.node.app`) is a thin shell over :class:`NodeServic
 DP hook: a job whose ``noise`` is not null needs one private integer per released cell
 from this custodian.  :class:`NodeService` takes a ``noise_source`` callable
 ``(spec, party, parties) -> Sequence[int]``; by default it samples with
-``tessera.dp.sample_noise_share`` from the job's ``noise.release_plan``.
+``tessera.dp.sample_noise_share`` from the release plan this custodian derived from its
+own copy of the table's policy (an enforcing custodian refuses a job whose plan differs;
+see :mod:`tessera.workflows.custodian`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -57,8 +60,9 @@ class ReplayError(IntegrityError):
 def _default_noise_source() -> NoiseSource | None:
     """This custodian's DP noise from :mod:`tessera.dp` (OpenDP's exact samplers).
 
-    The job's ``noise`` spec carries ``release_plan`` (``tessera.dp.ReleasePlan.to_dict``,
-    one statistic per plan measure, in order) and ``groups``; the noise is
+    The noise spec carries ``release_plan`` (``tessera.dp.ReleasePlan.to_dict``, one
+    statistic per plan measure, in order: the custodian's own plan when it enforces) and
+    ``groups``; the noise is
     ``sample_noise_share(plan, cells=groups)`` flattened measure-major.
     """
     try:
@@ -299,7 +303,7 @@ class NodeService:
         job: dict[str, Any] | None = None
         try:
             job, requester = self.verify(envelope)
-            manifests = {str(m["name"]): m for m in self.store.tables() if "name" in m}
+            manifests = self._manifests(job)
             admission = self.custodian.admit(job, requester, manifests)
         except Exception as exc:
             self._record_job(job, exc)
@@ -334,6 +338,14 @@ class NodeService:
                 _log.warning(
                     "node %d: chunk %s of %s failed validation", self.node_id, chunk[:12], table
                 )
+
+    def _manifests(self, job: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """The manifests of the tables ``job`` reads that this custodian holds."""
+        out = {}
+        for table in {str(item["table"]) for item in job["inputs"]}:
+            with contextlib.suppress(NotFoundError, InputError):
+                out[table] = self.store.manifest(table)
+        return out
 
     def _noise_spec(self, admission: Admission) -> dict[str, Any] | None:
         """The noise this custodian adds: from its own release plan when it enforces."""

@@ -64,7 +64,7 @@ class RiskReport:
         return self.t_ordered if self.t_variant == "ordered" else self.t_equal
 
     def as_dict(self) -> dict[str, Any]:
-        """The DESIGN.md ``risk assess`` JSON shape, with more keys."""
+        """The ``risk assess`` JSON shape of docs/architecture.md, with more keys."""
         r = self.reidentification
         rec_c = self.recursive_c
         return {

@@ -127,7 +127,7 @@ class VerifyResult:
         return _RANK[self.status]
 
     def to_json(self) -> dict[str, Any]:
-        """The ``vault verify --json`` document (DESIGN.md shape)."""
+        """The ``vault verify --json`` document (shape in docs/architecture.md)."""
         return {
             "status": self.status,
             "objects": [o.to_json() for o in self.objects],

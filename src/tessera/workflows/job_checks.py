@@ -31,6 +31,7 @@ __all__ = [
     "check_validate_job",
     "columns_digest",
     "dp_measures",
+    "shared_parts",
 ]
 
 _NUMERIC = ("integer", "decimal", "date")
@@ -204,6 +205,13 @@ def dp_measures(keys: Sequence[str], booleans: Collection[str]) -> tuple[Measure
     return tuple(measures)
 
 
+def shared_parts(columns: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every ``COLUMN.PART`` a table's shares hold (what a validation checks), sorted."""
+    return sorted(
+        f"{c['name']}.{p}" for c in columns if c["kind"] != "pseudonym" for p in c["parts"]
+    )
+
+
 def columns_digest(columns: Sequence[Any]) -> str:
     """A fingerprint of a table's declared columns (what a validation checked against)."""
     return hashlib.sha256(json.dumps(list(columns), sort_keys=True).encode()).hexdigest()
@@ -224,6 +232,5 @@ def check_validate_job(job: Mapping[str, Any], manifests: Mapping[str, Mapping[s
     columns = manifest.get("columns", [])
     if job["params"].get("columns") != columns or job["params"].get("alias") != item["alias"]:
         raise PolicyError("the validate job does not check the columns this custodian holds")
-    wanted = {f"{c['name']}.{p}" for c in columns if c["kind"] != "pseudonym" for p in c["parts"]}
-    if set(item["parts"]) != wanted:
+    if set(item["parts"]) != set(shared_parts(columns)):
         raise PolicyError("the validate job does not check every part of the table")

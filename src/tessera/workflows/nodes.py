@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
@@ -37,6 +37,9 @@ from tessera.errors import (
 )
 from tessera.keys.documents import SignedDocument
 from tessera.workflows.custodian import JOB_CONTEXT
+
+if TYPE_CHECKING:  # people imports this module's broadcast
+    from tessera.workflows.people import Signer
 
 __all__ = [
     "NodeClient",
@@ -303,8 +306,8 @@ def stop_nodes(env: Environment, *, timeout: float = 10.0) -> list[int]:
     return stopped
 
 
-def sign_job(job: dict[str, Any], signer: Any) -> dict[str, Any]:
-    """The signed envelope for ``job``, signed by ``signer`` (a workflows.people.Signer)."""
+def sign_job(job: dict[str, Any], signer: Signer) -> dict[str, Any]:
+    """The signed envelope for ``job``, signed by ``signer``."""
     if job.get("requester") != signer.name:
         job = {**job, "requester": signer.name}
     document = signer.sign(SignedDocument(job), context=JOB_CONTEXT)
@@ -398,7 +401,7 @@ def run_job(
     params: dict[str, Any],
     *,
     prime: int,
-    signer: Any,
+    signer: Signer,
     noise: dict[str, Any] | None = None,
 ) -> tuple[list[int], list[dict[str, Any]]]:
     """Run one MPC job on every node; the reconstructed (signed) outputs and node metas.

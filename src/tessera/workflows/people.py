@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ __all__ = [
     "key_path",
     "local_people",
     "publish_roster",
+    "record_login",
     "remove_person",
     "require_role",
     "roster_from_nodes",
@@ -95,20 +97,27 @@ def create_key(
     return key
 
 
-def _login(env: Environment, name: str, outcome: str) -> None:
+def record_login(env: Environment, name: str, entity: str, outcome: str) -> None:
+    """One ``login`` event (unlocking ``name``'s key ``entity``) in the gateway's log:
+    the person as the user, the OS user in the detail, nothing about the passphrase."""
     event = AuditEvent(
         Action.LOGIN,
         outcome=outcome,
         user=name,
+        role=os.environ.get("TESSERA_ROLE", ""),
         address=LOCAL_ADDRESS,
         client=CLIENT,
         source="gateway",
-        entity=f"keys/{name}.key",
+        entity=entity,
         entity_type="key",
         detail={"method": "passphrase", "os_user": getpass.getuser()},
     )
+    audit.record(env.home, [event])
+
+
+def _login(env: Environment, name: str, outcome: str) -> None:
     with contextlib.suppress(OSError, ConfigError):
-        audit.record(env.home, [event])
+        record_login(env, name, f"keys/{name}.key", outcome)
 
 
 def unlock(

@@ -15,7 +15,7 @@ from typing import Any
 from tessera.config import Environment
 from tessera.dp import Policy
 from tessera.dp.policy import TablePolicy, weakenings
-from tessera.errors import InputError, PolicyError, UsageError
+from tessera.errors import InputError, PolicyError
 from tessera.keys.documents import SignedDocument
 from tessera.tables.store import Catalog
 from tessera.workflows.custodian import DEFAULT_POLICY, POLICY_CONTEXT
@@ -24,7 +24,6 @@ from tessera.workflows.people import Signer
 
 __all__ = [
     "catalog_bounds",
-    "confirm_needed",
     "effective_policies",
     "installed_policy",
     "node_budgets",
@@ -119,15 +118,6 @@ def node_budgets(
             raise InputError(f"table {table!r} has no differential privacy policy")
         return [merged[table]]
     return [merged[k] for k in sorted(merged)]
-
-
-def confirm_needed(bounds_inferred: bool, confirmed: bool) -> None:
-    """Refuse a DP policy on bounds inferred from the data that nobody confirmed."""
-    if bounds_inferred and not confirmed:
-        raise UsageError(
-            "the table's bounds were inferred from the data: check them "
-            "(tessera table describe) and confirm with --confirm-bounds"
-        )
 
 
 def remaining(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:

@@ -406,7 +406,7 @@ def dp_aggregates(schema: Schema, job: KnnJob) -> list[Aggregate]:
 def private_document(
     job: KnnJob, schema: Schema, answer: PrivateAnswer, k: int | None, seconds: float
 ) -> dict[str, Any]:
-    """The ``--json`` document of a DP release (DESIGN.md shape plus ``privacy``).
+    """The ``--json`` document of a DP release (docs/architecture.md shape plus ``privacy``).
 
     Per treatment: the noisy ``count``, ``mean_time_to_failure`` (noisy time sum / noisy
     count, clamped to the schema bounds), ``failures`` and ``failure_share``, each with

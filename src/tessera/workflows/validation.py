@@ -19,6 +19,7 @@ from tessera.config import Environment
 from tessera.errors import PolicyError
 from tessera.tables.encode import PRIME
 from tessera.tables.store import Catalog
+from tessera.workflows.job_checks import shared_parts
 from tessera.workflows.nodes import broadcast, run_job
 from tessera.workflows.people import Signer
 
@@ -29,33 +30,27 @@ def chunk_states(env: Environment, table: str) -> dict[str, bool | None]:
     """Per chunk: True when every custodian validated it, False when any found it
     invalid, None when some custodian has not checked it."""
     answers = broadcast(env, "GET", f"/v1/tables/{table}/validation")
-    merged: dict[str, bool | None] = {}
+    seen: dict[str, list[bool | None]] = {}
     for answer in answers.values():
         for chunk, ok in answer["chunks"].items():
-            if ok is False or merged.get(chunk) is False:
-                merged[chunk] = False
-            elif ok is None or (chunk in merged and merged[chunk] is None):
-                merged[chunk] = None
-            else:
-                merged[chunk] = True
-    return merged
+            seen.setdefault(chunk, []).append(ok)
+    return {
+        chunk: False if False in oks else None if None in oks else True
+        for chunk, oks in seen.items()
+    }
 
 
 def validate_table(env: Environment, table: str, signer: Signer) -> dict[str, Any]:
     """Validate the chunks of ``table`` no custodian has checked yet; the outcome."""
     manifest = Catalog(env.home).get(table)
-    pending = sorted(c for c, ok in chunk_states(env, table).items() if ok is None)
+    states = chunk_states(env, table)
+    pending = sorted(c for c, ok in states.items() if ok is None)
     if pending:
-        parts = sorted(
-            f"{c['name']}.{p}"
-            for c in manifest["columns"]
-            if c["kind"] != "pseudonym"
-            for p in c["parts"]
-        )
+        parts = shared_parts(manifest["columns"])
         inputs = [{"alias": "t", "table": table, "parts": parts, "chunks": pending}]
         params = {"columns": manifest["columns"], "alias": "t", "prime": PRIME}
         run_job(env, "validate", inputs, params, prime=PRIME, signer=signer)
-    states = chunk_states(env, table)
+        states = chunk_states(env, table)
     return {
         "table": table,
         "checked_now": len(pending),

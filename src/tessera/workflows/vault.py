@@ -25,19 +25,15 @@ records no login.
 
 from __future__ import annotations
 
-import getpass
-import os
 from pathlib import Path
 from typing import Any
 
 from tessera import keys
 from tessera.config import Environment
-from tessera.core.audit_sink import Action, AuditEvent
 from tessera.errors import ConfigError, IntegrityError, NotFoundError
 from tessera.keys.protect import is_encrypted
 from tessera.vault import Store, Vault
-from tessera.workflows import audit
-from tessera.workflows.audit_cli import CLIENT, LOCAL_ADDRESS
+from tessera.workflows.people import record_login
 
 __all__ = [
     "init_vault",
@@ -86,21 +82,6 @@ def init_vault(env: Environment, *, owner: str = "owner", passphrase: bytes | No
     return private
 
 
-def _login_event(key_name: Path, outcome: str) -> AuditEvent:
-    return AuditEvent(
-        Action.LOGIN,
-        outcome=outcome,
-        user=key_name.stem,
-        role=os.environ.get("TESSERA_ROLE", ""),
-        address=LOCAL_ADDRESS,
-        client=CLIENT,
-        source="gateway",
-        entity=key_name.as_posix(),
-        entity_type="key",
-        detail={"method": "passphrase", "os_user": getpass.getuser()},
-    )
-
-
 def unlock_signing_key(env: Environment, key_name: Path) -> keys.SigningKey:
     """Load the owner's signing key; unlocking an encrypted one is recorded as a login."""
     path = env.home / key_name
@@ -114,9 +95,9 @@ def unlock_signing_key(env: Environment, key_name: Path) -> keys.SigningKey:
     try:
         signer = keys.read_signing_key(path, passphrase=passphrase)
     except IntegrityError:
-        audit.record(env.home, [_login_event(key_name, "failure")])
+        record_login(env, key_name.stem, key_name.as_posix(), "failure")
         raise
-    audit.record(env.home, [_login_event(key_name, "success")])
+    record_login(env, key_name.stem, key_name.as_posix(), "success")
     return signer
 
 
