@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-APT_PACKAGES := openssh-server dcmtk dicom3tools chromium chromium-driver
+APT_PACKAGES := openssh-server dcmtk dicom3tools chromium chromium-driver faketime
 APT_STAMP := $(VENV)/.apt-installed
 
 .PHONY: install demo test lint typecheck unit bench clean
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt setup.py src/tessera/core/_xor.c
 	touch $(STAMP)
 
 # Debian packages the integration tests drive (sshd, storescu, dciodvfy, the console in
-# headless Chromium).  Installed
+# headless Chromium, faketime for a custodian whose clock is skewed).  Installed
 # only when running as root and they are missing; otherwise those tests skip.
 $(APT_STAMP): Makefile
 	@mkdir -p $(VENV)
@@ -35,8 +35,8 @@ demo: install
 	bash scripts/demo.sh
 
 lint: install
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench fuzz
+	$(VENV)/bin/ruff format --check src tests bench fuzz
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy src
 

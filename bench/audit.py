@@ -1,6 +1,10 @@
 """Audit log speed: appending with signing batched per tree head, and verifying 1M events.
 
 Targets (issue 9): append >= 5,000 events/s; verify 1,000,000 events in <= 30 s.
+Issue 17 (throughput): one event per append call, as the gateway and the commands
+append, each durable (fdatasync): one signed head per event (baseline) against one per
+256 events (``HEAD_EVERY``, the gateway's and the commands' batching), in events/s and
+in bytes the log grows per event.
 
 * append baseline (same run): one signed tree head per event (no batching);
 * verify baseline (same run): reading and SHA-256 hashing the record file once, the
@@ -58,15 +62,62 @@ def bench_append(folder: Path, signer: MldsaSigner, n: int, batch: int) -> float
     return n / (time.perf_counter() - start)
 
 
+def bench_per_event(
+    folder: Path, signer: MldsaSigner, n: int, head_every: int, *, durable: bool = True
+) -> tuple[float, float]:
+    """(events/s, bytes the log grows per event) appending ``n`` events one call each
+    (fdatasync-ed when ``durable``), a signed head every ``head_every`` events (and one
+    at close)."""
+    log = AuditLog.create(
+        folder, "bench", signer.public_key, signer=signer, head_every=head_every, durable=durable
+    )
+    todo = events(n)
+    before = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+    start = time.perf_counter()
+    for event in todo:
+        log.append([event])
+    log.close()
+    took = time.perf_counter() - start
+    after = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+    return n / took, (after - before) / n
+
+
+def per_event_report(scratch: Path, signer: MldsaSigner, n: int) -> None:
+    """Print the issue-17 comparison: a head per event vs one per 256 events."""
+    for durable in (True, False):
+        mode = "durable (fdatasync each)" if durable else "page cache only       "
+        tag = "d" if durable else "c"
+        base, base_bytes = bench_per_event(scratch / f"{tag}1", signer, n, 1, durable=durable)
+        ours, our_bytes = bench_per_event(scratch / f"{tag}256", signer, n, 256, durable=durable)
+        print(
+            f"{mode}, head per event (baseline): {base:9,.0f} events/s, "
+            f"{base_bytes:6,.0f} bytes/event"
+        )
+        print(
+            f"{mode}, head per 256 events:       {ours:9,.0f} events/s, "
+            f"{our_bytes:6,.0f} bytes/event"
+        )
+        print(f"  ratio: x{ours / base:.1f} events/s, x{base_bytes / our_bytes:.1f} fewer bytes")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000, help="log size to verify")
     parser.add_argument("--batch", type=int, default=1000, help="events per signed tree head")
     parser.add_argument("--dir", type=Path, default=None, help="scratch folder")
+    parser.add_argument(
+        "--per-event-only",
+        action="store_true",
+        help="only the one-event-per-append comparison (head per event vs per 256)",
+    )
+    parser.add_argument("--per-event", type=int, default=5000, help="events for that comparison")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="tessera-bench-audit-", dir=args.dir))
     signer = MldsaSigner.generate()
     try:
+        per_event_report(scratch, signer, args.per_event)
+        if args.per_event_only:
+            return 0
         base = bench_append(scratch / "one", signer, 300, 1)
         ours = bench_append(scratch / "batched", signer, 50_000, args.batch)
         print(f"append, one signed head per event (baseline): {base:10,.0f} events/s")

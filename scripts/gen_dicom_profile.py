@@ -1,7 +1,7 @@
 """Generate ``src/tessera/dicom/_profile_table.py`` from the Table E.1-1 reference JSON.
 
 Usage: ``python scripts/gen_dicom_profile.py [REFERENCE.json]`` (default:
-``../shared/reference/dicom/confidentiality_profile_attributes.json``).  The output is
+``tests/vectors/dicom_confidentiality_profile.json``).  The output is
 pure data: one tuple per row, ``(key, basic_action, option_actions, name, std_comp_iod)``
 where ``key`` is the 8-hex-digit tag (lower case, ``x`` for repeating digits, or ``"odd"``
 for the private-group row) and ``option_actions`` holds one character per column of
@@ -27,7 +27,7 @@ OPTION_COLUMNS = (
     "rtnInstIdOpt",
 )
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SOURCE = ROOT.parent / "shared/reference/dicom/confidentiality_profile_attributes.json"
+DEFAULT_SOURCE = ROOT / "tests/vectors/dicom_confidentiality_profile.json"
 TARGET = ROOT / "src/tessera/dicom/_profile_table.py"
 
 

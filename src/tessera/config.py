@@ -1,6 +1,7 @@
 """Configuration of a Tessera environment (layer 2: read by the L3 entry points only).
 
-An environment is a folder (``--home``, ``$TESSERA_HOME``, else ``./.tessera``) holding
+An environment is a folder (``--home``, ``$TESSERA_HOME``, else ``./.tessera`` where it
+exists, else the one ``tessera init`` made last: :func:`default_home`) holding
 ``tessera.toml``::
 
     [environment]
@@ -35,15 +36,74 @@ import tomli_w
 
 from tessera.errors import ConfigError
 
-__all__ = ["CONFIG_NAME", "Environment", "NodeConfig", "StoreConfig", "default_home"]
+__all__ = [
+    "CONFIG_NAME",
+    "Environment",
+    "NodeConfig",
+    "StoreConfig",
+    "default_home",
+    "missing_environment",
+    "remember_home",
+    "remembered_home",
+    "remembered_home_file",
+]
 
 CONFIG_NAME = "tessera.toml"
 
 
+HOME_ENV = "TESSERA_HOME"
+LOCAL_HOME = Path(".tessera")
+
+
+def remembered_home_file() -> Path:
+    """Where ``tessera init`` remembers the environment it made last:
+    ``$XDG_CONFIG_HOME/tessera/home`` (default ``~/.config/tessera/home``)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "tessera" / "home"
+
+
+def remembered_home() -> Path | None:
+    """The environment ``tessera init`` made last, if it still holds one."""
+    try:
+        text = remembered_home_file().read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError, RuntimeError):
+        return None
+    folder = Path(text)
+    return folder if text and folder.is_absolute() and (folder / CONFIG_NAME).is_file() else None
+
+
+def remember_home(home: Path) -> Path | None:
+    """Remember ``home`` as the environment made last; the file written, or None when
+    it cannot be written (a read-only home folder is not an error)."""
+    try:
+        path = remembered_home_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".home.{os.getpid()}.tmp")
+        tmp.write_text(f"{home.resolve()}\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except (OSError, RuntimeError):
+        return None
+    return path
+
+
+def missing_environment(home: Path) -> ConfigError:
+    """The error for a folder without ``tessera.toml``, naming how to make and find one."""
+    return ConfigError(
+        f"no Tessera environment at {home}: create one with 'tessera init DIR', then point "
+        f"at it with 'export {HOME_ENV}=DIR' or '--home DIR'"
+    )
+
+
 def default_home() -> Path:
-    """$TESSERA_HOME, else ./.tessera."""
-    env = os.environ.get("TESSERA_HOME")
-    return Path(env) if env else Path(".tessera")
+    """The environment folder when no ``--home`` is given, explicit before implicit:
+    ``$TESSERA_HOME``; else ``./.tessera`` when it exists; else the environment
+    ``tessera init`` made last (:func:`remembered_home`); else ``./.tessera``."""
+    env = os.environ.get(HOME_ENV)
+    if env:
+        return Path(env)
+    if LOCAL_HOME.exists():
+        return LOCAL_HOME
+    return remembered_home() or LOCAL_HOME
 
 
 @dataclass(frozen=True)
@@ -93,9 +153,7 @@ class Environment:
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ConfigError(
-                f"no Tessera environment at {home} (run 'tessera init {home}' first)"
-            ) from None
+            raise missing_environment(home) from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path} is not valid TOML: {exc}") from None
         try:

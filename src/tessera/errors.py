@@ -52,6 +52,7 @@ __all__ = [
     "NotFoundError",
     "PolicyError",
     "RecoveryError",
+    "ReplayError",
     "RiskThresholdError",
     "StorageUnavailableError",
     "TesseraError",
@@ -109,6 +110,12 @@ class ChainBrokenError(IntegrityError):
     """A hash chain or Merkle log does not verify."""
 
     code = "chain_broken"
+
+
+class ReplayError(IntegrityError):
+    """A signed job was seen before, or is outside its time window (clocks)."""
+
+    code = "job_replayed"
 
 
 class RecoveryError(TesseraError):

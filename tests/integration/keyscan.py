@@ -2,9 +2,12 @@
 
 A person's key, a job-signing seed or a CA key must never be readable without its
 passphrase.  Allowed in the clear: the TLS keys of custodian nodes and of the requester
-(transport only; a node runs unattended), the audit logs' own tree-head signing keys
-(a log signs unattended; they grant no authority over data or policy), and the data
-owners' linkage key (a keyed hash key for pseudonyms, not a signing key).
+(transport only; a node runs unattended) and the data owners' linkage key (a keyed hash
+key for pseudonyms, not a signing key).  The audit logs' tree-head signing keys are
+sealed (``tessera-audit-key``, AES-256-GCM under the account's unlock key); a bare seed
+or an unsealed one is reported.  The unlock key itself belongs to the OS account, not
+to an environment: it is allowed only where the account's configuration lives
+(``.config/tessera/audit-unlock.key``, which the demo keeps beside its environments).
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ def _allowed(path: Path) -> bool:
     name = path.name
     if path.parent.name == "pki" and (name.startswith("node-") or name in TRANSPORT):
         return True
-    if name == "signing.key" and path.parent.name == "audit":
-        return True
+    if name == "audit-unlock.key" and path.parent.name == "tessera":
+        return path.parent.parent.name == ".config"
     return name == "linkage.key"
 
 
@@ -39,6 +42,13 @@ def plain_keys(folder: Path) -> list[str]:
             problem = "a raw 32-byte seed"
         elif b"PRIVATE KEY-----" in head and b"ENCRYPTED PRIVATE KEY" not in head:
             problem = "an unencrypted PEM private key"
+        elif b'"tessera-audit-key"' in head:
+            try:
+                doc = json.loads(head)
+            except ValueError:
+                doc = {}
+            if doc.get("encryption") != "aes256gcm" or "seed" in doc or "key" in doc:
+                problem = "an audit signing key that is not sealed"
         elif b'"tessera-key"' in head:
             try:
                 doc = json.loads(head)

@@ -79,7 +79,7 @@ def test_vault_commands_recorded_with_outcomes(
     assert main(["vault", "rm", "scan-17"]) == 0
     capsys.readouterr()
 
-    assert main(["audit", "verify", "--json"]) == 0
+    assert main(["audit", "verify", "--offline", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is True
 
@@ -90,6 +90,7 @@ def test_vault_commands_recorded_with_outcomes(
         ("vault.put", "success", "scan-17"),
         ("vault.get", "success", "scan-17"),
         ("vault.get", "not_found", "no-such"),
+        ("login", "success", "keys/owner.key"),  # rm re-signs the owner's catalogue record
         ("vault.rm", "success", "scan-17"),
         ("audit.verify", "success", "gateway"),  # recorded by the audit command itself
     ]
@@ -252,7 +253,7 @@ def test_node_records_refused_and_failed_jobs(
     assert events[1].entity == "patients" and events[1].user == "owner"  # who signed it
     assert events[2].detail["error"] == "job_replayed"
     capsys.readouterr()
-    assert main(["audit", "verify", "--node", "2", "--json", "--home", str(home)]) == 0
+    assert main(["audit", "verify", "--node", "2", "--offline", "--json", "--home", str(home)]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
 
 
@@ -333,7 +334,7 @@ def test_query_on_custodian_nodes_recorded_at_gateway_and_nodes(
         assert (job.action, job.outcome, job.entity) == ("mpc.job", "success", "patients")
         assert job.source == f"node-{node}" and job.detail["type"] == "sql"
         assert job.user == "owner"  # the person who signed the job
-        assert main(["audit", "verify", "--node", str(node), "--json", *h]) == 0
+        assert main(["audit", "verify", "--node", str(node), "--offline", "--json", *h]) == 0
 
 
 def test_unlocking_the_owner_key_is_a_login(

@@ -31,17 +31,26 @@ GOOD = "correct horse battery"
 BOB = "bob's long passphrase"
 
 
+# `tessera init` remembers the environment it made under $XDG_CONFIG_HOME: a private one
+_CONFIG: dict[str, str] = {}
+
+
 def _clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
     env["TERM"] = "dumb"
+    env.update(_CONFIG)
     return env
 
 
-def on_tty(argv: list[str], steps: list[tuple[str, str]], timeout: float = 120) -> tuple[int, str]:
+def on_tty(
+    argv: list[str], steps: list[tuple[str, str]], timeout: float = 120, cwd: Path | None = None
+) -> tuple[int, str]:
     """Run ``tessera argv`` on a pseudo-terminal; for each (prompt, answer) wait for the
     prompt (after the previous one) and type the answer.  Exit code and all output."""
     pid, fd = pty.fork()
     if pid == 0:  # pragma: no cover - the child
+        if cwd is not None:
+            os.chdir(cwd)
         os.execve(BIN, [BIN, *argv], _clean_env())
     out = b""
     seen = 0
@@ -84,11 +93,13 @@ def plain(argv: list[str]) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     base = tmp_path_factory.mktemp("prompts")
+    _CONFIG["XDG_CONFIG_HOME"] = str(base / "config")
     folder = base / "env"
     code, out = on_tty(
         ["init", str(folder), "--nodes", "3"],
         [
             ("New passphrase for owner's key:", ""),
+            ("New passphrase for owner's key:", "x"),
             ("New passphrase for owner's key:", "short"),
             ("New passphrase for owner's key:", GOOD),
             ("Repeat the passphrase:", GOOD + "x"),
@@ -100,6 +111,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     for said in ("empty passphrase; try again", "too short", "the passphrases differ"):
         assert said in out
     assert GOOD not in out  # never echoed
+    assert out.count("too short") == 2
+    assert f"export TESSERA_HOME={folder}" in out  # how later commands find it
     paths = write_cohort(base / "data", 60, hospitals=1, seed=1)
     done = plain(["table", "import", str(paths[0]), "--name", "t", "--home", str(folder)])
     assert done.returncode == 0, done.stderr
@@ -160,6 +173,19 @@ def test_signing_commands_prompt_and_retry(home: Path, tmp_path: Path) -> None:
         [("Passphrase for bob's key:", BOB)],
     )
     assert code == 1 and "needs a steward or officer" in out, out
+
+
+def test_init_then_put_elsewhere_finds_the_environment(home: Path, tmp_path: Path) -> None:
+    """The README's sequence at a terminal: no --home, no $TESSERA_HOME, another folder."""
+    (tmp_path / "scan.dcm").write_bytes(os.urandom(500))
+    code, out = on_tty(
+        ["vault", "put", "scan.dcm", "--name", "readme-scan"],
+        [("Passphrase for owner's key:", GOOD)],
+        cwd=tmp_path,
+    )
+    assert code == 0 and "stored readme-scan" in out, out
+    done = plain(["vault", "ls", "--home", str(home)])
+    assert "readme-scan" in done.stdout, done.stderr
 
 
 def test_three_wrong_passphrases_fail(home: Path) -> None:

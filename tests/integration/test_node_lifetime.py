@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tessera.errors import ConfigError
 from tessera.workflows import nodes as node_client
 from tessera.workflows.environment import init_environment
 from tessera.workflows.nodes import ensure_nodes, stop_nodes
@@ -71,3 +72,32 @@ def test_idle_node_exits(tmp_path: Path) -> None:
         if proc.stderr is not None:
             proc.stderr.close()
         stop_nodes(env)
+
+
+def test_configured_idle_exit_applies_to_nodes_commands_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = init_environment(tmp_path / "home", nodes=3, passphrase=PASS)
+    env.extra["node"] = {"idle_exit": 2}
+    env.save()
+    assert node_client.idle_exit_s(env) == 2
+    clients = ensure_nodes(env)
+    for client in clients.values():
+        client.close()
+    mine = [
+        p
+        for p in node_client._CHILDREN.values()
+        if p.poll() is None and str(env.home) in " ".join(map(str, p.args))  # type: ignore[arg-type]
+    ]
+    assert len(mine) == 3
+    try:
+        for proc in mine:
+            assert _wait_exit(proc, 40) == 0, "a node outlived its idle time"
+        assert not list((env.home / "run").glob("node-*.json"))
+    finally:
+        stop_nodes(env)
+    monkeypatch.setenv("TESSERA_NODE_IDLE_EXIT", "soon")
+    with pytest.raises(ConfigError, match="idle_exit"):
+        node_client.idle_exit_s(env)
+    monkeypatch.setenv("TESSERA_NODE_IDLE_EXIT", "0")
+    assert node_client.idle_exit_s(env) == 0

@@ -83,6 +83,15 @@ def _expected(folder: Path, **mode: int) -> dict[str, Any]:
     }
 
 
+def _suppressed(doc: dict[str, Any], min_group: int) -> dict[str, Any]:
+    """The oracle with every treatment under ``min_group`` blanked, as the MPC does."""
+    treatments = [
+        t if t["count"] >= min_group else {**{k: None for k in t}, "treatment": t["treatment"]}
+        for t in doc["treatments"]
+    ]
+    return {"k": doc["k"], "treatments": treatments}
+
+
 def _strip(doc: dict[str, Any]) -> dict[str, Any]:
     keys = ("treatment", "count", "mean_time_to_failure", "failures")
     return {"k": doc["k"], "treatments": [{k: t[k] for k in keys} for t in doc["treatments"]]}
@@ -157,8 +166,18 @@ def test_recommend_through_the_custodian_nodes(
         monkeypatch.setenv("TESSERA_PASSPHRASE", passphrase)
         assert main([*args, *home, "--json"]) == 0
         doc = json.loads(capsys.readouterr().out)
-        assert _strip(doc) == _expected(cohort, k=25)
-        # Without a profile there are no weights: refused, nothing computed.
-        assert main(["recommend", "--table", "hiv", *patient, *home]) == 2
+        # exact release: treatments given to fewer than the custodians' minimum group (5)
+        # of the 25 are suppressed inside the MPC, as SQL suppresses small groups
+        expected = _suppressed(_expected(cohort, k=25), 5)
+        assert _strip(doc) == expected
+        assert doc["min_group"] == 5
+        hidden = [t for t in doc["treatments"] if t["suppressed"]]
+        assert hidden and all("fewer than 5" in t["note"] for t in hidden)
+        # Without --profile the recommend: section saved with the table's schema is used.
+        assert main(["recommend", "--table", "hiv", *patient, "--k", "25", *home, "--json"]) == 0
+        assert _strip(json.loads(capsys.readouterr().out)) == expected
+        assert main(["recommend", "--table", "hiv", *patient, "--k", "25", *home]) == 0
+        out = capsys.readouterr().out
+        assert "not shown" in out and "minimum group size" in out
     finally:
         stop_nodes(env)

@@ -3,7 +3,11 @@
 * :class:`AuditLog` — append-only RFC 9162 log on disk, ML-DSA-65 signed tree heads,
   inclusion/consistency proofs, :meth:`AuditLog.verify` naming the first bad entry;
   it is an ``AuditSink`` (``tessera.core.audit_sink``) so any package can emit into it.
-* :class:`Witness` — keeps other logs' heads and checks they only ever grow.
+  Heads are batched (``head_every``, ``sign_pending``, ``close``); entries are stored as
+  compact event records (:mod:`tessera.audit.record`), FHIR is derived when read.
+* :class:`Witness` — keeps the largest head of each other log and checks it only ever
+  grows (consistency proofs); :func:`~tessera.audit.witness.cosignature_message`.
+* :mod:`tessera.audit.keyfile` — the head-signing key sealed under an unlock key.
 * :func:`to_fhir` / :func:`from_fhir` — the BALP shaping; :func:`write_fhir_bundle`.
 """
 

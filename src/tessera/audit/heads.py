@@ -139,7 +139,7 @@ class TreeHead:
                 int(data["timestamp_ms"]),
                 base64.b64decode(str(data["signature"]), validate=True),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise InputError(f"malformed tree head ({exc.__class__.__name__})") from None
         if head.size < 0 or len(head.root) != 32:
             raise InputError("malformed tree head")

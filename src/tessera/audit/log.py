@@ -2,14 +2,18 @@
 
 One log is one folder::
 
-    log.json       {"format": "tessera-audit-log", "version": 1, "origin", "public_key"}
-    records.jsonl  one entry per line: "<seq, 12 digits> <compact FHIR AuditEvent JSON>"
+    log.json       {"format": "tessera-audit-log", "version": 2, "records", "origin",
+                   "public_key"}
+    records.jsonl  one entry per line: "<seq, 12 digits> <compact event record JSON>"
+                   (:mod:`tessera.audit.record`; version 1 logs hold the FHIR resource)
     leaves.bin     the RFC 9162 leaf hash of each line (32 bytes each, fixed size)
-    heads.jsonl    signed tree heads (ML-DSA-65), one per append batch
-    frontier.bin   size (8 bytes) and right-edge subtree roots after the last append, so
-                   opening a log of millions of entries costs O(log n), not a rebuild
-                   (derived data: checked against the newest signed head, rebuilt from
-                   leaves.bin when it disagrees or is missing)
+    heads.jsonl    signed tree heads (ML-DSA-65), one per ``head_every`` entries (or per
+                   :meth:`AuditLog.sign_pending` / :meth:`AuditLog.close`)
+    frontier.bin   size (8 bytes) and right-edge subtree roots when the last head was
+                   signed, so opening a log of millions of entries costs O(log n) plus the
+                   unsigned tail, not a rebuild (derived data: checked against the newest
+                   signed head when it has that size, rebuilt from leaves.bin when it is
+                   missing, damaged or ahead of the leaves)
     lock           advisory lock taken while appending
 
 The leaf data is the whole line without its newline, so verification is a bulk pass:
@@ -19,6 +23,13 @@ root at every signed head.  Editing, deleting or reordering a line is named exac
 rewriting a line *and* its leaf hash breaks the next signed root, so the first entry that
 no valid signature covers is named; truncation is caught by the signed heads (and by
 heads other logs witnessed, see :mod:`tessera.audit.witness`).
+
+Head batching: each :meth:`AuditLog.append` writes its entries durably (records and leaf
+hashes flushed and ``fdatasync``-ed before it returns) but signs a tree head only once
+``head_every`` entries are unsigned; :meth:`AuditLog.sign_pending` (or :meth:`close`)
+signs whatever is pending, and ``head_interval_s`` starts a timer that does so that many
+seconds after the first unsigned entry.  Entries after the newest head are verified as a
+tail (sequence numbers and leaf hashes) and reported as not yet signed.
 """
 
 from __future__ import annotations
@@ -26,18 +37,18 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import itertools
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tessera.audit._entries import check_entries
+from tessera.audit._verify import VerifyReport, verify_log
 from tessera.audit.fhir import from_fhir, to_fhir
 from tessera.audit.heads import Signer, TreeHead, verify_head
+from tessera.audit.record import RECORD_FORMAT, decode, encode
 from tessera.core import merkle
 from tessera.core.audit_sink import AuditEvent
 from tessera.errors import ConfigError, InputError, NotFoundError, UsageError
@@ -45,9 +56,14 @@ from tessera.errors import ConfigError, InputError, NotFoundError, UsageError
 __all__ = ["AuditLog", "VerifyReport"]
 
 FORMAT = "tessera-audit-log"
-VERSION = 1
+VERSION = 2  # entries are compact event records (1: FHIR resources, still read)
+_VERSIONS = (1, 2)
 _SEQ_DIGITS = 12
 _FRONTIER = "frontier.bin"
+
+
+# What parsing a damaged entry line (JSON, then the FHIR resource) may raise.
+_UNREADABLE = (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError)
 
 
 def _utcnow() -> datetime:
@@ -59,29 +75,6 @@ def _compact(resource: dict[str, Any]) -> bytes:
     return json.dumps(resource, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-@dataclass(frozen=True)
-class VerifyReport:
-    """The outcome of :meth:`AuditLog.verify` (``first_bad`` is a 0-based entry index)."""
-
-    ok: bool
-    entries: int
-    first_bad: int | None
-    problem: str | None
-    heads: int
-    signed_size: int
-
-    def to_json(self) -> dict[str, Any]:
-        """The ``audit verify --json`` document."""
-        return {
-            "ok": self.ok,
-            "entries": self.entries,
-            "first_bad": self.first_bad,
-            "problem": self.problem,
-            "heads": self.heads,
-            "signed_size": self.signed_size,
-        }
-
-
 class AuditLog:
     """An append-only, signed Merkle log of FHIR AuditEvents; also an ``AuditSink``."""
 
@@ -91,8 +84,18 @@ class AuditLog:
         *,
         signer: Signer | None = None,
         clock: Callable[[], datetime] = _utcnow,
+        head_every: int = 1,
+        head_interval_s: float | None = None,
+        durable: bool = True,
     ) -> None:
-        """Open the log in ``folder`` (see :meth:`create` to make one)."""
+        """Open the log in ``folder`` (see :meth:`create` to make one).
+
+        A head is signed once ``head_every`` entries are unsigned (1: every append),
+        and ``head_interval_s`` after the first unsigned entry when set; ``durable``
+        syncs every append to disk before it returns.
+        """
+        if head_every < 1:
+            raise UsageError("head_every must be at least 1")
         self.folder = folder
         meta_path = folder / "log.json"
         try:
@@ -103,17 +106,24 @@ class AuditLog:
             raise InputError(f"{meta_path} is not an audit log description") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise InputError(f"{meta_path} is not an audit log description")
-        if meta.get("version") != VERSION:
+        if meta.get("version") not in _VERSIONS:
             raise InputError(f"audit log version {meta.get('version')} is not supported")
         try:
             self.origin = str(meta["origin"])
             self.public_key = bytes.fromhex(str(meta["public_key"]))
         except (KeyError, ValueError):
             raise InputError(f"{meta_path} lacks a valid origin or public key") from None
+        self.version = int(meta["version"])
+        self._identity = _identity(meta_path)
         self._signer = signer
         self._clock = clock
         self._builder = merkle.TreeBuilder()
         self._batch: list[AuditEvent] | None = None
+        self.head_every = head_every
+        self.head_interval_s = head_interval_s
+        self.durable = durable
+        self._mutex = threading.RLock()
+        self._timer: threading.Timer | None = None
 
     @classmethod
     def create(
@@ -124,8 +134,10 @@ class AuditLog:
         *,
         signer: Signer | None = None,
         clock: Callable[[], datetime] = _utcnow,
+        **options: Any,
     ) -> AuditLog:
-        """Make an empty log named ``origin`` whose heads ``public_key`` verifies."""
+        """Make an empty log named ``origin`` whose heads ``public_key`` verifies
+        (``options``: the batching and durability keywords of the constructor)."""
         if not origin or any(c in origin for c in "\n\r"):
             raise UsageError("a log origin is one non-empty line")
         if (folder / "log.json").exists():
@@ -136,6 +148,7 @@ class AuditLog:
         meta = {
             "format": FORMAT,
             "version": VERSION,
+            "records": RECORD_FORMAT,
             "origin": origin,
             "algorithm": "ML-DSA-65",
             "public_key": public_key.hex(),
@@ -143,7 +156,7 @@ class AuditLog:
         tmp = folder / "log.json.tmp"
         tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, folder / "log.json")
-        return cls(folder, signer=signer, clock=clock)
+        return cls(folder, signer=signer, clock=clock, **options)
 
     # -- appending -------------------------------------------------------------------
 
@@ -181,21 +194,32 @@ class AuditLog:
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
+    def _check_same_log(self) -> None:
+        """ConfigError when ``log.json`` was replaced since this log was opened (a new
+        log in the same folder: this instance's key must never sign it)."""
+        if _identity(self.folder / "log.json") != self._identity:
+            raise ConfigError(f"the audit log at {self.folder} was replaced since it was opened")
+
     def _sync_builder(self) -> None:
+        self._check_same_log()
         size = self.size
         if self._builder.size == size:
             return
         builder = self._saved_frontier(size)
+        start = 0 if builder is None else builder.size
         if builder is None:
             builder = merkle.TreeBuilder()
-            data = (self.folder / "leaves.bin").read_bytes()
-            for i in range(0, size * merkle.HASH_SIZE, merkle.HASH_SIZE):
-                builder.append(data[i : i + merkle.HASH_SIZE])
+        step = merkle.HASH_SIZE
+        with open(self.folder / "leaves.bin", "rb") as fh:
+            fh.seek(start * step)
+            data = fh.read((size - start) * step)
+        builder.extend(data[i : i + step] for i in range(0, len(data) - step + 1, step))
         self._builder = builder
 
     def _saved_frontier(self, size: int) -> merkle.TreeBuilder | None:
-        """The builder saved by the last append, if it is for ``size`` entries and its
-        root is the one the newest signed head (of that size) signed."""
+        """The builder saved when the last head was signed, if it is for at most ``size``
+        entries (the unsigned tail is added from ``leaves.bin``) and, when the newest
+        signed head has its size, its root is that head's."""
         try:
             raw = (self.folder / _FRONTIER).read_bytes()
             stored = int.from_bytes(raw[:8], "big")
@@ -205,9 +229,13 @@ class AuditLog:
             head = self.latest_head()
         except (OSError, ValueError, InputError):
             return None
-        if stored != size or head is None or head.size != size:
+        if stored > size or (head is not None and head.size > stored):
             return None
-        if builder.root() != head.root or not verify_head(head, self.public_key):
+        if (
+            head is not None
+            and head.size == stored
+            and (builder.root() != head.root or not verify_head(head, self.public_key))
+        ):
             return None
         return builder
 
@@ -217,11 +245,23 @@ class AuditLog:
         tmp.write_bytes(data)
         os.replace(tmp, self.folder / _FRONTIER)
 
-    def append(self, events: Sequence[AuditEvent]) -> TreeHead:
-        """Append ``events`` in order and sign one tree head over the new log."""
+    def _write(self, name: str, data: bytes) -> None:
+        with open(self.folder / name, "ab") as fh:
+            fh.write(data)
+            fh.flush()
+            if self.durable:
+                os.fdatasync(fh.fileno())
+
+    def append(self, events: Sequence[AuditEvent]) -> TreeHead | None:
+        """Append ``events`` in order, durably; the head signed now, if one was due.
+
+        A head is signed when ``head_every`` or more entries are unsigned afterwards
+        (always, with the default ``head_every=1``); else :meth:`sign_pending`, the
+        interval timer or :meth:`close` signs them later.
+        """
         if self._signer is None:
             raise UsageError("this audit log was opened without its signing key")
-        with self._locked():
+        with self._mutex, self._locked():
             self._sync_builder()
             start = self._builder.size
             lines: list[bytes] = []
@@ -230,38 +270,88 @@ class AuditLog:
             for offset, event in enumerate(events):
                 seq = start + offset
                 recorded = event.recorded or now
-                resource = to_fhir(event, f"{self.origin}.{seq}", recorded)
-                line = b"%012d " % seq + _compact(resource)
-                leaf = hashlib.sha256(b"\x00" + line).digest()
+                line = b"%012d " % seq + self._encode(event, seq, recorded)
+                leaves.append(hashlib.sha256(b"\x00" + line).digest())
                 lines.append(line)
-                leaves.append(leaf)
-            with open(self.folder / "records.jsonl", "ab") as fh:
-                fh.write(b"".join(line + b"\n" for line in lines))
-            with open(self.folder / "leaves.bin", "ab") as fh:
-                fh.write(b"".join(leaves))
+            self._write("records.jsonl", b"".join(line + b"\n" for line in lines))
+            self._write("leaves.bin", b"".join(leaves))
             self._builder.extend(leaves)
-            head = TreeHead(
-                self.origin,
-                self._builder.size,
-                self._builder.root(),
-                int(now.timestamp() * 1000),
-            ).signed(self._signer)
-            with open(self.folder / "heads.jsonl", "ab") as fh:
-                fh.write(json.dumps(head.to_json()).encode() + b"\n")
-            self._save_frontier()
+            latest = self.latest_head()
+            unsigned = self._builder.size - (latest.size if latest is not None else 0)
+            if unsigned >= self.head_every:
+                return self._sign(now)
+        self._arm_timer()
+        return None
+
+    def _sign(self, now: datetime) -> TreeHead:
+        """Sign a head over the current tree (the caller holds the lock)."""
+        assert self._signer is not None
+        head = TreeHead(
+            self.origin, self._builder.size, self._builder.root(), int(now.timestamp() * 1000)
+        ).signed(self._signer)
+        self._write("heads.jsonl", json.dumps(head.to_json()).encode() + b"\n")
+        self._save_frontier()
         return head
+
+    def sign_pending(self) -> TreeHead | None:
+        """Sign a head over every entry not yet covered by one (from any writer); the
+        new head, or None when the newest head already covers the log."""
+        if self._signer is None:
+            raise UsageError("this audit log was opened without its signing key")
+        with self._mutex, self._locked():
+            self._sync_builder()
+            latest = self.latest_head()
+            if self._builder.size == 0 or (
+                latest is not None and latest.size >= self._builder.size
+            ):
+                return None
+            return self._sign(self._clock())
+
+    @property
+    def unsigned(self) -> int:
+        """Entries after the newest signed head."""
+        latest = self.latest_head()
+        return max(0, self.size - (latest.size if latest is not None else 0))
+
+    def _arm_timer(self) -> None:
+        if self.head_interval_s is None:
+            return
+        with self._mutex:
+            if self._timer is not None and self._timer.is_alive():
+                return
+            self._timer = threading.Timer(self.head_interval_s, self._timer_fired)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _timer_fired(self) -> None:
+        with contextlib.suppress(Exception):  # the next append, timer or close retries
+            self.sign_pending()
+
+    def close(self, *, sign: bool = True) -> TreeHead | None:
+        """Stop the timer and sign what is pending (unless ``sign`` is false; a no-op
+        without the signing key or when the log was replaced meanwhile)."""
+        with self._mutex:
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        if not sign or self._signer is None:
+            return None
+        with contextlib.suppress(ConfigError):
+            self._check_same_log()
+            return self.sign_pending()
+        return None
 
     # -- reading ---------------------------------------------------------------------
 
     def heads(self) -> list[TreeHead]:
         """Every signed tree head, oldest first (InputError on a malformed line)."""
-        text = (self.folder / "heads.jsonl").read_text(encoding="utf-8")
+        text = (self.folder / "heads.jsonl").read_bytes()
         out = []
         for line in text.splitlines():
             if line.strip():
                 try:
                     out.append(TreeHead.from_json(json.loads(line)))
-                except ValueError:
+                except (ValueError, RecursionError):
                     raise InputError("malformed tree head line") from None
         return out
 
@@ -272,20 +362,41 @@ class AuditLog:
             return None
         try:
             return TreeHead.from_json(json.loads(line))
-        except ValueError:
+        except (ValueError, RecursionError):
             raise InputError("malformed tree head line") from None
 
-    def records(self, start: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
-        """(sequence number, FHIR AuditEvent dict) for each stored entry from ``start``."""
+    def _encode(self, event: AuditEvent, seq: int, recorded: datetime) -> bytes:
+        if self.version == 1:
+            return _compact(to_fhir(event, f"{self.origin}.{seq}", recorded))
+        return encode(event, recorded)
+
+    def _decode(self, body: bytes) -> AuditEvent:
+        if self.version == 1:
+            return from_fhir(json.loads(body))
+        return decode(body)
+
+    def _raw(self, start: int) -> Iterator[tuple[int, bytes, bytes]]:
         with open(self.folder / "records.jsonl", "rb") as fh:
             for i, raw in enumerate(fh):
-                if i < start:
-                    continue
-                seq_text, _, body = raw.rstrip(b"\n").partition(b" ")
-                try:
-                    yield int(seq_text), json.loads(body)
-                except ValueError:
-                    raise InputError(f"audit entry {i} is not readable") from None
+                if i >= start:
+                    seq_text, _, body = raw.rstrip(b"\n").partition(b" ")
+                    yield i, seq_text, body
+
+    def records(self, start: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(sequence number, FHIR AuditEvent dict) for each stored entry from ``start``
+        (made from the stored record in a version-2 log)."""
+        for i, seq_text, body in self._raw(start):
+            try:
+                seq = int(seq_text)
+                if self.version == 1:
+                    resource = json.loads(body)
+                else:
+                    event = decode(body)
+                    assert event.recorded is not None
+                    resource = to_fhir(event, f"{self.origin}.{seq}", event.recorded)
+            except _UNREADABLE:
+                raise InputError(f"audit entry {i} is not readable") from None
+            yield seq, resource
 
     def tail(self, count: int) -> list[tuple[int, AuditEvent]]:
         """The newest ``count`` entries, newest first, read from the end of the file
@@ -295,18 +406,20 @@ class AuditLog:
             seq_text, _, body = raw.partition(b" ")
             try:
                 seq = int(seq_text)
-                out.append((seq, from_fhir(json.loads(body))))
-            except (KeyError, TypeError, ValueError, IndexError):
+                out.append((seq, self._decode(body)))
+            except _UNREADABLE:
                 raise InputError("an audit entry near the end is not readable") from None
         return out
 
     def events(self, start: int = 0) -> Iterator[tuple[int, AuditEvent]]:
         """(sequence number, AuditEvent) for each stored entry from ``start``."""
-        for seq, resource in self.records(start):
+        for i, seq_text, body in self._raw(start):
             try:
-                yield seq, from_fhir(resource)
-            except (KeyError, TypeError, ValueError, IndexError):
-                raise InputError(f"audit entry {seq} is not a Tessera AuditEvent") from None
+                seq = int(seq_text)
+                event = self._decode(body)
+            except _UNREADABLE:
+                raise InputError(f"audit entry {i} is not a Tessera AuditEvent") from None
+            yield seq, event
 
     def _leaf_hashes(self, size: int) -> list[bytes]:
         data = (self.folder / "leaves.bin").read_bytes()
@@ -325,6 +438,12 @@ class AuditLog:
             return []
         return merkle.consistency_proof(self._leaf_hashes(new_size), old_size)
 
+    def root_at(self, size: int) -> bytes:
+        """The RFC 9162 root of the first ``size`` entries (from ``leaves.bin``)."""
+        if size == 0:
+            return merkle.EMPTY_ROOT
+        return merkle.root_at(merkle.levels(b"".join(self._leaf_hashes(size))), size)
+
     # -- verifying -------------------------------------------------------------------
 
     def verify(
@@ -341,7 +460,16 @@ class AuditLog:
         truncation even when the attacker also removed the local heads.  ``workers``
         processes check the records (default: one per CPU for logs over 64 MiB).
         """
-        return _verify(self, trusted_key, witnessed, workers)
+        return verify_log(self, trusted_key, witnessed, workers)
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    """What tells a file apart from one that replaced it (inode numbers are reused)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return (-1, -1, -1)
+    return st.st_ino, st.st_ctime_ns, st.st_mtime_ns
 
 
 def _last_lines(path: Path, count: int, chunk: int = 1 << 16) -> list[bytes]:
@@ -367,76 +495,3 @@ def _last_line(path: Path) -> bytes:
     """The last non-empty line of a file, read from its end."""
     found = _last_lines(path, 1)
     return found[0] if found else b""
-
-
-def _verify(
-    log: AuditLog,
-    trusted_key: bytes | None,
-    witnessed: Sequence[TreeHead],
-    workers: int | None,
-) -> VerifyReport:
-    folder = log.folder
-    findings: list[tuple[int, str]] = []
-    key = log.public_key
-    if trusted_key is not None and trusted_key != key:
-        findings.append((0, "the log's signing key is not the trusted key"))
-        key = trusted_key
-
-    stored = (folder / "leaves.bin").read_bytes()
-    n_leaves = len(stored) // merkle.HASH_SIZE
-    if len(stored) % merkle.HASH_SIZE:
-        findings.append((n_leaves, "the leaf index ends with a partial hash"))
-    n, recomputed = check_entries(folder / "records.jsonl", stored, findings, workers)
-    if n_leaves != n:
-        findings.append((min(n, n_leaves), f"{n} entries but {n_leaves} leaf hashes"))
-
-    # Signed heads, then the tree rebuilt from the leaf hashes the heads commit to.
-    try:
-        heads = log.heads()
-    except InputError:
-        heads = []
-        findings.append((0, "the tree head file is malformed"))
-    checks: list[tuple[TreeHead, bool]] = [(h, True) for h in heads]
-    checks += [(h, False) for h in witnessed]
-    covered = 0
-    last_good = 0
-    for head, local in checks:
-        if head.origin != log.origin or not verify_head(head, key):
-            findings.append(
-                (last_good if local else 0, f"tree head for size {head.size} has a bad signature")
-            )
-        elif local:
-            covered = max(covered, head.size)
-            last_good = head.size
-    if any(h.size < p.size for p, h in itertools.pairwise(heads)):
-        findings.append((0, "tree heads go backwards"))
-    if covered < n:
-        findings.append((covered, f"entries after {covered} are not covered by a signed tree head"))
-    wanted = sorted({h.size for h, _ in checks})
-    roots: dict[int, list[bytes]] = {}
-    for head, _ in checks:
-        roots.setdefault(head.size, []).append(head.root)
-    leaf_source = stored[: n_leaves * merkle.HASH_SIZE] + recomputed
-    total = len(leaf_source) // merkle.HASH_SIZE
-    tree = merkle.levels(leaf_source[: total * merkle.HASH_SIZE])
-    previous = 0
-    for size in wanted:
-        if size > total:
-            findings.append(
-                (total, f"log truncated: a signed head covers {size} entries, {total} remain")
-            )
-            break
-        root = merkle.root_at(tree, size)
-        if any(r != root for r in roots[size]):
-            findings.append((previous, f"the tree of size {size} does not match its signed head"))
-        previous = size
-
-    first = min(findings, key=lambda f: f[0], default=None)
-    return VerifyReport(
-        ok=not findings,
-        entries=n,
-        first_bad=None if first is None else first[0],
-        problem=None if first is None else first[1],
-        heads=len(heads),
-        signed_size=covered,
-    )

@@ -14,6 +14,7 @@ from tessera.cli._common import HomeOption, JsonOption, emit_json, resolve_home
 from tessera.core.audit_sink import OUTCOMES, AuditEvent, DetailValue
 from tessera.errors import UsageError
 from tessera.workflows import audit as flow
+from tessera.workflows import audit_witness as witnessing
 
 __all__ = ["app"]
 
@@ -87,17 +88,55 @@ def record(
         )
 
 
+OfflineOption = Annotated[
+    bool,
+    typer.Option(
+        "--offline",
+        help="Do not ask the custodians for the heads they witnessed (a rollback or a "
+        "replaced log then goes unnoticed).",
+    ),
+]
+
+
 @app.command("verify")
-def verify(node: NodeOption = None, home: HomeOption = None, json_out: JsonOption = False) -> None:
-    """Check every entry and signed head; exit 1 and name the first bad entry if tampered."""
-    report = flow.verify_log(resolve_home(home), node=node)
+def verify(
+    node: NodeOption = None,
+    offline: OfflineOption = False,
+    home: HomeOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Check every entry and signed head, and the heads the custodians witnessed; exit 1
+    and name the first bad entry or the custodian that holds a newer head."""
+    result = witnessing.verify_witnessed(resolve_home(home), node=node, offline=offline)
+    report = result.report
+    if offline:
+        typer.echo(
+            "warning: --offline: the custodians' heads were not checked "
+            "(a rollback or a replaced log would go unnoticed)",
+            err=True,
+        )
+    elif result.custodians.no_custodians:
+        typer.echo("warning: no custodians in this environment witness this log", err=True)
     if json_out:
-        emit_json(report.to_json())
-    elif report.ok:
-        typer.echo(f"ok: {report.entries} entries, {report.heads} signed tree heads")
-    else:
+        emit_json(result.to_json())
+    elif result.ok:
+        line = f"ok: {report.entries} entries, {report.heads} signed tree heads"
+        if report.unsigned:
+            line += f", not yet signed: {report.unsigned}"
+        if result.custodians.checked:
+            line += "; witnessed by custodians " + ", ".join(map(str, result.custodians.checked))
+        typer.echo(line)
+    elif result.custodians.problems:
+        typer.echo(f"TAMPERED: {result.problem}")
+        for problem in result.custodians.problems[1:] + (
+            [report.problem] if report.problem else []
+        ):
+            typer.echo(f"  also: {problem}")
+    elif not report.ok:
         typer.echo(f"TAMPERED: first bad entry {report.first_bad}: {report.problem}")
-    if not report.ok:
+    else:
+        typer.echo(f"NOT VERIFIED: {result.problem} (--offline skips the custodians)")
+    if not result.ok:
         raise typer.Exit(1)
 
 
@@ -128,13 +167,14 @@ def export(
 
 @app.command("head")
 def head(node: NodeOption = None, home: HomeOption = None, json_out: JsonOption = False) -> None:
-    """Show the newest signed tree head."""
+    """Sign what is pending and show the newest signed tree head."""
     root = resolve_home(home)
     log = (
         flow.gateway_log(root, create=False)
         if node is None
         else flow.node_log(root, node, create=False)
     )
+    log.sign_pending()  # entries still waiting for their batch's head are signed now
     latest = log.latest_head()
     doc = latest.to_json() if latest else None
     if json_out:
@@ -147,8 +187,9 @@ def head(node: NodeOption = None, home: HomeOption = None, json_out: JsonOption 
 
 @app.command("cross-check")
 def cross_check(home: HomeOption = None, json_out: JsonOption = False) -> None:
-    """Gateway and nodes check each other's newest heads (exit 1 on any inconsistency)."""
-    results = flow.cross_check(resolve_home(home))
+    """Gateway and custodians witness each other's newest heads (exit 1 on any
+    inconsistency; the custodians are started when they are not running)."""
+    results = witnessing.cross_check_all(resolve_home(home))
     if json_out:
         emit_json({"ok": all(r.ok for r in results), "checks": [r.to_json() for r in results]})
     else:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from tessera.cli._common import HomeOption, JsonOption, emit_json, resolve_home
+from tessera.cli._common import HomeOption, JsonOption, emit_json, human, out_console, resolve_home
 from tessera.cli.policy import policy
 from tessera.config import Environment
 from tessera.workflows.policies import node_budgets
@@ -39,7 +38,7 @@ def show(
     if json_out:
         emit_json({"budgets": balances})
         return
-    out = Console(highlight=False)
+    out = out_console()
     if not balances:
         out.print("no table has a differential-privacy policy")
         return
@@ -47,17 +46,10 @@ def show(
     if researcher:
         grid.add_column(f"{researcher} spent ρ")
     for b in balances:
-        cells = [
-            str(b["table"]),
-            f"{b['total_rho']:.6g}",
-            f"{b['spent_rho']:.6g}",
-            f"{b['pending_rho']:.6g}",
-            f"{b['remaining_rho']:.6g}",
-            f"{b['remaining_epsilon']:.4g}",
-            f"{b['delta']:g}",
-        ]
+        keys = ("total_rho", "spent_rho", "pending_rho", "remaining_rho", "remaining_epsilon")
+        cells = [str(b["table"]), *(human(float(b[k])) for k in keys), human(float(b["delta"]))]
         if researcher:
-            cells.append(f"{b['researcher_spent_rho'] or 0.0:.6g}")
+            cells.append(human(float(b["researcher_spent_rho"] or 0.0)))
         grid.add_row(*cells)
     out.print(grid)
 

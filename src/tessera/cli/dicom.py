@@ -8,10 +8,16 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TimeRemainingColumn,
+)
 
 from tessera.cli._common import HomeOption, JsonOption, emit_json, resolve_home, stderr
 from tessera.cli._keys import AsOption, acting_name, unlock_person
@@ -48,6 +54,35 @@ def _quiet_pydicom() -> None:
     logging.getLogger("pydicom").propagate = False
 
 
+class _Bar:
+    """A transient progress bar of a batch on a terminal (none for a single file)."""
+
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+
+    def start(self, total: int) -> None:
+        if sys.stderr.isatty() and total > 1:
+            self.progress = Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=stderr,
+                transient=True,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("de-identifying", total=total)
+
+    def done(self) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.advance(self.task)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
 @app.command("deidentify")
 def deidentify(
     source: Annotated[Path, typer.Argument(help="A DICOM file or a folder (recursive).")],
@@ -58,33 +93,15 @@ def deidentify(
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, help="Worker processes (default: CPUs).")
     ] = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 if any file failed.")] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", hidden=True, help="Kept for old scripts: the default.")
+    ] = False,
     json_out: JsonOption = False,
     home: HomeOption = None,
 ) -> int:
     """De-identify DICOM files to the Basic Application Level Confidentiality Profile."""
     _quiet_pydicom()
-    progress: Progress | None = None
-    task = None
-
-    def start(total: int) -> None:
-        nonlocal progress, task
-        if sys.stderr.isatty() and total > 1:
-            progress = Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=stderr,
-                transient=True,
-            )
-            progress.start()
-            task = progress.add_task("de-identifying", total=total)
-
-    def done() -> None:
-        if progress is not None and task is not None:
-            progress.advance(task)
-
+    bar = _Bar()
     try:
         document = workflow.deidentify_paths(
             source,
@@ -94,27 +111,39 @@ def deidentify(
             key_file=key_file,
             keep_burned_in=keep_burned_in,
             workers=workers,
-            on_start=start,
-            on_done=done,
+            on_start=bar.start,
+            on_done=bar.done,
         )
     finally:
-        if progress is not None:
-            progress.stop()
+        bar.stop()
+    _print_batch(document, out, json_out=json_out)
+    if document["summary"]["failed"]:
+        # The report above lists every file; the exit code says the batch was not clean.
+        sys.stderr.write(f"tessera: error: {document['summary']['failed']} file(s) failed\n")
+        raise typer.Exit(1)
+    return 0
+
+
+def _print_batch(document: dict[str, Any], out: Path, *, json_out: bool) -> None:
+    """The batch report: the JSON document, or each file not cleanly de-identified (on
+    stderr) and the counts."""
     summary = document["summary"]
     if json_out:
         emit_json(document)
-    else:
-        for entry in document["files"]:
-            if entry["status"] != "deidentified" or entry["reason"]:
-                sys.stderr.write(f"{entry['status']}: {entry['input']}: {entry['reason']}\n")
-        typer.echo(
-            f"{summary['deidentified']} de-identified, {summary['quarantined']} quarantined, "
-            f"{summary['failed']} failed -> {out}"
-        )
-    if strict and summary["failed"]:
-        sys.stderr.write(f"tessera: error: {summary['failed']} file(s) failed\n")
-        raise typer.Exit(1)
-    return 0
+        return
+    for entry in document["files"]:
+        if entry["status"] != "deidentified" or entry["reason"]:
+            sys.stderr.write(f"{entry['status']}: {entry['input']}: {entry['reason']}\n")
+    typer.echo(
+        f"{summary['deidentified']} de-identified, {summary['quarantined']} quarantined, "
+        f"{summary['failed']} failed -> {out}"
+    )
+
+
+def _log_outcome(outcome: Outcome, where: str | None) -> None:
+    detail = where if outcome.status == "deidentified" else outcome.reason
+    sys.stderr.write(f"{outcome.status}: {detail}\n")
+    sys.stderr.flush()
 
 
 @app.command("serve")
@@ -148,12 +177,6 @@ def serve(
     _quiet_pydicom()
     root = resolve_home(home)
     target = out if out is not None else root / "dicom" / "received"
-
-    def log(outcome: Outcome, where: str | None) -> None:
-        detail = where if outcome.status == "deidentified" else outcome.reason
-        sys.stderr.write(f"{outcome.status}: {detail}\n")
-        sys.stderr.flush()
-
     node = workflow.start_node(
         home=root,
         out=target,
@@ -165,8 +188,17 @@ def serve(
         keep_burned_in=keep_burned_in,
         to_vault=to_vault,
         keep_original=keep_original,
-        on_outcome=log,
+        on_outcome=_log_outcome,
     )
+    _run_until_signalled(node, "the vault" if to_vault else str(target))
+    counts = node.receiver.counts
+    typer.echo("stopped: " + (", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "none"))
+    return 0
+
+
+def _run_until_signalled(node: workflow.NodeHandle, where: str) -> None:
+    """Announce the listening ``node`` (storing in ``where``) and keep it serving until
+    SIGTERM or SIGINT; then stop it."""
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -174,7 +206,6 @@ def serve(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    where = "the vault" if to_vault else str(target)
     if node.receiver.originals is not None:
         where += " (originals kept, secret-shared)"
     typer.echo(f"listening on {node.host}:{node.port} as {node.ae_title}; storing in {where}")
@@ -183,9 +214,6 @@ def serve(
         stop.wait()
     finally:
         node.stop()
-    counts = node.receiver.counts
-    typer.echo("stopped: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "none")
-    return 0
 
 
 def _authorised(folder: Path, acting: str | None, what: str) -> str:

@@ -7,10 +7,13 @@ traceback); 2 a usage error.  Set ``TESSERA_DEBUG=1`` to see tracebacks.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
+from typing import Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from tessera import __version__
 from tessera.errors import TesseraError
@@ -44,6 +47,39 @@ COMMANDS: dict[str, str] = {
 }
 
 
+def _unwrap(text: str | None) -> str | None:
+    """Help text with the line breaks of its source joined: paragraphs (blank-line
+    separated) stay, and rich re-wraps each one at the terminal's width."""
+    if not text:
+        return text
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(p if p.startswith("\b") else " ".join(p.split()) for p in paragraphs)
+
+
+def _tidy_help(command: TyperCommand | TyperGroup) -> None:
+    """No ``<bool>`` placeholder after a flag (``--json``, ``--help``), and no sentence
+    broken where the docstring's line ended; the whole tree under ``command``."""
+    command.help = _unwrap(command.help)
+    command.short_help = _unwrap(command.short_help)
+    help_option = command.get_help_option(typer.Context(command))
+    for param in [*command.params, *([help_option] if help_option else [])]:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""  # typer shows the type of a flag, <bool>, unless given one
+        if getattr(param, "help", None):
+            param.help = _unwrap(param.help)  # type: ignore[attr-defined]
+    for sub in getattr(command, "commands", {}).values():
+        if isinstance(sub, TyperCommand | TyperGroup):
+            _tidy_help(sub)
+
+
+class TesseraGroup(TyperGroup):
+    """The root ``tessera`` group: its whole tree's help tidied once it is built."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        _tidy_help(self)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"tessera {__version__}")
@@ -54,6 +90,7 @@ def build_app(only: str | None = None) -> typer.Typer:
     """The Typer application with every sub-command, or only ``only`` when known."""
     app = typer.Typer(
         name="tessera",
+        cls=TesseraGroup,
         help="Tessera: medical data split across independent custodians; answers computed "
         "on the fragments.",
         no_args_is_help=True,

@@ -10,10 +10,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from tessera.cli._common import HomeOption, JsonOption, emit_json, resolve_home
+from tessera.cli._common import HomeOption, JsonOption, emit_json, out_console, resolve_home
 from tessera.cli._keys import (
     AsOption,
     CosignOption,
@@ -85,7 +84,7 @@ def ls(home: HomeOption = None, json_out: JsonOption = False) -> None:
     grid = Table("name", "roles", "key id", "key here", title=f"roster serial {roster.serial}")
     for r in rows:
         grid.add_row(r["name"], ", ".join(r["roles"]), r["key_id"], "yes" if r["key_here"] else "")
-    Console(highlight=False).print(grid)
+    out_console().print(grid)
 
 
 @app.command("rm")

@@ -14,9 +14,16 @@ from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from tessera.cli._common import HomeOption, JsonOption, emit_json, resolve_home, stderr
+from tessera.cli._common import (
+    HomeOption,
+    JsonOption,
+    emit_json,
+    human,
+    out_console,
+    resolve_home,
+    stderr,
+)
 from tessera.cli._keys import AsOption, CosignOption, acting_signers
 from tessera.config import Environment
 from tessera.dp import Policy
@@ -77,47 +84,60 @@ def _rules(mode: str, **options: Any) -> Policy:
     raise UsageError("--mode must be 'dp' or 'none'")
 
 
+ModeOption = Annotated[
+    str | None, _opt("--mode", "'dp' (differential privacy) or 'none' (exact answers).")
+]
+TotalEpsilonOption = Annotated[
+    float | None, _opt("--total-epsilon", "Table budget as epsilon (at --delta).")
+]
+TotalRhoOption = Annotated[float | None, _opt("--total-rho", "Table budget as zCDP rho.")]
+ResearcherEpsilonOption = Annotated[
+    float | None, _opt("--researcher-epsilon", "Per-researcher budget as epsilon.")
+]
+ResearcherRhoOption = Annotated[
+    float | None, _opt("--researcher-rho", "Per-researcher budget as rho.")
+]
+DefaultEpsilonOption = Annotated[
+    float, typer.Option("--default-epsilon", help="Epsilon a query spends by default.")
+]
+MaxEpsilonOption = Annotated[
+    float | None, _opt("--max-epsilon", "Largest epsilon one query may ask for.")
+]
+DeltaOption = Annotated[float, typer.Option("--delta", help="Delta for (epsilon, delta).")]
+MinGroupSizeOption = Annotated[
+    int, typer.Option("--min-group-size", help="Suppress groups with fewer rows.")
+]
+GrantOption = Annotated[
+    list[str] | None,
+    _opt(
+        "--grant",
+        "Only these researchers may query the table (repeatable; default: "
+        "keep the current grants, at first every researcher).",
+    ),
+]
+ConfirmBoundsOption = Annotated[
+    bool,
+    typer.Option(
+        "--confirm-bounds",
+        help="Publish bounds that were inferred from the data as the table's confirmed "
+        "bounds (checked: tessera table describe).",
+    ),
+]
+
+
 def policy(
     name: Annotated[str, typer.Argument(help="Table name.")],
-    mode: Annotated[
-        str | None, _opt("--mode", "'dp' (differential privacy) or 'none' (exact answers).")
-    ] = None,
-    total_epsilon: Annotated[
-        float | None, _opt("--total-epsilon", "Table budget as epsilon (at --delta).")
-    ] = None,
-    total_rho: Annotated[float | None, _opt("--total-rho", "Table budget as zCDP rho.")] = None,
-    researcher_epsilon: Annotated[
-        float | None, _opt("--researcher-epsilon", "Per-researcher budget as epsilon.")
-    ] = None,
-    researcher_rho: Annotated[
-        float | None, _opt("--researcher-rho", "Per-researcher budget as rho.")
-    ] = None,
-    default_epsilon: Annotated[
-        float, typer.Option("--default-epsilon", help="Epsilon a query spends by default.")
-    ] = 1.0,
-    max_epsilon: Annotated[
-        float | None, _opt("--max-epsilon", "Largest epsilon one query may ask for.")
-    ] = None,
-    delta: Annotated[float, typer.Option("--delta", help="Delta for (epsilon, delta).")] = 1e-6,
-    min_group_size: Annotated[
-        int, typer.Option("--min-group-size", help="Suppress groups with fewer rows.")
-    ] = 5,
-    grant: Annotated[
-        list[str] | None,
-        _opt(
-            "--grant",
-            "Only these researchers may query the table (repeatable; default: "
-            "keep the current grants, at first every researcher).",
-        ),
-    ] = None,
-    confirm_bounds: Annotated[
-        bool,
-        typer.Option(
-            "--confirm-bounds",
-            help="Publish bounds that were inferred from the data as the table's confirmed "
-            "bounds (checked: tessera table describe).",
-        ),
-    ] = False,
+    mode: ModeOption = None,
+    total_epsilon: TotalEpsilonOption = None,
+    total_rho: TotalRhoOption = None,
+    researcher_epsilon: ResearcherEpsilonOption = None,
+    researcher_rho: ResearcherRhoOption = None,
+    default_epsilon: DefaultEpsilonOption = 1.0,
+    max_epsilon: MaxEpsilonOption = None,
+    delta: DeltaOption = 1e-6,
+    min_group_size: MinGroupSizeOption = 5,
+    grant: GrantOption = None,
+    confirm_bounds: ConfirmBoundsOption = False,
     acting: AsOption = None,
     cosign: CosignOption = None,
     home: HomeOption = None,
@@ -144,29 +164,46 @@ def policy(
             delta=delta,
             min_group_size=min_group_size,
         )
-        current = installed_policy(env, name)
-        grants = (
-            tuple(sorted(set(grant))) if grant else (current.policy.grants if current else None)
-        )
-        bounds = (
-            _confirm_bounds(env, name, confirm_bounds, current.policy if current else None)
-            if chosen.is_private
-            else ()
-        )
-        chosen = replace(chosen, grants=grants, bounds=bounds)
-        steward, *cosigners = acting_signers(env, acting, cosign)
-        installed = set_policy(env, name, chosen, steward=steward, cosigners=cosigners)
-        doc = {**installed.policy.to_dict(), "set": True}
-        doc["serial"], doc["steward"] = installed.serial, installed.steward
-        doc["signed_by"] = [steward.name, *[c.name for c in cosigners]]
-    doc = {"table": name, **doc}
+        doc = _install(env, name, chosen, grant, confirm_bounds, acting, cosign)
+    _print_policy({"table": name, **doc}, json_out=json_out)
+
+
+def _install(
+    env: Environment,
+    name: str,
+    chosen: Policy,
+    grant: list[str] | None,
+    confirmed: bool,
+    acting: str | None,
+    cosign: list[str] | None,
+) -> dict[str, Any]:
+    """Sign ``chosen`` (with the grants and confirmed bounds it keeps or gains) and set
+    it on every custodian; the installed policy as a document."""
+    current = installed_policy(env, name)
+    grants = tuple(sorted(set(grant))) if grant else (current.policy.grants if current else None)
+    bounds = (
+        _confirm_bounds(env, name, confirmed, current.policy if current else None)
+        if chosen.is_private
+        else ()
+    )
+    chosen = replace(chosen, grants=grants, bounds=bounds)
+    steward, *cosigners = acting_signers(env, acting, cosign)
+    installed = set_policy(env, name, chosen, steward=steward, cosigners=cosigners)
+    doc = {**installed.policy.to_dict(), "set": True}
+    doc["serial"], doc["steward"] = installed.serial, installed.steward
+    doc["signed_by"] = [steward.name, *[c.name for c in cosigners]]
+    return doc
+
+
+def _print_policy(doc: dict[str, Any], *, json_out: bool) -> None:
+    """``doc`` as JSON, or as ``key: value`` lines (None values left out)."""
     if json_out:
         emit_json(doc)
         return
-    out = Console(highlight=False)
+    out = out_console()
     for key, value in doc.items():
         if value is not None:
-            out.print(f"{key}: {value}")
+            out.print(f"{key}: {human(value)}", markup=False)
 
 
 def register_table_policy(table_app: typer.Typer) -> None:

@@ -12,19 +12,53 @@ from rich.table import Table
 from tessera.cli._common import HomeOption, JsonOption, emit_json, resolve_home, stderr
 from tessera.cli._keys import acting_name, unlock_person
 from tessera.config import Environment
+from tessera.mpc.result import (
+    NO_VALUES,
+    NOISY_EMPTY,
+    NULL_GROUP,
+    NULL_OPERAND,
+    TOO_FEW,
+    UNINFORMATIVE,
+    interval_decimals,
+)
 from tessera.workflows.query import run_sql
 
 __all__ = ["query", "register"]
 
 
-def _fmt(v: Any) -> str:
-    return "NULL" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v)
+# Short tags printed next to a NULL or uninformative cell; the legend explains them.
+_TAGS = {
+    NO_VALUES: "no rows",
+    TOO_FEW: "< 2 rows",
+    NULL_GROUP: "value not recorded",
+    NULL_OPERAND: "NULL operand",
+    NOISY_EMPTY: "noisy count < 1",
+    UNINFORMATIVE: "uninformative",
+}
 
 
-def _cell(value: Any, interval: list[float] | None) -> str:
+def _fmt(v: Any, decimals: int | None = None) -> str:
+    if v is None:
+        return "NULL"
+    if isinstance(v, float):
+        return f"{v:.{decimals}f}" if decimals is not None else f"{v:.6g}"
+    return str(v)
+
+
+def _cell(value: Any, interval: list[float] | None, note: str | None) -> str:
+    tag = f" ({_TAGS.get(note, 'see notes')})" if note else ""
     if interval is None or value is None:
-        return _fmt(value)
-    return escape(f"{_fmt(value)} [{interval[0]:.4g}, {interval[1]:.4g}]")
+        return escape(_fmt(value) + tag)
+    d = 0 if isinstance(value, int) else interval_decimals(interval)  # counts are whole
+    lo, hi = (_fmt(float(x), d) for x in interval)
+    shown = _fmt(value, d) if isinstance(value, float) else _fmt(value)
+    return escape(f"{shown} [{lo}, {hi}]{tag}")
+
+
+def _legend(notes: list[list[str | None]]) -> list[str]:
+    """One line per kind of note the table shows."""
+    used = sorted({n for row in notes for n in row if n})
+    return [f"({_TAGS.get(n, 'see notes')}): {n}" for n in used]
 
 
 def _guarantee(privacy: dict[str, Any]) -> str:
@@ -87,26 +121,34 @@ def query(
     if json_out:
         emit_json(result)
         return
+    _print(result)
+
+
+def _print(result: dict[str, Any]) -> None:
+    """The answer as a table on stdout; notes, the guarantee and suppressions on stderr."""
     privacy = result.get("privacy")
     intervals = (
         [c["intervals"] for c in privacy["columns"]] if privacy else [None] * len(result["columns"])
     )
+    notes = result.get("notes") or [[None] * len(row) for row in result["rows"]]
     out = Table(*result["columns"])
     for r, row in enumerate(result["rows"]):
         out.add_row(
             *(
-                _cell(v, None if ivs is None else ivs[r])
-                for v, ivs in zip(row, intervals, strict=True)
+                _cell(v, None if ivs is None else ivs[r], note)
+                for v, ivs, note in zip(row, intervals, notes[r], strict=True)
             )
         )
     Console().print(out)
+    for line in _legend(notes):
+        stderr.print(escape(line))
     if privacy:
         stderr.print(_guarantee(privacy))
     if result["suppressed_groups"]:
         basis = "a noisy count below" if privacy else "no rows or fewer than"
         stderr.print(
             f"{result['suppressed_groups']} group(s) with {basis} {result['min_group']} "
-            "rows suppressed"
+            "rows suppressed (the minimum group size the custodians enforce)"
         )
 
 

@@ -71,7 +71,8 @@ def _print_report(r: RiskReport) -> None:
             _fmt(u["sample_uniques_population_unique"]),
         )
         for name, m in u["models"].items():
-            t.add_row(f"  {name}", _fmt(m["fraction"]))
+            note = m.get("note")
+            t.add_row(f"  {name}", f"- ({note})" if note else _fmt(m["fraction"]))
     _out.print(t)
     if r.identifiers:
         _out.print("[bold red]Direct identifiers[/bold red] (HIPAA Safe Harbor):")

@@ -28,9 +28,27 @@ def serve(
         int,
         typer.Option(
             "--max-failed-logins",
-            help="Failed sign-ins from one address within 10 minutes before it is locked out.",
+            help="Failed sign-ins from one address (or with one token) within 10 minutes "
+            "before it is locked out (for twice as long each time).",
         ),
     ] = 20,
+    trusted_proxies: Annotated[
+        str,
+        typer.Option(
+            "--trusted-proxies",
+            help="Comma-separated proxy addresses whose X-Forwarded-For is believed "
+            "(default: none; the connecting address is the client's).",
+        ),
+    ] = "",
+    max_queries: Annotated[
+        int | None,
+        typer.Option(
+            "--max-queries",
+            min=1,
+            help="Secure queries run at once; more are refused with 503 and Retry-After "
+            "(default: max_queries in the \\[gateway] table of tessera.toml, else 4).",
+        ),
+    ] = None,
     home: HomeOption = None,
 ) -> None:
     """Serve the REST API and the web console for researchers, stewards and security
@@ -39,6 +57,9 @@ def serve(
     Environment.load(root)  # a missing environment is a one-line error here
     args = [sys.executable, "-m", "tessera.server", "--home", str(root)]
     args += ["--host", host, "--port", str(port), "--max-failed-logins", str(max_failed_logins)]
+    args += ["--trusted-proxies", trusted_proxies]
+    if max_queries is not None:
+        args += ["--max-queries", str(max_queries)]
     if tls_cert is not None:
         args += ["--tls-cert", str(tls_cert)]
     if tls_key is not None:

@@ -63,6 +63,19 @@ WorkersOption = Annotated[
 ]
 
 
+ForceOption = Annotated[
+    bool, typer.Option("--force", help="Overwrite output files that already exist.")
+]
+
+
+def _refuse_existing(paths: list[Path], force: bool) -> None:
+    """Nothing is overwritten silently: an existing output needs --force."""
+    existing = [p for p in paths if p.exists() or p.is_symlink()]
+    if existing and not force:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise InputError(f"{existing[0]} already exists{more}; pass --force to overwrite it")
+
+
 def _check_workers(workers: int | None) -> None:
     if workers is not None and not 1 <= workers <= 64:
         raise UsageError("--workers must be between 1 and 64")
@@ -80,6 +93,7 @@ def split(
         str, typer.Option("--scheme", help="shamir (information-theoretic) or ssms (compact).")
     ] = "shamir",
     workers: WorkersOption = None,
+    force: ForceOption = False,
     json_out: JsonOption = False,
     home: HomeOption = None,
 ) -> None:
@@ -92,10 +106,11 @@ def split(
         raise UsageError("need 2 <= --threshold <= --shares <= 255")
     if not file.is_file():
         raise InputError(f"{file}: no such file")
-    out.mkdir(parents=True, exist_ok=True)
     size = file.stat().st_size
     width = len(str(shares))
     paths = [out / f"{file.name}.{i:0{width}d}-of-{shares}.tfrag" for i in range(1, shares + 1)]
+    _refuse_existing(paths, force)
+    out.mkdir(parents=True, exist_ok=True)
     bar, callback = _progress_callback(size, f"splitting {file.name}")
     with file.open("rb", buffering=_IO_BUFFER) as src, _atomic_outputs(paths) as dsts, bar:
         header = split_stream(
@@ -144,6 +159,7 @@ def combine(
     fragments: Annotated[list[Path], typer.Argument(help="Fragment files (k or more).")],
     out: Annotated[Path, typer.Option("--out", help="File to write.")],
     workers: WorkersOption = None,
+    force: ForceOption = False,
     json_out: JsonOption = False,
     home: HomeOption = None,
 ) -> None:
@@ -152,6 +168,7 @@ def combine(
     _check_workers(workers)
     if out.exists() and out.is_dir():
         raise UsageError(f"{out} is a folder")
+    _refuse_existing([out], force)
     out.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         srcs: list[BinaryIO] = []

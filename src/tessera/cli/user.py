@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from tessera.cli._common import HomeOption, JsonOption, emit_json, resolve_home
+from tessera.cli._common import HomeOption, JsonOption, emit_json, resolve_home, stderr
 from tessera.cli._keys import AsOption, CosignOption, acting_signers
 from tessera.config import Environment
 from tessera.workflows.people import remove_person, roster_from_nodes
@@ -28,7 +28,8 @@ def add(
     home: HomeOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Add a user and print their API token (shown once; only its hash is kept).
+    """Add a user and print their API token, alone on stdout (shown once; only its hash
+    is kept).
 
     The user joins the custodians' roster with a signing key encrypted under the token:
     you sign that change (a steward or officer: --as); a steward or officer needs a
@@ -40,14 +41,15 @@ def add(
     if json_out:
         emit_json({"name": name, "role": role, "token": token})
         return
-    typer.echo(f"added {name} ({role}); API token (shown once, keep it secret):")
+    # The token alone on stdout, so that TOKEN=$(tessera user add ...) captures just it.
+    stderr.print(f"added {name} ({role}); API token on stdout (shown once, keep it secret)")
     typer.echo(token)
 
 
 @app.command("ls")
 def ls(home: HomeOption = None, json_out: JsonOption = False) -> None:
     """List the gateway's users (never their tokens)."""
-    users = list_users(resolve_home(home))
+    users = list_users(Environment.load(resolve_home(home)).home)
     if json_out:
         emit_json([{"name": u.name, "role": u.role, "created": u.created} for u in users])
         return

@@ -1,4 +1,9 @@
-"""``tessera vault``: files kept as k-of-n fragments across the environment's stores."""
+"""``tessera vault``: files kept as k-of-n fragments across the environment's stores.
+
+Exit codes: 0 success; 1 a Tessera error (one line on stderr), among them a put over an
+existing name without ``--replace`` and ``ls``/``get`` on a vault whose stores lost files
+the owner's record commits to; ``verify`` 0 healthy, 1 degraded, 2 lost.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -25,10 +30,15 @@ from tessera.vault import Vault
 from tessera.vault import refresh as refresh_objects
 from tessera.vault import repair as repair_objects
 from tessera.vault import verify as verify_objects
+from tessera.vault.catalogue import Listing
+from tessera.vault.record import VaultLostError
 from tessera.vault.vault import SCHEMES
+from tessera.workflows.audit_cli import add_detail
 from tessera.workflows.vault import listing, open_vault, vault_owner, vault_settings
 
 __all__ = ["app"]
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="Store files as k-of-n fragments across independent stores.", no_args_is_help=True
@@ -64,6 +74,27 @@ def _say(text: str, json_out: bool) -> None:
         typer.echo(text)
 
 
+class FilesLostError(VaultLostError):
+    """``verify``/``repair`` found files lost: exit 2, recorded as a failure (vault_lost)."""
+
+    exit_code = 2
+
+
+def _lost_line(names: list[str]) -> str:
+    add_detail(reason="vault-lost", lost=len(names))
+    shown = ", ".join(repr(n) for n in names[:5]) + (" …" if len(names) > 5 else "")
+    return f"{len(names)} file(s) lost: {shown}"
+
+
+def _lost_noted(read: Callable[[], T]) -> T:
+    """Run ``read``; a lost vault is also noted on the command's audit event (monitor)."""
+    try:
+        return read()
+    except VaultLostError:
+        add_detail(reason="vault-lost")
+        raise
+
+
 @app.command("put")
 def put(
     file: Annotated[Path, typer.Argument(help="File to store.", show_default=False)],
@@ -73,6 +104,12 @@ def put(
     scheme: Annotated[
         str | None, typer.Option("--scheme", help="shamir (default) or ssms.")
     ] = None,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace", help="Replace an existing file of that name (refused otherwise)."
+        ),
+    ] = False,
     home: HomeOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -89,7 +126,9 @@ def put(
     with open(file, "rb") as source:
         size = os.fstat(source.fileno()).st_size
         with _progress(size, "put") as progress:
-            result = vault.put(source, size, name, scheme=scheme, progress=progress)
+            result = vault.put(
+                source, size, name, scheme=scheme, replace=replace, progress=progress
+            )
     if json_out:
         emit_json(result.to_json())
         return
@@ -112,7 +151,7 @@ def get(
     _env, vault = _vault(home)
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give a file name")
-    manifest = vault.lookup(name)
+    manifest = _lost_noted(lambda: vault.lookup(name))
     with _progress(manifest.size, "get") as progress:
         result = vault.get(name, out, progress=progress, manifest=manifest)
     if json_out:
@@ -129,7 +168,7 @@ def get(
 def ls(home: HomeOption = None, json_out: JsonOption = False) -> None:
     """List the files in the vault."""
     _env, vault = _vault(home)
-    doc = listing(vault)
+    doc = _lost_noted(lambda: listing(vault))
     if json_out:
         emit_json(doc)
         return
@@ -141,8 +180,8 @@ def ls(home: HomeOption = None, json_out: JsonOption = False) -> None:
 
 @app.command("rm")
 def rm(name: NameArg, home: HomeOption = None, json_out: JsonOption = False) -> None:
-    """Remove NAME from every store (succeeds if it is already gone)."""
-    _env, vault = _vault(home)
+    """Remove NAME from every store (succeeds if it is already gone; acknowledges a loss)."""
+    _env, vault = _vault(home, write=True)
     result = vault.rm(name)
     if json_out:
         emit_json(result.to_json())
@@ -161,6 +200,9 @@ def verify(
     except StorageUnavailableError as exc:  # fewer than k stores answer: nothing is readable
         stderr.print(f"tessera: error: {exc}", markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    damaged = sorted({p.store for o in result.objects for p in o.problems})
+    if damaged:  # which stores hold the bad fragments: the monitor names them
+        add_detail(stores=",".join(map(str, damaged)), damaged_objects=len(result.objects))
     if json_out:
         emit_json(result.to_json())
     else:
@@ -171,6 +213,10 @@ def verify(
         for sid, reason in result.unreachable.items():
             typer.echo(f"unreachable store {sid}: {reason}")
         typer.echo(f"vault {result.status}")
+    lost = sorted({o.name for o in result.objects if o.status == "lost"})
+    if lost:  # exit 2 through an error, so the audit log records it (and the monitor sees it)
+        too_few = vault.too_few(Listing({}, result.unreachable))
+        raise FilesLostError(str(too_few) if too_few is not None else _lost_line(lost))
     raise typer.Exit(result.exit_code)
 
 
@@ -191,8 +237,11 @@ def repair(
                 typer.echo(f"could not repair {obj.name} on store {p.store}: {p.problem}")
         if not result.repaired and not result.failed:
             typer.echo("nothing to repair")
+    lost = sorted({o.name for o in result.failed if o.status == "lost"})
+    if lost:
+        raise FilesLostError(_lost_line(lost))
     if result.failed:
-        raise typer.Exit(2 if any(o.status == "lost" for o in result.failed) else 1)
+        raise typer.Exit(1)
 
 
 @app.command("refresh")

@@ -32,8 +32,9 @@ v2: one per bit-plane under the inner key, see :mod:`tessera.core.sealing`).
 Every fragment therefore carries the tags of all the others: once ``k`` fragments
 give back the keys, any fragment can be checked and a damaged or foreign one named.
 Tags are keyed (see :class:`TagKeys`): ``K_f`` is fresh for every generation (so
-refreshed and stale fragments never verify together), ``K_p`` is fixed for the
-object's life (the data key of ``ssms``, the plaintext-tag and inner-hash keys).
+refreshed and stale fragments never verify together), ``K_p`` keys the plaintext tags
+and the inner hash (and is the data key of ``ssms``): kept by a ``shamir`` refresh,
+drawn anew by an ``ssms`` refresh, which re-encrypts (:mod:`tessera.core.fragrefresh`).
 No hash of the plaintext is ever stored: tags are keyed with keys only ``k``
 fragments reveal.
 
@@ -59,6 +60,7 @@ __all__ = [
     "HEADER_SIZE",
     "INNER_HEADER_SIZE",
     "MAGIC",
+    "MAX_BLOCKS",
     "SCHEMES",
     "SUPPORTED_VERSIONS",
     "VERSION",
@@ -86,6 +88,9 @@ _SCHEME_NAMES: Final = {v: k for k, v in SCHEMES.items()}
 _FIELDS = struct.Struct("<8sHBBBBHII Q16s")
 _MIN_PADDED = 4096
 MAX_BLOCK: Final = 1 << 26
+MAX_BLOCKS: Final = 1 << 24
+"""Most blocks a fragment may have (16 TiB at the default 1 MiB blocks): headers are
+read before anything authenticates them, so their sizes must bound the work they cause."""
 
 
 def padded_size(length: int) -> int:
@@ -208,6 +213,8 @@ class FragmentHeader:
             raise InputError("fragment header has impossible k, n or index")
         if block_size == 0 or block_size % 64 or block_size > MAX_BLOCK or padded % 64:
             raise InputError("fragment header has an invalid block or padded size")
+        if -(-padded // block_size) > MAX_BLOCKS:
+            raise InputError("fragment header claims more blocks than any fragment has")
         return cls(
             version=version,
             scheme=_SCHEME_NAMES[scheme],
@@ -229,10 +236,10 @@ def record_length(header: FragmentHeader, block_len: int) -> int:
 
 
 def fragment_length(header: FragmentHeader) -> int:
-    """Total byte length of a complete fragment file."""
-    return HEADER_SIZE + sum(
-        record_length(header, b) for b in block_lengths(header.padded_size, header.block_size)
-    )
+    """Total byte length of a complete fragment file (computed, not summed per block)."""
+    full, rest = divmod(header.padded_size, header.block_size)
+    total = HEADER_SIZE + full * record_length(header, header.block_size)
+    return total + (record_length(header, rest) if rest else 0)
 
 
 class TagKeys:
@@ -304,7 +311,7 @@ class TagKeys:
     def block_tag(self, block: int, inner: bytes) -> bytes:
         """The last entry of block ``block``'s tag list from inner hashes, joined: the
         plaintext's 8 (shamir) or the ``8k`` of the ciphertext pieces (ssms, v2).
-        Keyed from ``K_p``, so it survives refreshes."""
+        Keyed from ``K_p``, so it survives shamir refreshes."""
         return self._plain.encrypt(_nonce(0, block), b"", inner)
 
     def payload_tag(self, index: int, block: int, payload: npt.NDArray[np.uint8]) -> bytes:

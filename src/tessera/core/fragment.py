@@ -10,7 +10,8 @@ whatever the file size, and every block is authenticated before it is used:
   own tags, names the damaged ones, replaces them with spares and retries the block.
 * ``verify_fragments`` checks every block of every fragment without restoring data.
 * ``repair_stream`` computes a lost fragment from ``k`` others (Lagrange at its x).
-* ``refresh_stream`` adds a random sharing of zero and re-keys the fragment tags.
+* ``refresh_stream`` (:mod:`tessera.core.fragrefresh`) writes all n fragments anew:
+  shamir adds a random sharing of zero, ssms re-encrypts under a fresh data key.
 
 Sources are seekable binary files.  Output may be partly written when an error is
 raised: callers write to a temporary name and rename after success.
@@ -45,23 +46,25 @@ from tessera.core.fragread import (
     CombineReport,
     Opened,
     VerifyReport,
-    consensus,
-    fragment_ok,
+    carried_tag,
+    held,
     open_fragments,
     read_header,
+    settle_tags,
+    tag_at,
+    tag_list_wrong,
     too_few,
 )
+from tessera.core.fragrefresh import refresh_stream
 from tessera.core.fragsplit import (
     DEFAULT_BLOCK_SIZE,
+    derived_tag_list,
     gcm_nonce,
-    make_headers,
-    share_keys,
     split_stream,
 )
 from tessera.core.pipeline import default_workers, run_ordered
-from tessera.core.rng import RandomSource, default_rng
 from tessera.core.sealing import PlaneSealer
-from tessera.core.shamir import as_planes, interpolate_block, split_block
+from tessera.core.shamir import as_planes, interpolate_block
 from tessera.errors import (
     InputError,
     InsufficientSharesError,
@@ -192,18 +195,13 @@ class _Restorer:
             xs, tag_lists, payloads = self.read(b, slot)
             if self.restore(b, xs, tag_lists, payloads, slot):
                 return slot.out.data[: self.readers[0].lengths[b]]
-            # The restored block failed its check: find the damaged fragment(s).
-            tags = consensus(tag_lists, self.h.n)
+            # The restored block failed its check: find the damaged fragment(s).  A
+            # payload is intact iff any carried list holds its tag (no vote).
             culprits = [
                 pos
                 for pos, payload in zip(self.active, payloads, strict=True)
-                if not fragment_ok(
-                    self.o.keys,
-                    self.o.sources[pos].header.index,
-                    b,
-                    payload,
-                    tags[self.o.sources[pos].header.index - 1],
-                )
+                if carried_tag(self.o.keys, self.o.sources[pos].header.index, b, payload, tag_lists)
+                is None
             ]
             if not culprits:
                 raise IntegrityError(f"block {b} does not authenticate and no fragment is named")
@@ -318,26 +316,64 @@ def verify_fragments(srcs: Sequence[BinaryIO]) -> VerifyReport:
     for s in opened.sources:
         report.indices[s.position] = s.header.index
     for b in range(len(readers[0].lengths)):
-        reads = []
-        for r in readers:
-            try:
-                reads.append(r.read(b))
-            except (InputError, OSError):
-                reads.append((np.empty(0, np.uint8), b""))
-        tags = consensus([t for _p, t in reads if t], h.n)
-        for r, (payload, tlist) in zip(readers, reads, strict=True):
-            pos = r.source.position
-            if pos in report.problems:
-                continue
-            if not tlist:
-                report.problems[pos] = f"unreadable block {b}"
-            elif not fragment_ok(
-                opened.keys, r.source.header.index, b, payload, tags[r.source.header.index - 1]
-            ):
-                report.problems[pos] = f"damaged data in block {b}"
-            elif tlist != b"".join(tags):
-                report.problems[pos] = f"damaged tag list in block {b}"
+        _verify_block(opened, readers, b, report.problems)
     return report
+
+
+def _verify_block(opened: Opened, readers: list[Blocks], b: int, problems: dict[int, str]) -> None:
+    """Check block ``b`` of every fragment; record the first problem of each."""
+    keys = opened.keys
+    reads: list[tuple[np.ndarray, bytes]] = []
+    for r in readers:
+        try:
+            reads.append(r.read(b))
+        except (InputError, OSError):
+            reads.append((np.empty(0, np.uint8), b""))
+    lists = [t for _p, t in reads if t]
+    own: dict[int, bytes | None] = {}  # index -> its payload's tag, if carried
+    inners: dict[int, bytes] = {}  # index -> inner hashes of an authenticated payload
+    for r, (payload, tlist) in zip(readers, reads, strict=True):
+        if tlist:
+            index = r.source.header.index
+            inner = b"".join(keys.inner_planes(payload))
+            mine = keys.fragment_tag_raw(index, b, inner)
+            own[index] = mine if held(mine, lists, index - 1) else None
+            if own[index] is not None:
+                inners[index] = inner
+    expected = _expected_tags(opened, b, lists, own, inners, reads[0][0].size // 8)
+    for r, (_payload, tlist) in zip(readers, reads, strict=True):
+        pos = r.source.position
+        if pos in problems:
+            continue
+        if not tlist:
+            problems[pos] = f"unreadable block {b}"
+        elif own[r.source.header.index] is None:
+            problems[pos] = f"damaged data in block {b}"
+        elif tag_list_wrong(tlist, expected):
+            problems[pos] = f"damaged tag list in block {b}"
+
+
+def _expected_tags(
+    opened: Opened,
+    b: int,
+    lists: list[bytes],
+    own: dict[int, bytes | None],
+    inners: dict[int, bytes],
+    plane_bytes: int,
+) -> list[bytes | None]:
+    """What every slot of block ``b``'s tag list must hold.  When the lists disagree
+    and ``k`` payloads authenticate, every slot follows from those exactly (as when
+    splitting).  Otherwise a slot is known from an authenticated payload or a strict
+    majority of the lists (all of them, when they agree), and left open (None: nobody
+    is blamed) on a tie."""
+    h = opened.header
+    if len(set(lists)) > 1 and len(inners) >= h.k and plane_bytes:
+        xs = sorted(inners)[: h.k]
+        joined = b"".join(inners[x] for x in xs)
+        inner = np.frombuffer(joined, dtype=np.uint64).reshape(-1, 2)
+        derived = derived_tag_list(opened.keys, b, h, xs, inner, plane_bytes)
+        return [tag_at(derived, slot) for slot in range(h.n + 1)]
+    return settle_tags(lists, h.n, {i - 1: t for i, t in own.items() if t is not None})
 
 
 # -------------------------------------------------------------------------- repair
@@ -350,25 +386,21 @@ def _verified_payloads(
     spares: list[int],
     b: int,
     bad: list[BadFragment],
-) -> tuple[list[np.ndarray], list[bytes]]:
-    """Payloads of block b from k fragments that pass their own tags."""
+) -> tuple[list[np.ndarray], list[bytes], list[bytes]]:
+    """Payloads of block b from k fragments that authenticate (some carried list holds
+    their tag: no vote), their tag lists, and their 8 inner hashes each (joined)."""
+    keys = opened.keys
     while True:
         reads = [readers[i].read(b) for i in active]
-        payloads = [p for p, _t in reads]
-        tags = consensus([t for _p, t in reads], opened.header.n)
-        failing = [
-            i
-            for i, p in zip(active, payloads, strict=True)
-            if not fragment_ok(
-                opened.keys,
-                opened.sources[i].header.index,
-                b,
-                p,
-                tags[opened.sources[i].header.index - 1],
-            )
-        ]
+        lists = [t for _p, t in reads]
+        inners = [b"".join(keys.inner_planes(p)) for p, _t in reads]
+        failing = []
+        for i, inner in zip(active, inners, strict=True):
+            index = opened.sources[i].header.index
+            if not held(keys.fragment_tag_raw(index, b, inner), lists, index - 1):
+                failing.append(i)
         if not failing:
-            return payloads, tags
+            return [p for p, _t in reads], lists, inners
         for i in failing:
             src = opened.sources[i]
             bad.append(BadFragment(src.position, src.header.index, f"damaged data in block {b}"))
@@ -401,77 +433,16 @@ def repair_stream(srcs: Sequence[BinaryIO], index: int, dst: BinaryIO) -> Fragme
     spares = list(range(k, len(readers)))
     bad = list(opened.bad)
     for b in range(len(readers[0].lengths)):
-        payloads, tags = _verified_payloads(opened, readers, active, spares, b, bad)
-        known = [opened.sources[i].header.index for i in active]
+        payloads, lists, inners = _verified_payloads(opened, readers, active, spares, b, bad)
+        xs = [opened.sources[i].header.index for i in active]
         out = np.empty_like(payloads[0])
-        interpolate_block(known, [as_planes(p) for p in payloads], [index], [as_planes(out)])
-        if not fragment_ok(opened.keys, index, b, out, tags[index - 1]):
+        interpolate_block(xs, [as_planes(p) for p in payloads], [index], [as_planes(out)])
+        # Every tag follows from the authenticated payloads (nothing is voted); the
+        # repaired payload's must also be one that some fragment carries.
+        inner = np.frombuffer(b"".join(inners), dtype=np.uint64).reshape(-1, 2)
+        tags = derived_tag_list(opened.keys, b, h, xs, inner, out.size // 8)
+        if not held(tag_at(tags, index - 1), lists, index - 1):
             raise IntegrityError(f"repaired block {b} does not match its recorded tag")
         dst.write(out.data)
-        dst.write(b"".join(tags))
+        dst.write(tags)
     return new
-
-
-# ------------------------------------------------------------------------- refresh
-
-
-def refresh_stream(
-    srcs: Sequence[BinaryIO], dsts: Sequence[BinaryIO], *, rng: RandomSource | None = None
-) -> FragmentHeader:
-    """Re-randomise all n fragments (same secret, new shares, new tag key).
-
-    Needs every fragment intact (repair first); ``dsts[i]`` receives index ``i + 1``.
-    Stale fragments cannot be combined with refreshed ones.
-    """
-    rng = rng or default_rng()
-    opened = open_fragments(srcs)
-    h = opened.header
-    if len(opened.sources) != h.n or len(dsts) != h.n:
-        raise InsufficientSharesError("refresh needs all n fragments intact (repair first)")
-    n, k = h.n, h.k
-    # K_p keeps its value under new shares; K_f is replaced.
-    zero_p = share_keys(bytes(KEY_MATERIAL), k, n, rng)
-    new_f = rng.random_bytes(32)
-    fresh_f = share_keys(bytes(32) + new_f, k, n, rng)
-    shares = []
-    for i in range(1, n + 1):
-        old = np.frombuffer(opened.key_shares[i], dtype=np.uint8)
-        zp = np.frombuffer(zero_p[i - 1], dtype=np.uint8)
-        ff = np.frombuffer(fresh_f[i - 1], dtype=np.uint8)
-        shares.append((old[:32] ^ zp[:32]).tobytes() + ff[32:].tobytes())
-    keys = TagKeys(opened.keys.data_key + new_f, n)
-    headers = make_headers(
-        scheme=h.scheme,
-        k=k,
-        n=n,
-        object_id=h.object_id,
-        generation=h.generation + 1,
-        padded=h.padded_size,
-        block_size=h.block_size,
-        key_shares=shares,
-        keys=keys,
-        version=h.version,
-    )
-    for dst, nh in zip(dsts, headers, strict=True):
-        dst.write(nh.to_bytes())
-    readers = [Blocks(s) for s in opened.sources]
-    zeros = np.zeros(0, dtype=np.uint8)
-    for b in range(len(readers[0].lengths)):
-        reads = [r.read(b) for r in readers]
-        payloads = [p for p, _t in reads]
-        tags = consensus([t for _p, t in reads], n)
-        for i, p in enumerate(payloads):
-            if not fragment_ok(opened.keys, i + 1, b, p, tags[i]):
-                raise InvalidShareError(f"fragment {i + 1} is damaged in block {b}: repair first")
-        if h.scheme == "shamir":
-            if zeros.size != payloads[0].size:
-                zeros = np.zeros(payloads[0].size, dtype=np.uint8)
-            deltas = [np.empty_like(zeros) for _ in range(n)]
-            split_block(as_planes(zeros), [as_planes(d) for d in deltas], k, rng)
-            for p, d in zip(payloads, deltas, strict=True):
-                np.bitwise_xor(p, d, out=p)
-        new_tags = b"".join(keys.payload_tag(i + 1, b, payloads[i]) for i in range(n)) + tags[n]
-        for dst, p in zip(dsts, payloads, strict=True):
-            dst.write(p.data)
-            dst.write(new_tags)
-    return headers[0]

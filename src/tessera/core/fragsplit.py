@@ -20,6 +20,7 @@ from tessera.core.bitslice import XorProgram, from_elements, to_elements
 from tessera.core.fragfmt import (
     INNER_HEADER_SIZE,
     KEY_MATERIAL,
+    MAX_BLOCKS,
     SCHEMES,
     VERSION,
     FragmentHeader,
@@ -43,7 +44,9 @@ from tessera.errors import InputError
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
+    "BlockSplitter",
     "default_block_size",
+    "derived_tag_list",
     "gcm_nonce",
     "make_headers",
     "share_keys",
@@ -143,7 +146,7 @@ _SLACK = 64
 _SLOT_BUDGET = 96 << 20
 
 
-class _BlockSplitter:
+class BlockSplitter:
     """One slot: the buffers of one block, and the keys and randomness to share it.
 
     Each slot is used by one thread at a time, so it has its own AES contexts and its
@@ -243,6 +246,29 @@ def split_stream(
     keep their order.
     """
     n = len(dsts)
+    block_size = _checked_block_size(scheme, k, n, size, block_size)
+    base_rng = rng or default_rng()
+    oid = object_id if object_id is not None else base_rng.random_bytes(16)
+    if len(oid) != 16:
+        raise ValueError("object_id must be 16 bytes")
+    padded = padded_size(size + INNER_HEADER_SIZE)
+    if -(-padded // block_size) > MAX_BLOCKS:
+        raise ValueError(f"a file this large needs blocks over {padded // MAX_BLOCKS} bytes")
+    material = base_rng.random_bytes(KEY_MATERIAL)
+    headers = _write_headers(dsts, scheme, k, oid, padded, block_size, material, base_rng)
+    lengths = block_lengths(padded, block_size)
+    block = min(block_size, padded)
+    nworkers = _worker_count(workers, base_rng, len(lengths))
+    slots = _make_slots(scheme, k, n, material, rng, oid, block, nworkers)
+    reader = _Reader(src, size)
+    _run_blocks(reader, dsts, slots, lengths, size, progress, nworkers)
+    if reader.left:
+        raise InputError("input is longer than its stated size")
+    return headers[0]
+
+
+def _checked_block_size(scheme: str, k: int, n: int, size: int, block_size: int | None) -> int:
+    """Check split_stream's parameters; the block size (the default when None)."""
     check_parameters(k, n)
     if scheme not in SCHEMES:
         raise ValueError(f"unknown scheme {scheme!r} (shamir or ssms)")
@@ -252,12 +278,22 @@ def split_stream(
         raise ValueError("block_size must be a positive multiple of 64")
     if size < 0:
         raise ValueError("size must be >= 0")
-    base_rng = rng or default_rng()
-    oid = object_id if object_id is not None else base_rng.random_bytes(16)
-    if len(oid) != 16:
-        raise ValueError("object_id must be 16 bytes")
-    padded = padded_size(size + INNER_HEADER_SIZE)
-    material = base_rng.random_bytes(KEY_MATERIAL)
+    return block_size
+
+
+def _write_headers(
+    dsts: Sequence[BinaryIO],
+    scheme: str,
+    k: int,
+    oid: bytes,
+    padded: int,
+    block_size: int,
+    material: bytes,
+    rng: RandomSource,
+) -> list[FragmentHeader]:
+    """Make the n headers of a new object (key shares drawn from ``rng``) and write
+    ``dsts[i]``'s to it."""
+    n = len(dsts)
     keys = TagKeys(material, n)
     headers = make_headers(
         scheme=scheme,
@@ -267,24 +303,51 @@ def split_stream(
         generation=0,
         padded=padded,
         block_size=block_size,
-        key_shares=share_keys(material, k, n, base_rng),
+        key_shares=share_keys(material, k, n, rng),
         keys=keys,
     )
     for dst, h in zip(dsts, headers, strict=True):
         dst.write(h.to_bytes())
-    lengths = block_lengths(padded, block_size)
-    block = min(block_size, padded)
+    return headers
+
+
+def _worker_count(workers: int | None, rng: RandomSource, blocks: int) -> int:
+    """Worker threads for ``blocks`` blocks: one for a deterministic ``rng``."""
     nworkers = workers if workers is not None else default_workers()
-    if getattr(base_rng, "deterministic", False):
+    if getattr(rng, "deterministic", False):
         nworkers = 1
-    nworkers = max(1, min(nworkers, len(lengths)))
+    return max(1, min(nworkers, blocks))
+
+
+def _make_slots(
+    scheme: str,
+    k: int,
+    n: int,
+    material: bytes,
+    rng: RandomSource | None,
+    oid: bytes,
+    block: int,
+    nworkers: int,
+) -> list[BlockSplitter]:
+    """The slots of ``nworkers`` workers: one more than them, within the byte budget."""
     per_slot = block + n * payload_length(scheme, block, k)
     nslots = 1 if nworkers == 1 else max(1, min(nworkers + 1, _SLOT_BUDGET // per_slot))
-    rngs = _slot_rngs(rng, nslots)
-    slots = [_BlockSplitter(scheme, k, n, material, r, oid, block) for r in rngs]
-    reader = _Reader(src, size)
+    return [BlockSplitter(scheme, k, n, material, r, oid, block) for r in _slot_rngs(rng, nslots)]
 
-    def load(b: int, sp: _BlockSplitter) -> None:
+
+def _run_blocks(
+    reader: _Reader,
+    dsts: Sequence[BinaryIO],
+    slots: list[BlockSplitter],
+    lengths: Sequence[int],
+    size: int,
+    progress: Progress | None,
+    nworkers: int,
+) -> None:
+    """Read, share and write every block: blocks are loaded and stored in order on the
+    calling thread, shared on ``nworkers`` threads."""
+
+    def load(b: int, sp: BlockSplitter) -> None:
         blen = lengths[b]
         view = sp.plain.data
         if b == 0:
@@ -293,10 +356,10 @@ def split_stream(
         else:
             reader.fill(view[:blen])
 
-    def work(b: int, sp: _BlockSplitter) -> bytes:
+    def work(b: int, sp: BlockSplitter) -> bytes:
         return sp.share(b, lengths[b])
 
-    def store(b: int, sp: _BlockSplitter, tags: bytes) -> None:
+    def store(b: int, sp: BlockSplitter, tags: bytes) -> None:
         for out, dst in zip(sp.outs(lengths[b]), dsts, strict=True):
             dst.write(out.data)
             dst.write(tags)
@@ -309,9 +372,6 @@ def split_stream(
                 progress(end - start)
 
     run_ordered(range(len(lengths)), slots, load, work, store, workers=nworkers)
-    if reader.left:
-        raise InputError("input is longer than its stated size")
-    return headers[0]
 
 
 @lru_cache(maxsize=256)
@@ -365,4 +425,51 @@ def _tag_list(
         raw = derived.tobytes()
         for j, index in enumerate(range(first_derived, n + 1)):
             tags.append(keys.fragment_tag_raw(index, b, raw[128 * j : 128 * (j + 1)]))
+    return b"".join(tags) + last
+
+
+@lru_cache(maxsize=256)
+def _selection(
+    xs: tuple[int, ...], targets: tuple[int, ...]
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
+    """For the planes at ``targets`` from those at ``xs``: the input planes each XORs,
+    flattened (an empty row points at an extra zero row ``8 * len(xs)``), where each
+    row starts, and whether its count is even (see :func:`_derivation`)."""
+    select, even = _derivation(evaluation_program(xs, targets), len(targets), len(xs))
+    flat: list[int] = []
+    starts: list[int] = []
+    for row in select:
+        starts.append(len(flat))
+        picked = np.flatnonzero(row).tolist()
+        flat += picked or [8 * len(xs)]
+    return np.array(flat, dtype=np.intp), np.array(starts, dtype=np.intp), even
+
+
+def derived_tag_list(
+    keys: TagKeys,
+    b: int,
+    header: FragmentHeader,
+    xs: Sequence[int],
+    inner: U64,
+    plane_bytes: int,
+) -> bytes:
+    """The whole tag list of block ``b`` from the inner hashes (an ``(8k, 2)`` uint64
+    array, 8 rows per payload) of ``k`` authenticated payloads at ``xs``: every
+    fragment's payload, the plaintext (shamir) and the ciphertext pieces (ssms) are
+    XORs of their planes, so their inner hashes follow (see :class:`TagKeys`)."""
+    n, k = header.n, header.k
+    shamir = header.scheme == "shamir"
+    targets = (*range(1, n + 1), 0) if shamir else tuple(range(1, n + 1))
+    flat, starts, even = _selection(tuple(xs), targets)
+    padded = np.concatenate([inner, np.zeros((1, 2), dtype=np.uint64)])
+    derived = np.bitwise_xor.reduceat(padded[flat], starts, axis=0)
+    derived[even] ^= np.frombuffer(keys.zero(plane_bytes), dtype=np.uint64)
+    raw = derived.tobytes()
+    tags = [keys.fragment_tag_raw(i, b, raw[128 * (i - 1) : 128 * i]) for i in range(1, n + 1)]
+    if shamir:
+        last = keys.block_tag(b, raw[128 * n : 128 * (n + 1)])
+    elif header.version > 1:
+        last = keys.block_tag(b, raw[: 128 * k])  # pieces 1..k: the ciphertext
+    else:
+        last = bytes(16)  # v1 ssms: the AES-GCM tag inside the ciphertext
     return b"".join(tags) + last

@@ -52,6 +52,7 @@ __all__ = [
     "decode",
     "decode_bytes",
     "find_bad_rows",
+    "interpolate_bytes",
     "resolve_columns",
 ]
 
@@ -299,3 +300,10 @@ def decode_bytes(xs: Sequence[int], rows: U8, k: int) -> tuple[bytes, list[int]]
         w = poly.lagrange_coefficients(GF256, [xs[j] for j in basis], at=0)
         secret[cols] = _combine(w, rows[basis][:, cols])
     return secret.tobytes(), analysis.bad_rows()
+
+
+def interpolate_bytes(xs: Sequence[int], rows: U8, ats: Sequence[int]) -> U8:
+    """Rows at every x in ``ats`` of the byte-wise polynomial of degree < len(xs) through
+    ``rows`` (row j at x = xs[j]) over GF(2^8); no error checking, for k trusted rows."""
+    weights = poly.lagrange_matrix(GF256, list(xs), list(ats))
+    return np.stack([_combine(w, rows) for w in weights])

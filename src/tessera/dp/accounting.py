@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from tessera.dp._engine import opendp
 
 __all__ = [
+    "DELTA_RANGE",
+    "EPSILON_RANGE",
     "MIN_SHARE_SIGMA",
     "composed_rho",
     "distributed_gaussian_rho",
@@ -40,6 +42,15 @@ __all__ = [
 
 #: The KLS21 bound holds for per-share standard deviation parameters of at least 1/2.
 MIN_SHARE_SIGMA = 0.5
+#: The epsilons :func:`rho_for_epsilon` converts (outside, a search would leave the
+#: floats: an epsilon below ~1e-154 squares to 0).  The gateway accepts less.
+EPSILON_RANGE = (1e-9, 1e6)
+#: The deltas it converts at: above 0.3 the search has no proven end (see
+#: ``_bracket_rho``), and a delta that large is no privacy anyway.
+DELTA_RANGE = (1e-100, 0.3)
+_MAX_DOUBLINGS = 128
+_MAX_ROUNDS = 200
+_MAX_NUDGES = 1000
 
 
 def _gaussian_rho(sensitivity: float, sigma: float) -> float:
@@ -121,8 +132,8 @@ def solve_share_sigma(
     The search runs on the closed form; the answer is then checked with OpenDP's map
     (which rounds up) and nudged up until OpenDP agrees.
     """
-    if rho <= 0:
-        raise ValueError("rho must be > 0")
+    if not (math.isfinite(rho) and rho > 0):
+        raise ValueError("rho must be a positive number")
     _check_args(MIN_SHARE_SIGMA, honest, cells)
     d2 = _l2(sensitivity, l2)
 
@@ -133,18 +144,44 @@ def solve_share_sigma(
     if bound(lo) <= rho:
         hi = lo
     else:
-        hi = max(lo, math.sqrt(d2**2 / (2.0 * honest * rho)))
-        step = 1e-12
-        while bound(hi) > rho:
-            lo, hi, step = hi, hi * (1.0 + step), step * 4.0
-        while (hi - lo) > 1e-12 * hi:
-            mid = (lo + hi) / 2.0
-            if bound(mid) > rho:
-                lo = mid
-            else:
-                hi = mid
-    while distributed_gaussian_rho(sensitivity, hi, honest, cells, l2=l2) > rho:
+        hi = _bisect_sigma(bound, rho, lo, max(lo, math.sqrt(d2**2 / (2.0 * honest * rho))))
+    # OpenDP's map rounds up by a few ulps (~1e-15 relative) over the closed form, so one
+    # or two 1e-10 nudges settle it; 1000 of them (1e-7 relative) mean something is wrong.
+    for _ in range(_MAX_NUDGES):
+        if distributed_gaussian_rho(sensitivity, hi, honest, cells, l2=l2) <= rho:
+            return hi
         hi *= 1.0 + 1e-10
+    raise ValueError(f"no share sigma found for rho={rho:g} (OpenDP disagrees with the bound)")
+
+
+def _bisect_sigma(bound: Callable[[float], float], rho: float, lo: float, hi: float) -> float:
+    """The smallest sigma in ``[lo, inf)`` with ``bound(sigma) <= rho``, to 1e-12 relative.
+
+    Range: ``bound`` is decreasing in sigma (its main term ``D2^2 / (2 m s^2)`` and tau
+    both are) and tends to 0; ``bound(lo) > rho`` on entry.  The starting ``hi`` makes the
+    main term equal ``rho``, so ``bound(hi) >= rho``; the growth factor ``1 + step``
+    with ``step`` quadrupling from 1e-12 passes 2 after 20 rounds and then squares the
+    distance every few rounds, so 200 rounds pass any finite float (where tau and the
+    main term are 0).  Bisection halves ``hi - lo``; 200 halvings pass 1e-12 relative
+    from any bracket of finite floats.
+    """
+    if not math.isfinite(hi):
+        raise ValueError(f"rho={rho:g} is too small to solve for")
+    step = 1e-12
+    for _ in range(_MAX_ROUNDS):
+        if bound(hi) <= rho:
+            break
+        lo, hi, step = hi, hi * (1.0 + step), step * 4.0
+    else:
+        raise ValueError(f"no share sigma reaches rho={rho:g}")
+    for _ in range(_MAX_ROUNDS):
+        if (hi - lo) <= 1e-12 * hi:
+            break
+        mid = (lo + hi) / 2.0
+        if bound(mid) > rho:
+            lo = mid
+        else:
+            hi = mid
     return hi
 
 
@@ -178,23 +215,61 @@ def epsilon_for_rho(rho: float, delta: float) -> float:
         return rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta))
 
 
+def _check_epsilon_delta(epsilon: float, delta: float) -> None:
+    lo, hi = EPSILON_RANGE
+    if not (math.isfinite(epsilon) and lo <= epsilon <= hi):
+        raise ValueError(f"epsilon must be between {lo:g} and {hi:g}")
+    if not (math.isfinite(delta) and DELTA_RANGE[0] <= delta <= DELTA_RANGE[1]):
+        raise ValueError(f"delta must be between {DELTA_RANGE[0]:g} and {DELTA_RANGE[1]:g}")
+
+
 @functools.lru_cache(maxsize=1024)
 def rho_for_epsilon(epsilon: float, delta: float) -> float:
-    """The largest rho (to 1e-9 relative) whose (epsilon, delta) conversion is <= epsilon."""
-    if epsilon <= 0:
-        raise ValueError("epsilon must be > 0")
-    if not 0 < delta < 1:
-        raise ValueError("delta must be in (0, 1)")
+    """The largest rho (to 1e-9 relative) whose (epsilon, delta) conversion is <= epsilon.
+
+    ``epsilon`` must lie in :data:`EPSILON_RANGE` and ``delta`` in :data:`DELTA_RANGE`
+    (ValueError otherwise): there every step below is a finite, positive float and the
+    search ends within its bounds.
+    """
+    _check_epsilon_delta(epsilon, delta)
     log = math.log(1.0 / delta)
     # Bun-Steinke: rho-zCDP implies (rho + 2 sqrt(rho log(1/delta)), delta); its inverse
-    # is a valid lower end, and OpenDP's tighter conversion lets us go a little higher.
-    lo = (math.sqrt(log + epsilon) - math.sqrt(log)) ** 2
-    hi = lo * 2.0
-    while epsilon_for_rho(hi, delta) <= epsilon:
-        lo, hi = hi, hi * 2.0
-    # Illinois (regula falsi): a handful of OpenDP conversions instead of ~30 bisections.
+    # (sqrt(log + eps) - sqrt(log))^2, written without cancellation, is a valid lower end,
+    # and OpenDP's tighter conversion lets us go a little higher.  lo >= 1e-18 / (4 * 231)
+    # > 0 on the accepted range (the old form rounded to 0 for eps < ~1e-16: a hang);
+    # 1e-6 below it, so that rounding in the conversion cannot put it above epsilon.
+    lo = (epsilon / (math.sqrt(log + epsilon) + math.sqrt(log))) ** 2 * (1.0 - 1e-6)
+    hi = _bracket_rho(lo, epsilon, delta)
+    lo = hi / 2.0 if hi > lo else lo
+    return _illinois(lo, hi, epsilon, delta)
+
+
+def _bracket_rho(lo: float, epsilon: float, delta: float) -> float:
+    """The first ``lo * 2^k`` whose conversion exceeds ``epsilon``.
+
+    Range: the Gaussian mechanism of sensitivity 1 is exactly rho-zCDP and its privacy
+    loss is ``L ~ N(rho, 2 rho)``, so any valid conversion (OpenDP's, or Bun-Steinke's
+    fallback) is at least its exact epsilon(delta).  If ``eps' <= rho - 1`` then
+    ``delta(eps') = E[(1 - e^(eps' - L))+] >= P(L >= rho) (1 - 1/e) = 0.316``; so for
+    ``delta <= 0.3`` every rho > epsilon + 1 converts to more than ``epsilon``.  From
+    ``lo >= 1e-21`` (the smallest epsilon and delta accepted) to ``epsilon + 1 <= 1e6 + 1``
+    is fewer than 2^91: 128 doublings always suffice.
+    """
+    hi = lo
+    for _ in range(_MAX_DOUBLINGS):
+        if epsilon_for_rho(hi, delta) > epsilon:
+            return hi
+        hi *= 2.0
+    raise ValueError(f"no rho converts to epsilon={epsilon:g} at delta={delta:g}")
+
+
+def _illinois(lo: float, hi: float, epsilon: float, delta: float) -> float:
+    """Illinois (regula falsi) on ``[lo, hi]``: a handful of OpenDP conversions instead
+    of ~30 bisections; at most 100 rounds, each of which keeps ``lo`` valid."""
     f_lo = epsilon_for_rho(lo, delta) - epsilon
     f_hi = epsilon_for_rho(hi, delta) - epsilon
+    if f_lo > 0:  # the Bun-Steinke end itself converts to more: cannot happen
+        raise ValueError(f"no rho converts to epsilon={epsilon:g} at delta={delta:g}")
     side = 0
     for _ in range(100):
         if (hi - lo) <= 1e-9 * hi or f_lo == 0:

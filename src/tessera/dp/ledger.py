@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import secrets
 import sqlite3
@@ -29,7 +30,7 @@ from tessera.dp.accounting import epsilon_for_rho
 from tessera.dp.policy import Policy
 from tessera.errors import BudgetExhaustedError, NotFoundError, StorageUnavailableError
 
-__all__ = ["UNIT", "Balance", "Ledger", "Reservation"]
+__all__ = ["MAX_RHO", "UNIT", "Balance", "Ledger", "Reservation"]
 
 #: Budgets are counted in integer multiples of this much rho.
 UNIT = 1e-12
@@ -56,8 +57,16 @@ CREATE INDEX IF NOT EXISTS charges_by_reservation ON charges (reservation);
 """
 
 
+#: The most rho one table or charge may hold (1e12 rho is epsilon ~1e12: no privacy).
+MAX_RHO = 1e12
+
+
 def _units(rho: float) -> int:
-    return round(rho / UNIT)
+    """``rho`` in whole units; a positive charge is at least one unit (never free)."""
+    if not (math.isfinite(rho) and 0 <= rho <= MAX_RHO):
+        raise ValueError(f"rho must be between 0 and {MAX_RHO:g}")
+    units = round(rho / UNIT)
+    return max(units, 1) if rho > 0 else 0
 
 
 def _rho(units: int) -> float:

@@ -88,7 +88,12 @@ class SignedDocument:
             raise IntegrityError("unsigned document")
         if len(sigs) > _MAX_SIGNATURES:
             raise InputError("too many signatures")
-        return cls(dict(doc["body"]), tuple(Signature.from_dict(s) for s in sigs))
+        body = dict(doc["body"])
+        try:
+            canonical_bytes(body)
+        except (UnicodeEncodeError, RecursionError):  # lone surrogates ("\ud800"), deep nesting
+            raise InputError("a signed document's body is not valid Unicode JSON") from None
+        return cls(body, tuple(Signature.from_dict(s) for s in sigs))
 
 
 def verified_signers(

@@ -11,7 +11,10 @@ Event conventions (see docs/monitor.md):
   ``detail["query_hash"]``; refusals carry ``detail["reason"]`` = ``small-cell`` or
   ``budget``;
 * ``mpc.abort`` with ``source`` = the custodian that aborted;
-* ``audit.verify`` with outcome ``failure`` when a log did not verify.
+* ``audit.verify`` with outcome ``failure`` when a log did not verify;
+* a vault whose stores lost files the owner's signed catalogue record commits to (stores
+  deleted, or restored from an old copy): any ``vault.*`` event with outcome ``failure``
+  and ``detail["reason"] = "vault-lost"`` or ``detail["error"] = "vault_lost"``.
 """
 
 from __future__ import annotations
@@ -101,8 +104,33 @@ def share_harvesting(events: Sequence[Indexed], th: DataThresholds) -> list[Aler
     return alerts
 
 
+def _vault_lost(events: Sequence[Indexed]) -> list[Alert]:
+    """A vault that lost committed files (deleted or rolled-back stores), per day."""
+    days: dict[str, list[Indexed]] = defaultdict(list)
+    for i, e in events:
+        if (
+            e.action.startswith("vault.")
+            and e.outcome == "failure"
+            and (e.detail.get("reason") == "vault-lost" or e.detail.get("error") == "vault_lost")
+        ):
+            days[when(e).date().isoformat()].append((i, e))
+    return [
+        make_alert(
+            "fragment-tampering",
+            "critical",
+            items,
+            f"the vault lost files its owner's signed catalogue record commits to "
+            f"({len(items)} vault command(s) on {day} found them gone): stores were "
+            "deleted, damaged beyond repair or restored from an older copy.",
+            {"node": "vault"},
+        )
+        for day, items in days.items()
+    ]
+
+
 def fragment_tampering(events: Sequence[Indexed], th: DataThresholds) -> list[Alert]:
-    """Fragments that failed their integrity check, grouped per node and day."""
+    """Fragments that failed their integrity check, grouped per node and day; a vault that
+    lost committed files (critical)."""
     bad = [
         (i, e)
         for i, e in events
@@ -113,21 +141,32 @@ def fragment_tampering(events: Sequence[Indexed], th: DataThresholds) -> list[Al
     alerts = []
     groups: dict[tuple[str, str], list[Indexed]] = defaultdict(list)
     for i, e in bad:
-        groups[(e.source, when(e).date().isoformat())].append((i, e))
-    for (node, day), items in groups.items():
-        objects = sorted({e.entity for _, e in items})
+        groups[(_holder(e), when(e).date().isoformat())].append((i, e))
+    for (holder, day), items in groups.items():
+        objects = sorted({e.entity for _, e in items if e.entity})
+        named = f" ({', '.join(objects[:5])}{' …' if len(objects) > 5 else ''})" if objects else ""
         alerts.append(
             make_alert(
                 "fragment-tampering",
                 "high",
                 items,
-                f"{len(items)} fragment(s) held by {node or 'a node'} failed their "
-                f"authentication check on {day} ({', '.join(objects[:5])}"
-                f"{' …' if len(objects) > 5 else ''}): stored data was altered.",
-                {"node": node},
+                f"{len(items)} check(s) found fragments held by {holder} that failed their "
+                f"authentication on {day}{named}: stored data was altered.",
+                {"node": holder},
             )
         )
-    return alerts
+    return alerts + _vault_lost(events)
+
+
+def _holder(event: AuditEvent) -> str:
+    """Who holds the failing fragments: the stores a vault check named, else the node
+    that reported them (a command's own source is the gateway, never the holder)."""
+    stores = str(event.detail.get("stores", ""))
+    if stores:
+        return f"store{'s' if ',' in stores else ''} {stores.replace(',', ', ')}"
+    if event.source and event.source != "gateway":
+        return event.source
+    return "a store"
 
 
 def bulk_export(events: Sequence[Indexed], th: DataThresholds) -> list[Alert]:

@@ -16,11 +16,13 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import stix2
 from stix2validator import ValidationOptions, validate_string
+from stix2validator.errors import ValidationError
 
 from tessera.errors import InputError
 from tessera.monitor.alerts import KINDS, Alert
@@ -157,9 +159,54 @@ def to_stix(
     return result
 
 
+# What stix2-validator's checks raise on objects of the wrong shape (it assumes, e.g.,
+# that an ``id`` is a string) instead of reporting them.
+_VALIDATOR_CRASHES = (
+    ValueError,
+    TypeError,
+    AttributeError,
+    KeyError,
+    IndexError,
+    RecursionError,
+)
+
+
+# The STIX 2.1 schemas check ``type`` values and ``extensions`` keys with
+# ``^([a-z][a-z0-9]*)+(-[a-z0-9]+)*...$``, which backtracks exponentially on a long
+# near-miss ("aaaa...a@"): such strings are refused here first, with the same language.
+_TYPE = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*-?")
+_EXTENSION = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*-ext")
+
+
+def _check_names(bundle: Any) -> None:
+    """InputError if a ``type`` or an ``extensions`` key anywhere in ``bundle`` is not a
+    STIX name (checked before the validator's regular expressions see it)."""
+    stack = [bundle]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            kind = node.get("type")
+            if isinstance(kind, str) and not (len(kind) <= 250 and _TYPE.fullmatch(kind)):
+                raise InputError(f"STIX validation failed: invalid type {kind[:40]!r}")
+            extensions = node.get("extensions")
+            if isinstance(extensions, dict):
+                for key in extensions:
+                    if not (_EXTENSION.fullmatch(key) or key.startswith("extension-definition--")):
+                        raise InputError(f"STIX validation failed: invalid extension {key[:40]!r}")
+            stack.extend(node.values())
+
+
 def validate_stix(bundle: dict[str, Any]) -> None:
     """Raise InputError unless stix2-validator accepts ``bundle`` as STIX 2.1."""
-    results = validate_string(json.dumps(bundle), ValidationOptions(version="2.1"))
+    _check_names(bundle)
+    try:
+        results = validate_string(json.dumps(bundle), ValidationOptions(version="2.1"))
+    except ValidationError as exc:
+        raise InputError(f"STIX validation failed: {str(exc)[:200]}") from None
+    except _VALIDATOR_CRASHES as exc:  # stix2-validator trips over some malformed objects
+        raise InputError(f"STIX validation failed: malformed ({type(exc).__name__})") from None
     if not results.is_valid:
         problems = [str(getattr(e, "message", e)) for e in results.errors]
         raise InputError("STIX validation failed: " + "; ".join(problems[:3]))

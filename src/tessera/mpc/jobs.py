@@ -23,14 +23,16 @@ type, add one entry here and write the module (see docs/nodes.md).
 from __future__ import annotations
 
 import importlib.util
+import math
 import re
 from typing import Any
 
-from tessera.errors import InputError
+from tessera.errors import InputError, IntegrityError
 
 __all__ = [
     "PROGRAMS",
     "program_module",
+    "result_shares",
     "validate_job",
 ]
 
@@ -53,6 +55,13 @@ def program_module(job_type: str) -> str:
     return module
 
 
+def _is_time(value: Any) -> bool:
+    """Unix seconds: a finite int or float within the range of a float (no bool, NaN)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return abs(value) < 1 << 53 and math.isfinite(value)
+
+
 def validate_job(job: Any, *, parties: int) -> dict[str, Any]:
     """``job`` as a dict if well formed for ``parties`` custodians; InputError otherwise."""
     if not isinstance(job, dict):
@@ -62,8 +71,8 @@ def validate_job(job: Any, *, parties: int) -> dict[str, Any]:
     program_module(str(job.get("type")))
     if not isinstance(job.get("job_id"), str) or not _JOB_ID.match(job["job_id"]):
         raise InputError("job_id must be 32 hex digits")
-    if not isinstance(job.get("issued_at"), int | float):
-        raise InputError("issued_at missing")
+    if not _is_time(job.get("issued_at")):
+        raise InputError("issued_at missing (unix seconds, a finite number)")
     ps = job.get("parties")
     if not isinstance(ps, list) or len(ps) != parties:
         raise InputError(f"parties must list {parties} addresses")
@@ -97,3 +106,16 @@ def validate_job(job: Any, *, parties: int) -> dict[str, Any]:
     if not isinstance(job.get("params"), dict):
         raise InputError("params must be an object")
     return job
+
+
+def result_shares(result: Any, party: int) -> list[int]:
+    """A node's answer to a job (``{"party": i, "shares": [int, ...]}``) as its shares;
+    IntegrityError if it is malformed or answers for another party."""
+    if not isinstance(result, dict) or type(result.get("party")) is not int:
+        raise IntegrityError(f"node {party + 1} answered with a malformed result")
+    if result["party"] != party:
+        raise IntegrityError(f"node {party + 1} answered for another party")
+    shares = result.get("shares")
+    if not isinstance(shares, list) or not all(type(v) is int for v in shares):
+        raise IntegrityError(f"node {party + 1} answered with malformed shares")
+    return list(shares)

@@ -34,7 +34,9 @@ Algorithm (see :mod:`tessera.mpc.knn_spec` for the definition):
 5. DP (node jobs with a ``noise`` spec only, see :func:`run`): every party inputs its
    own noise share per statistic and treatment, drawn by its node from the job's
    release plan, and only the noisy (count, time sum[, events]) are released,
-   statistic-major.  Without ``noise`` the exact treatments x 3 release is unchanged.
+   statistic-major.  Without ``noise`` the exact treatments x 3 release, preceded,
+   when the job sets ``min_group``, by one flag per treatment ([count >= min_group]);
+   the cells of a smaller treatment are multiplied by zero inside the MPC.
 
 Tables of 20,000 rows need fast local arithmetic: see :mod:`tessera.mpc.knn_fast`.
 """
@@ -424,10 +426,22 @@ async def run(ctx: Any) -> None:
     selected = await ctx.mpc.gather(await program.select(inputs, patient))
     result = await program.aggregate(inputs, program.secint.array(selected))
     if not ctx.job.get("noise"):  # exact release: treatments x 3, treatment-major
-        await ctx.release(result.reshape(job.treatments * 3), {"rows": job.rows})
+        cells = result.reshape(job.treatments * 3)
+        if job.min_group > 0:  # [flags] + cells, small treatments zeroed inside the MPC
+            cells = _suppress_small(ctx.mpc, job, result)
+        await ctx.release(cells, {"rows": job.rows})
         return
     noisy = _noisy(ctx, program, result)
     await ctx.release(noisy, {"rows": job.rows, "noisy": True})
+
+
+def _suppress_small(mpc: Any, job: KnnJob, result: Any) -> Any:
+    """``[flag_t ...] + cells``: flag_t = [count_t >= min_group]; other treatments' cells
+    are multiplied by zero before anything is opened (as SQL's group-size check)."""
+    counts = mpc.np_transpose(result)[0]
+    flags = 1 - mpc.np_sgn(counts - job.min_group, l=job.count_bits, LT=True)
+    kept = result * flags.reshape(job.treatments, 1)
+    return mpc.np_concatenate((flags, kept.reshape(job.treatments * 3)))
 
 
 def _noisy(ctx: Any, program: _Program, result: Any) -> Any:

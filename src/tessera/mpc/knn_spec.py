@@ -90,10 +90,18 @@ class KnnJob:
     threshold: int = 1
     prime: int = 2**61 - 1
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Exact releases: treatments with fewer of the selected patients than this are
+    #: suppressed inside the MPC (every cell multiplied by zero; a flag per treatment
+    #: says which).  0: no suppression (local mode, DP releases).
+    min_group: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise InputError("mode must be 'k' or 'radius'")
+        if isinstance(self.min_group, bool) or not isinstance(self.min_group, int):
+            raise InputError("min_group must be an integer")
+        if not 0 <= self.min_group <= self.rows + 1:
+            raise InputError("min_group must be between 0 and the table's rows + 1")
         if self.rows < 1:
             raise InputError("the table has no rows")
         if not self.features:

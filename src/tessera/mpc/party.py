@@ -18,6 +18,7 @@ import io
 import json
 import os
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -27,11 +28,32 @@ import numpy as np
 
 from tessera.mpc.jobs import program_module
 
-__all__ = ["JOB_ENV", "PartyContext", "load_input", "main"]
+__all__ = ["JOB_ENV", "NODE_PID_ENV", "PartyContext", "follow_node", "load_input", "main"]
 
 JOB_ENV = "TESSERA_MPC_JOB"
 PROFILE_ENV = "TESSERA_MPC_PROFILE"
 PRIME = 2**61 - 1
+NODE_PID_ENV = "TESSERA_NODE_PID"  # the node that started this party (its parent)
+WATCH_S = 0.2  # how often a party checks that the node that started it is still there
+
+
+def follow_node(node_pid: int) -> None:
+    """Exit at once when the node process ``node_pid`` that started this party is gone.
+
+    A node killed outright (``kill -9``, a crash) cannot stop its party; left alone the
+    party would go on with the job nobody will collect (and keep its peers' MPC alive)
+    or wait for one forever.  The check is the parent pid (a dead node's children are
+    re-parented), so it holds for the warm party and one started afresh alike; the node
+    names itself in ``$TESSERA_NODE_PID``, so a party whose node died while it started
+    leaves too.
+    """
+
+    def watch() -> None:
+        while os.getppid() == node_pid:
+            time.sleep(WATCH_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="tessera-follow-node", daemon=True).start()
 
 
 def load_input(folder: Path, alias: str) -> tuple[dict[str, Any], dict[str, list[str]], list[str]]:
@@ -186,6 +208,7 @@ def zygote() -> None:
 
 
 if __name__ == "__main__":
+    follow_node(int(os.environ.get(NODE_PID_ENV) or os.getppid()))
     if sys.argv[1:] == ["--zygote"]:
         zygote()
     else:

@@ -236,7 +236,8 @@ def group_labels(info: ColumnInfo) -> tuple[Label, ...]:
     if info.kind == "origin":
         return info.categories
     raise UnsupportedError(
-        f"GROUP BY {info.kind} column {info.name} (only categorical, boolean and hospital)"
+        f"unsupported: GROUP BY {info.kind} column {info.name} (only categorical, boolean "
+        "and hospital)"
     )
 
 

@@ -20,10 +20,26 @@ from typing import Any, TypeVar
 import sqlglot
 import sqlglot.expressions as exp
 
-from tessera.errors import UnsupportedError
-from tessera.mpc.plan import AggregateSpec, ColumnInfo, OrderBy, SqlPlan
+from tessera.errors import IntegrityError, UnsupportedError
+from tessera.mpc.plan import AggregateSpec, ColumnInfo, Item, OrderBy, SqlPlan
+from tessera.mpc.sql import aggregate_key
 
-__all__ = ["answer", "decode_result", "finish_rows"]
+__all__ = [
+    "NOISY_EMPTY",
+    "NO_VALUES",
+    "NULL_GROUP",
+    "NULL_OPERAND",
+    "TOO_FEW",
+    "UNINFORMATIVE",
+    "UNINFORMATIVE_SHARE",
+    "answer",
+    "declared_range",
+    "decode_result",
+    "finish_rows",
+    "interval_decimals",
+    "result_size",
+    "uninformative",
+]
 
 Extra = TypeVar("Extra")
 
@@ -35,7 +51,10 @@ def _units_to_value(info: ColumnInfo, units: int) -> Any:
     if kind == "decimal":
         return units / 10**info.scale
     if kind == "date":
-        return (_EPOCH + _dt.timedelta(days=int(units))).isoformat()
+        try:
+            return (_EPOCH + _dt.timedelta(days=int(units))).isoformat()
+        except OverflowError:
+            raise IntegrityError(f"the result holds a date out of range ({units} days)") from None
     if kind == "boolean":
         return bool(units)
     return int(units)
@@ -69,11 +88,64 @@ def _aggregate_value(spec: AggregateSpec, plan: SqlPlan, cell: Any, extreme: Any
     raise ValueError(func)
 
 
+NO_VALUES = "no rows with a value in this group"
+TOO_FEW = "fewer than 2 rows with a value in this group"
+NULL_GROUP = "the group of rows where this column is NULL"
+NULL_OPERAND = "an aggregate in the expression is NULL, or it divides by zero"
+NOISY_EMPTY = "no rows: the noisy count is below 1 (2 for VARIANCE/STDDEV)"
+#: An interval covering at least this share of the value's declared range tells nothing.
+UNINFORMATIVE_SHARE = 0.5
+UNINFORMATIVE = (
+    f"uninformative: its 95% interval covers at least {UNINFORMATIVE_SHARE:.0%} of the "
+    "column's declared range"
+)
+
+
+def _null_reason(spec: AggregateSpec, cell: Any) -> str:
+    """Why an aggregate came out NULL (exact release)."""
+    if spec.func.startswith(("var", "stddev")) and cell(spec.count) > 0:
+        return TOO_FEW
+    return NO_VALUES
+
+
+def declared_range(func: str, lower: float, upper: float) -> float | None:
+    """Width of the values ``func`` can take over a column bounded by [lower, upper].
+
+    None where the aggregate has no declared range (COUNT and SUM grow with the group).
+    """
+    width = upper - lower
+    if func == "avg":
+        return width
+    if func.startswith("stddev"):
+        return width / 2
+    if func.startswith("var"):
+        return (width / 2) ** 2
+    return None
+
+
+def uninformative(func: str, lower: float, upper: float, interval: Sequence[float] | None) -> bool:
+    """Whether ``interval`` covers at least half the declared range of ``func``'s values."""
+    span = declared_range(func, lower, upper)
+    if interval is None or span is None or span <= 0:
+        return False
+    return (interval[1] - interval[0]) >= UNINFORMATIVE_SHARE * span
+
+
+def interval_decimals(interval: Sequence[float]) -> int:
+    """Decimals that show a DP value to the precision its interval gives (two digits of
+    the half-width; human output only, JSON keeps every digit)."""
+    half = (interval[1] - interval[0]) / 2
+    if not math.isfinite(half) or half <= 0:
+        return 6
+    return max(0, min(6, 1 - math.floor(math.log10(half))))
+
+
 class _Row:
     def __init__(self, labels: dict[str, Any], aggs: dict[str, Any], items: dict[str, Any]) -> None:
         self.labels = labels
         self.aggs = aggs
         self.items = items
+        self.notes: list[str | None] = []
 
 
 def _eval(node: Any, row: _Row) -> Any:
@@ -88,7 +160,7 @@ def _eval(node: Any, row: _Row) -> Any:
             return row.labels[name]
         if name in row.items:
             return row.items[name]
-        raise UnsupportedError(f"column {node.sql()} in HAVING/ORDER BY")
+        raise UnsupportedError(f"unsupported: column {node.sql()} in HAVING/ORDER BY")
     if isinstance(node, exp.Literal):
         return str(node.this) if node.is_string else float(node.this)
     if isinstance(node, exp.Boolean):
@@ -122,7 +194,9 @@ def _eval(node: Any, row: _Row) -> Any:
         if isinstance(node, cls):
             a, b = _eval(node.this, row), _eval(node.expression, row)
             return None if a is None or b is None else fn(a, b)
-    raise UnsupportedError(f"{type(node).__name__.upper()} ({node.sql()[:60]}) in an expression")
+    raise UnsupportedError(
+        f"unsupported: {type(node).__name__.upper()} ({node.sql()[:60]}) in an expression"
+    )
 
 
 def finish_rows(
@@ -153,7 +227,7 @@ def _sort_key(
     if column is not None:
         return lambda row: row[0][column]
     if evaluate is None:
-        raise UnsupportedError(f"ORDER BY {spec.expr}: not an output column")
+        raise UnsupportedError(f"unsupported: ORDER BY {spec.expr}: not an output column")
     return lambda row: evaluate(spec, row[1])
 
 
@@ -164,19 +238,32 @@ def answer(
     privacy: dict[str, Any] | None,
     suppressed: int,
     min_group: int,
+    notes: list[list[str | None]] | None = None,
 ) -> dict[str, Any]:
-    """The answer document ``{"columns", "rows", "privacy", "suppressed_groups", "min_group"}``."""
+    """The answer document ``{"columns", "rows", "notes", "privacy", "suppressed_groups",
+    "min_group"}``; ``notes[r][c]`` says why ``rows[r][c]`` is NULL or carries no
+    information (None when it needs no note)."""
     return {
         "columns": plan.columns,
         "rows": rows,
+        "notes": notes if notes is not None else [[None] * len(row) for row in rows],
         "privacy": privacy,
         "suppressed_groups": suppressed,
         "min_group": min_group,
     }
 
 
+def result_size(plan: SqlPlan) -> int:
+    """How many values a ``sql`` job releases: per group a flag, the measures, the extremes."""
+    return plan.cells * (1 + len(plan.measures) + len(plan.extremes))
+
+
 def decode_result(plan: SqlPlan, values: Sequence[int]) -> dict[str, Any]:
     """The exact answer ``{"columns", "rows", "privacy": None, "suppressed_groups", ...}``."""
+    if len(values) != result_size(plan):
+        raise IntegrityError(
+            f"the result has {len(values)} values, the plan releases {result_size(plan)}"
+        )
     combos = plan.combos()
     gn = len(combos)
     k = len(plan.measures)
@@ -209,6 +296,7 @@ def decode_result(plan: SqlPlan, values: Sequence[int]) -> dict[str, Any]:
         out = []
         for it, node in zip(plan.items, parsed, strict=True):
             value = labels[it.group] if it.group is not None else _eval(node, ctx)
+            ctx.notes.append(None if value is not None else _item_note(plan, it, aggs, cell))
             if (
                 isinstance(value, float)
                 and value.is_integer()
@@ -229,4 +317,16 @@ def decode_result(plan: SqlPlan, values: Sequence[int]) -> dict[str, Any]:
         privacy=None,
         suppressed=suppressed,
         min_group=plan.min_group,
+        notes=[r[1].notes for r in rows],
     )
+
+
+def _item_note(plan: SqlPlan, item: Item, aggs: dict[str, Any], cell: Any) -> str:
+    """Why output column ``item`` of a released group is NULL."""
+    if item.expr is None:
+        return NULL_GROUP
+    key = aggregate_key(item.expr)
+    spec = plan.aggregates.get(key)
+    if spec is not None and aggs.get(key) is None:
+        return _null_reason(spec, cell)
+    return NULL_OPERAND

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Collection, Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import sqlglot
@@ -133,7 +133,7 @@ class _Compiler:
         alias, col = ref.split(".", 1)
         if part not in self.encodings[ref]:
             kind = self.cols[ref].kind
-            raise UnsupportedError(f"column {col} ({kind}) has no {part!r} encoding")
+            raise UnsupportedError(f"unsupported: column {col} ({kind}) has no {part!r} encoding")
         self.parts.setdefault(alias, set()).add(f"{col}.{part}")
         return f"{ref}.{part}"
 
@@ -151,7 +151,9 @@ class _Compiler:
         if isinstance(lit, exp.Cast):
             lit = lit.this
         if not isinstance(lit, exp.Literal):
-            raise UnsupportedError(f"comparison with {_name(lit)}: only constants are supported")
+            raise UnsupportedError(
+                f"unsupported: comparison with {_name(lit)}: only constants are supported"
+            )
         text = lit.this
         try:
             if info.kind == "date":
@@ -159,8 +161,8 @@ class _Compiler:
             if lit.is_string:
                 raise InputError(f"column {info.name} is numeric; {text!r} is text")
             return Decimal(str(text)).scaleb(info.scale)
-        except (ValueError, InvalidOperation):
-            raise InputError(f"{text!r} is not a valid {info.kind} constant") from None
+        except (ValueError, ArithmeticError):  # decimal's Overflow and InvalidOperation
+            raise InputError(f"{str(text)[:40]!r} is not a valid {info.kind} constant") from None
 
     # ----- WHERE ---------------------------------------------------------------------
     def cond(self, node: exp.Expression) -> Condition:
@@ -176,17 +178,19 @@ class _Compiler:
         if isinstance(node, exp.Column):
             ref = self.resolve(node)
             if self.cols[ref].kind != "boolean":
-                raise UnsupportedError(f"bare column {node.sql()} in WHERE (not a boolean)")
+                raise UnsupportedError(
+                    f"unsupported: bare column {node.sql()} in WHERE (not a boolean)"
+                )
             return self._bool(ref, 1)
         if isinstance(node, exp.Is):
             if not isinstance(node.this, exp.Column):
-                raise UnsupportedError(f"IS on {_name(node.this)}")
+                raise UnsupportedError(f"unsupported: IS on {_name(node.this)}")
             ref = self.resolve(node.this)
             if isinstance(node.expression, exp.Null):
                 return self._isnull(ref)
             if isinstance(node.expression, exp.Boolean) and self.cols[ref].kind == "boolean":
                 return self._bool(ref, int(bool(node.expression.this)))
-            raise UnsupportedError(f"IS {node.expression.sql()}")
+            raise UnsupportedError(f"unsupported: IS {node.expression.sql()}")
         if isinstance(node, exp.Between):
             ref = self._column_of(node.this)
             lo = self._bound(ref, ">=", node.args["low"])
@@ -194,7 +198,7 @@ class _Compiler:
             return self._range(ref, lo, hi)
         if isinstance(node, exp.In):
             if node.args.get("query") is not None:
-                raise UnsupportedError("IN (subquery)")
+                raise UnsupportedError("unsupported: IN (subquery)")
             ref = self._column_of(node.this)
             return self._in(ref, node.expressions)
         for cls, op in _CMP.items():
@@ -203,14 +207,16 @@ class _Compiler:
                 if isinstance(right, exp.Column) and not isinstance(left, exp.Column):
                     left, right, op = right, left, _FLIP[op]
                 if isinstance(right, exp.Column):
-                    raise UnsupportedError(f"comparison of two columns ({node.sql()})")
+                    raise UnsupportedError(f"unsupported: comparison of two columns ({node.sql()})")
                 ref = self._column_of(left)
                 return self._compare(ref, op, right)
-        raise UnsupportedError(f"{_name(node)} in WHERE")
+        raise UnsupportedError(f"unsupported: {_name(node)} in WHERE")
 
     def _column_of(self, node: exp.Expression) -> str:
         if not isinstance(node, exp.Column):
-            raise UnsupportedError(f"{_name(node)}: only columns compared with constants")
+            raise UnsupportedError(
+                f"unsupported: {_name(node)}: only columns compared with constants"
+            )
         return self.resolve(node)
 
     def _isnull(self, ref: str) -> Condition:
@@ -260,7 +266,9 @@ class _Compiler:
     def _range(self, ref: str, lo: int | None, hi: int | None) -> Condition:
         info = self.cols[ref]
         if info.kind not in ("integer", "decimal", "date"):
-            raise UnsupportedError(f"range comparison on {info.kind} column {info.name}")
+            raise UnsupportedError(
+                f"unsupported: range comparison on {info.kind} column {info.name}"
+            )
         self.need_range(ref)
         return Condition("range", ref=ref, lo=lo, hi=hi)
 
@@ -268,17 +276,19 @@ class _Compiler:
         kind = self.cols[ref].kind
         if kind in ("categorical", "origin"):
             if op not in ("=", "<>"):
-                raise UnsupportedError(f"{op} on categorical column {ref.split('.')[1]}")
+                raise UnsupportedError(
+                    f"unsupported: {op} on categorical column {ref.split('.')[1]}"
+                )
             idx = self._category(ref, lit)
             leaf = self._cat_leaf(ref, [] if idx is None else [idx])
             return leaf if op == "=" else Condition("not", (leaf,))
         if kind == "boolean":
             if op not in ("=", "<>"):
-                raise UnsupportedError(f"{op} on boolean column {ref.split('.')[1]}")
+                raise UnsupportedError(f"unsupported: {op} on boolean column {ref.split('.')[1]}")
             v = self._bool_value(ref, lit)
             return self._bool(ref, v if op == "=" else 1 - v)
         if kind == "pseudonym":
-            raise UnsupportedError("conditions on pseudonym key columns")
+            raise UnsupportedError("unsupported: conditions on pseudonym key columns")
         if op == "=":
             c = self.units(ref, lit)
             if c != c.to_integral_value():
@@ -326,16 +336,16 @@ class _Compiler:
             self.aggregates["COUNT(*)"] = AggregateSpec("count_star", self.measure("count", None))
             return
         if isinstance(arg, exp.Distinct) or node.args.get("distinct"):
-            raise UnsupportedError("DISTINCT inside an aggregate")
+            raise UnsupportedError("unsupported: DISTINCT inside an aggregate")
         if not isinstance(arg, exp.Column):
-            raise UnsupportedError(f"aggregate of {_name(arg)}: only plain columns")
+            raise UnsupportedError(f"unsupported: aggregate of {_name(arg)}: only plain columns")
         ref = self.resolve(arg)
         info = self.cols[ref]
         kind = info.kind
         if kind in ("origin", "pseudonym", "categorical") and func != "count":
-            raise UnsupportedError(f"{func.upper()} of {kind} column {info.name}")
+            raise UnsupportedError(f"unsupported: {func.upper()} of {kind} column {info.name}")
         if kind == "date" and func not in ("count", "min", "max"):
-            raise UnsupportedError(f"{func.upper()} of date column {info.name}")
+            raise UnsupportedError(f"unsupported: {func.upper()} of date column {info.name}")
         part = None if kind == "origin" else self.need(ref, "valid")
         count = self.measure("count", part)
         total = squares = extreme = None
@@ -350,6 +360,9 @@ class _Compiler:
 
     def collect(self, node: exp.Expression) -> None:
         """Register every aggregate inside ``node`` (SELECT/HAVING/ORDER expressions)."""
+        for other in node.find_all(exp.AggFunc):
+            if type(other) not in _AGG:
+                raise UnsupportedError(f"unsupported: aggregate {_name(other)}")
         for sub in node.find_all(*_AGG.keys()):
             self.aggregate(sub)
 
@@ -358,11 +371,11 @@ class _Compiler:
         tree = self._parse(sql)
         from_ = tree.args.get("from_") or tree.args.get("from")
         if from_ is None or not isinstance(from_.this, exp.Table):
-            raise UnsupportedError("a query needs FROM table")
+            raise UnsupportedError("unsupported: a query needs FROM table")
         self._add_source(from_.this)
         joins = tree.args.get("joins") or []
         if len(joins) > 1:
-            raise UnsupportedError("more than one JOIN")
+            raise UnsupportedError("unsupported: more than one JOIN")
         join = self._join(joins[0]) if joins else None
         where = tree.args.get("where")
         cond = self.cond(where.this) if where is not None else None
@@ -384,7 +397,7 @@ class _Compiler:
         if tree.args.get("limit") is not None:
             lim = tree.args["limit"].expression
             if not isinstance(lim, exp.Literal) or lim.is_string:
-                raise UnsupportedError("LIMIT must be a number")
+                raise UnsupportedError("unsupported: LIMIT must be a number")
             limit = min(int(lim.this), MAX_INT)
         return SqlPlan(
             sources=tuple(
@@ -409,21 +422,23 @@ class _Compiler:
     def _parse(sql: str) -> exp.Select:
         try:
             tree = sqlglot.parse_one(sql, read="duckdb")
-        except sqlglot.errors.ParseError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else "syntax error"
+        except sqlglot.errors.SqlglotError as exc:
+            first = str(exc).splitlines()[0][:200] if str(exc) else "syntax error"
             raise InputError(f"SQL does not parse: {first}") from None
+        except RecursionError:
+            raise InputError("SQL does not parse: nested too deeply") from None
         if not isinstance(tree, exp.Select):
-            raise UnsupportedError(f"{_name(tree)} statements (only SELECT)")
+            raise UnsupportedError(f"unsupported: {_name(tree)} statements (only SELECT)")
         for key in ("with", "distinct", "qualify", "windows", "offset", "laterals", "pivots"):
-            if tree.args.get(key):
-                raise UnsupportedError(f"{key.upper()} clause")
+            if tree.args.get(key) or tree.args.get(f"{key}_"):  # sqlglot >= 26 adds "_"
+                raise UnsupportedError(f"unsupported: {key.upper()} clause")
         if tree.find(exp.Subquery, exp.Window, exp.Union):
-            raise UnsupportedError("subqueries, window functions and set operations")
+            raise UnsupportedError("unsupported: subqueries, window functions and set operations")
         return tree
 
     def _group(self, g: exp.Expression) -> Group:
         if not isinstance(g, exp.Column):
-            raise UnsupportedError(f"GROUP BY {_name(g)} (only columns)")
+            raise UnsupportedError(f"unsupported: GROUP BY {_name(g)} (only columns)")
         ref = self.resolve(g)
         info = self.cols[ref]
         if info.kind == "categorical":
@@ -438,15 +453,17 @@ class _Compiler:
         alias = item.alias_or_name if isinstance(item, exp.Alias) else None
         node = item.this if isinstance(item, exp.Alias) else item
         if isinstance(node, exp.Star):
-            raise UnsupportedError("SELECT * (only aggregates and group columns)")
+            raise UnsupportedError("unsupported: SELECT * (only aggregates and group columns)")
         if isinstance(node, exp.Column):
             ref = self.resolve(node)
             group_refs = [g.ref for g in groups]
             if ref not in group_refs:
-                raise UnsupportedError(f"column {node.sql()} outside GROUP BY and aggregates")
+                raise UnsupportedError(
+                    f"unsupported: column {node.sql()} outside GROUP BY and aggregates"
+                )
             return Item(alias or node.name, group=group_refs.index(ref))
         if not node.find(*_AGG.keys()):
-            raise UnsupportedError(f"{_name(node)} in SELECT (needs an aggregate)")
+            raise UnsupportedError(f"unsupported: {_name(node)} in SELECT (needs an aggregate)")
         self.collect(node)
         return Item(alias or node.sql(), expr=node.sql(dialect="duckdb"))
 
@@ -457,7 +474,7 @@ class _Compiler:
             raise InputError(f"no table {name!r}")
         alias = table.alias_or_name
         if any(s["alias"].lower() == alias.lower() for s in self.sources):
-            raise UnsupportedError("a self-join (alias the tables differently)")
+            raise UnsupportedError("unsupported: a self-join (alias the tables differently)")
         self.sources.append(
             {
                 "alias": alias,
@@ -471,22 +488,25 @@ class _Compiler:
         kind = (join.args.get("kind") or "").upper()
         side = (join.args.get("side") or "").upper()
         if side or kind not in ("", "INNER"):
-            raise UnsupportedError(f"{(side + ' ' + kind).strip()} JOIN (only inner equi-joins)")
+            raise UnsupportedError(
+                f"unsupported: {(side + ' ' + kind).strip()} JOIN (only inner equi-joins)"
+            )
         if not isinstance(join.this, exp.Table):
-            raise UnsupportedError("JOIN on a subquery")
+            raise UnsupportedError("unsupported: JOIN on a subquery")
         self._add_source(join.this)
         on = join.args.get("on")
         if not isinstance(on, exp.EQ) or not (
             isinstance(on.this, exp.Column) and isinstance(on.expression, exp.Column)
         ):
-            raise UnsupportedError("JOIN needs ON a.key = b.key")
+            raise UnsupportedError("unsupported: JOIN needs ON a.key = b.key")
         left, right = self.resolve(on.this), self.resolve(on.expression)
         if left.split(".")[0] == right.split(".")[0]:
-            raise UnsupportedError("JOIN condition within one table")
+            raise UnsupportedError("unsupported: JOIN condition within one table")
         for ref in (left, right):
             if self.cols[ref].kind != "pseudonym":
                 raise UnsupportedError(
-                    f"JOIN on {ref.split('.')[1]}: only pseudonymous key columns can be joined"
+                    f"unsupported: JOIN on {ref.split('.')[1]}: only pseudonymous key columns "
+                    "can be joined"
                 )
         if left.split(".")[0] != self.sources[0]["alias"]:
             left, right = right, left
@@ -523,4 +543,7 @@ def compile_sql(
     """The secure plan for ``sql`` over ``tables`` (name -> catalogue manifest)."""
     if min_group < 1:
         raise ValueError("min_group must be >= 1")
-    return _Compiler(tables, min_group).compile(sql)
+    try:
+        return _Compiler(tables, min_group).compile(sql)
+    except RecursionError:
+        raise InputError("the query is nested too deeply") from None

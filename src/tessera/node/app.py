@@ -6,6 +6,7 @@ Routes (all JSON unless noted)::
     GET  /v1/mpc-port                         {"port": P}   a free port for an MPyC party
     GET  /v1/tables                           [manifest, ...]
     PUT  /v1/tables/{name}/chunks/{chunk}     body: npz shares; header X-Tessera-Manifest
+    POST /v1/tables/{name}/change             remove or widen it (a steward's signed document)
     POST /v1/jobs                             {"job": {...}, "signatures": [...]} -> shares
     POST /v1/jobs/{job_id}/abort              stop this node's party of a refused job
     GET  /v1/roster                           the pinned roster (signed document)
@@ -14,12 +15,17 @@ Routes (all JSON unless noted)::
     POST /v1/policies                         install a signed table policy
     GET  /v1/budgets?researcher=NAME          this custodian's ledger balances
     GET  /v1/tables/{name}/validation         per chunk: validated, failed or not checked
+    GET  /v1/audit/witness                    the audit heads this custodian witnessed
+    POST /v1/audit/witness                    {"head", "public_key", "proof"}: witness and
+                                              co-sign a log's head (403 if inconsistent)
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -36,19 +42,44 @@ _MAX_BODY = 1 << 30
 _MAX_DOC = 64 << 20
 
 
-async def _json(request: Request) -> Any:
-    body = await request.body()
+def parse_body(body: bytes) -> Any:
+    """A request body's JSON document; InputError if too large, not JSON or too deep."""
     if len(body) > _MAX_DOC:
         raise InputError("document too large")
     try:
         return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InputError("the body is not JSON") from None
+    except (ValueError, RecursionError):
+        raise InputError("the body is not JSON (or is nested too deeply)") from None
+
+
+def parse_manifest_header(raw: str) -> Any:
+    """The table manifest in an ``X-Tessera-Manifest`` header (base64url JSON)."""
+    try:
+        return json.loads(base64.urlsafe_b64decode(raw.encode()))
+    except (ValueError, RecursionError):
+        raise InputError("missing or malformed X-Tessera-Manifest header") from None
+
+
+async def _json(request: Request) -> Any:
+    return parse_body(await request.body())
 
 
 def create_app(service: NodeService) -> FastAPI:
     """The node API for ``service``."""
-    app = FastAPI(title=f"Tessera custodian node {service.node_id}", docs_url=None, redoc_url=None)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        # uvicorn re-raises SIGTERM after its graceful shutdown (no atexit): sign the
+        # audit entries still waiting for their batch's head now
+        service.close_audit()
+
+    app = FastAPI(
+        title=f"Tessera custodian node {service.node_id}",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=_lifespan,
+    )
 
     @app.middleware("http")
     async def _activity(request: Request, call_next: Any) -> Any:
@@ -77,16 +108,20 @@ def create_app(service: NodeService) -> FastAPI:
 
     @app.put("/v1/tables/{name}/chunks/{chunk}", operation_id="node-append")
     async def append(name: str, chunk: str, request: Request) -> dict[str, Any]:
-        raw = request.headers.get("x-tessera-manifest", "")
-        try:
-            manifest = json.loads(base64.urlsafe_b64decode(raw.encode()))
-        except (ValueError, json.JSONDecodeError):
-            raise InputError("missing or malformed X-Tessera-Manifest header") from None
+        manifest = parse_manifest_header(request.headers.get("x-tessera-manifest", ""))
         body = await request.body()
         if len(body) > _MAX_BODY:
             raise InputError("chunk too large")
         await run_in_threadpool(service.append_chunk, name, chunk, manifest, body)
         return {"stored": chunk}
+
+    @app.post("/v1/tables/{name}/change", operation_id="node-change-table")
+    async def change_table(name: str, request: Request) -> dict[str, Any]:
+        document = SignedDocument.from_dict(await _json(request))
+        if document.body.get("table") != name:
+            raise InputError("the change names another table")
+        result: dict[str, Any] = await run_in_threadpool(service.change_table, document)
+        return result
 
     @app.get("/v1/roster", operation_id="node-roster")
     def roster() -> dict[str, Any]:
@@ -121,6 +156,16 @@ def create_app(service: NodeService) -> FastAPI:
             for name, p in ledger.policies().items()
             if p.is_private
         ]
+
+    @app.get("/v1/audit/witness", operation_id="node-witnessed")
+    def witnessed() -> dict[str, Any]:
+        return service.witnessed()
+
+    @app.post("/v1/audit/witness", operation_id="node-witness")
+    async def witness(request: Request) -> dict[str, Any]:
+        doc = await _json(request)
+        result: dict[str, Any] = await run_in_threadpool(service.witness, doc)
+        return result
 
     @app.post("/v1/jobs/{job_id}/abort", operation_id="node-abort-job")
     def abort(job_id: str) -> dict[str, Any]:

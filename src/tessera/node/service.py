@@ -13,6 +13,7 @@ see :mod:`tessera.workflows.custodian`).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -39,22 +40,19 @@ from tessera.errors import (
     JobAbortedError,
     NotFoundError,
     PolicyError,
+    ReplayError,
     TesseraError,
 )
+from tessera.keys.documents import SignedDocument
 from tessera.mpc.jobs import validate_job
+from tessera.mpc.party import NODE_PID_ENV
 from tessera.tables.store import ShareStore
 from tessera.workflows.custodian import Admission, Custodian, store_root
 
-__all__ = ["JOB_WINDOW_S", "NodeService", "NoiseSource", "ReplayError", "store_root"]
+__all__ = ["JOB_WINDOW_S", "NodeService", "NoiseSource", "ReplayError", "check_party", "store_root"]
 
 JOB_WINDOW_S = 300
 NoiseSource = Callable[[Mapping[str, Any], int, int], Sequence[int]]
-
-
-class ReplayError(IntegrityError):
-    """A job id was seen before or the job is outside its time window."""
-
-    code = "job_replayed"
 
 
 def _default_noise_source() -> NoiseSource | None:
@@ -121,12 +119,36 @@ class NodeService:
         self._last_request = time.monotonic()
         self._in_flight = 0
         self._aborted: set[str] = set()
-        self._clean_jobs()
+        # held while this service lives: a second process serving the same store must not
+        # settle the reservations of jobs the first one is running, nor remove their folders
+        self._store_lock = _lock_store(self.root)
+        if self._store_lock is not None:
+            self._settle_leftovers()
+            self._clean_jobs()
         self._closed = not warm  # no warm party processes at all when warm=False
         self._zygote: tuple[subprocess.Popen[bytes], Path] | None = None
         self.audit = audit if audit is not None else _node_audit(env, node_id)
         if warm:
             self._spawn_zygote()
+
+    def _settle_leftovers(self) -> None:
+        """Settle the budget a previous run of this node reserved for jobs it was killed
+        during (see :meth:`Custodian.settle_leftovers`): before ``_clean_jobs``, which
+        removes the job folders that tell whether its party had finished."""
+        jobs = self.root / "jobs"
+        finished = (
+            {p.name for p in jobs.iterdir() if (p / "result.json").exists()}
+            if jobs.is_dir()
+            else set()
+        )
+        for job_id, outcome in self.custodian.settle_leftovers(finished).items():
+            _log.warning(
+                "node %d: job %s was cut short when this node stopped; its budget reservation "
+                "is %s",
+                self.node_id,
+                job_id[:12],
+                outcome,
+            )
 
     def _clean_jobs(self) -> None:
         """Remove what a previous run of this node left (job folders hold key copies)."""
@@ -146,9 +168,27 @@ class NodeService:
 
     def append_chunk(self, name: str, chunk_id: str, manifest: dict[str, Any], data: bytes) -> None:
         """Store one appended chunk of shares (the manifest names this node's party)."""
-        if int(manifest.get("party", -1)) != self.party:
-            raise InputError("these shares are for another custodian")
+        check_party(manifest, self.party)
         self.store.append(name, manifest, chunk_id, data)
+
+    def change_table(self, document: SignedDocument) -> dict[str, Any]:
+        """Remove or widen a table when a steward signed it (``tessera table rm/alter``)."""
+        from tessera.workflows.table_admin import admit_table_change, apply_table_change
+
+        table = str(document.body.get("table", ""))
+        with self._lock:
+            try:
+                manifest = self.store.manifest(table)
+            except NotFoundError:
+                manifest = {"chunks": []}
+            current = self.custodian.table_policy(table)
+            body = admit_table_change(
+                self.custodian.roster(),
+                document,
+                manifest,
+                policy_steward=None if current is None else current.steward,
+            )
+            return apply_table_change(self.store, body)
 
     # ----- jobs ----------------------------------------------------------------------
     def verify(self, envelope: Any) -> tuple[dict[str, Any], str]:
@@ -156,8 +196,9 @@ class NodeService:
         job, requester = self.custodian.authenticate(envelope)
         validate_job(job, parties=len(self.env.nodes))
         now = time.time()
-        if abs(now - float(job["issued_at"])) > JOB_WINDOW_S:
-            raise ReplayError("job is outside its time window")
+        age = now - float(job["issued_at"])
+        if abs(age) > JOB_WINDOW_S:
+            raise ReplayError(_stale(age))
         with self._lock:
             self._replay.execute("DELETE FROM seen WHERE issued_at < ?", (now - 2 * JOB_WINDOW_S,))
             try:
@@ -246,6 +287,7 @@ class NodeService:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=logs,
+                env=dict(os.environ, **{NODE_PID_ENV: str(os.getpid())}),
             )
         self._zygote = (proc, log_path)
 
@@ -269,7 +311,9 @@ class NodeService:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "tessera.mpc.party", *argv],
                 cwd=folder,
-                env=dict(os.environ, TESSERA_MPC_JOB=str(folder)),
+                env=dict(
+                    os.environ, TESSERA_MPC_JOB=str(folder), **{NODE_PID_ENV: str(os.getpid())}
+                ),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -287,6 +331,9 @@ class NodeService:
         with self._lock:
             self._closed = True
             warm, self._zygote = self._zygote, None
+            held, self._store_lock = self._store_lock, None
+        if held is not None:
+            os.close(held)
         if warm is not None:
             if warm[0].stdin is not None:
                 warm[0].stdin.close()
@@ -303,6 +350,7 @@ class NodeService:
         job: dict[str, Any] | None = None
         try:
             job, requester = self.verify(envelope)
+            self.witness_gateway()
             manifests = self._manifests(job)
             admission = self.custodian.admit(job, requester, manifests)
         except Exception as exc:
@@ -314,7 +362,12 @@ class NodeService:
             self.custodian.settle(admission, released=False)
             self._record_job(job, exc)
             raise
-        self.custodian.settle(admission, released=True)
+        try:
+            self.custodian.settle(admission, released=True)
+        finally:
+            # kept until the charge is committed: a restart after a kill here finds the
+            # party's result.json and commits (see _settle_leftovers)
+            shutil.rmtree(self.root / "jobs" / str(job["job_id"]), ignore_errors=True)
         if job["type"] == "validate":
             self._record_validation(job, manifests, result)
         self._record_job(job, None)
@@ -360,6 +413,7 @@ class NodeService:
         folder = self.root / "jobs" / job_id
         started = time.time()
         log_path: Path | None = None
+        succeeded = False
         try:
             self._prepare(folder, job, self._noise_spec(admission))
             argv = ["-I", str(self.party)]
@@ -388,10 +442,12 @@ class NodeService:
                 last = tail[-1][:200] if tail else f"exit status {code}"
                 raise BackendError(f"the MPC party failed: {last}")
             result: dict[str, Any] = json.loads(result_path.read_text())
+            succeeded = True
         finally:
             with self._lock:
                 self._aborted.discard(job_id)
-            shutil.rmtree(folder, ignore_errors=True)
+            if not succeeded:  # else run_job removes it once the charge is committed
+                shutil.rmtree(folder, ignore_errors=True)
             if log_path is not None:
                 log_path.unlink(missing_ok=True)
             # the next warm party starts after this job, not competing with it for CPU
@@ -401,6 +457,35 @@ class NodeService:
         return result
 
     # ----- audit ---------------------------------------------------------------------
+    def close_audit(self) -> None:
+        """Sign what this node's audit log holds unsigned (at shutdown; never raises)."""
+        close = getattr(self.audit, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception as exc:  # a warning: the entries are on disk already
+                name = type(exc).__name__
+                _log.warning("node %d: audit head not signed (%s)", self.node_id, name)
+
+    def witness_gateway(self) -> None:
+        """Witness the gateway log's newest head before a job is admitted; the job is
+        refused (ChainBrokenError) when that log is inconsistent with the held head."""
+        from tessera.workflows.audit_witness import witness_gateway
+
+        witness_gateway(self.env, self.node_id)
+
+    def witnessed(self) -> dict[str, Any]:
+        """The audit heads this custodian holds, co-signed (``GET /v1/audit/witness``)."""
+        from tessera.workflows.audit_witness import witnessed
+
+        return witnessed(self.env, self.node_id)
+
+    def witness(self, doc: Any) -> dict[str, Any]:
+        """Witness and co-sign another log's head (``POST /v1/audit/witness``)."""
+        from tessera.workflows.audit_witness import observe_head
+
+        return observe_head(self.env, self.node_id, doc)
+
     def _record_job(self, job: Mapping[str, Any] | None, error: BaseException | None) -> None:
         """One ``mpc.job`` event in this node's log: accepted and run, refused or failed.
 
@@ -443,6 +528,36 @@ class NodeService:
 
 
 _log = logging.getLogger(__name__)
+
+
+def _stale(age: float) -> str:
+    """Why a job ``age`` seconds old (negative: from the future) is refused: one line
+    that names the clocks, the likely cause when a fresh job is refused."""
+    when = f"{round(abs(age))} s {'ago' if age > 0 else 'in the future'}"
+    return (
+        f"job signed {when} by this node's clock, outside the {JOB_WINDOW_S} s time window "
+        "that keeps jobs fresh: check the clocks of the requester and of this custodian"
+    )
+
+
+def _lock_store(root: Path) -> int | None:
+    """An exclusive lock on the node's store (a file descriptor), or None when another
+    live process holds it.  The kernel drops it when the holder dies, even by SIGKILL."""
+    fd = os.open(root / "node.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def check_party(manifest: Any, party: int) -> None:
+    """InputError unless an uploaded chunk's manifest is an object naming ``party``."""
+    if not isinstance(manifest, dict) or type(manifest.get("party")) is not int:
+        raise InputError("the chunk manifest must be an object naming its party")
+    if manifest["party"] != party:
+        raise InputError("these shares are for another custodian")
 
 
 def _node_audit(env: Environment, node_id: int) -> AuditSink:

@@ -3,9 +3,11 @@
 45 CFR 164.514(b)(2) lists 18 kinds of identifiers.  A column is flagged when its
 *name* matches a category's pattern, or when enough of its *values* (a sample of up to
 2,000 non-missing values) match a category's value pattern (e-mail, telephone, SSN, IP,
-URL, ZIP code, full date, MRN-like codes).  A text column whose values are almost all
-distinct is flagged as "other unique identifying number" (category R).  The
-detector is a screening aid: it reports evidence, it does not prove absence.
+URL, ZIP code, full date, MRN-like codes).  An age column (by name) holding ages over
+89 is flagged under (C): Safe Harbor allows them only pooled as "90 or older".  A text
+column whose values are almost all distinct is flagged as "other unique identifying
+number" (category R).  The detector is a screening aid: it reports evidence, it does
+not prove absence.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ __all__ = ["CATEGORIES", "IdentifierFinding", "find_identifiers"]
 CATEGORIES: dict[str, str] = {
     "A": "names",
     "B": "geographic subdivisions smaller than a state",
-    "C": "dates (except year) directly related to an individual",
+    "C": "dates (except year) directly related to an individual, and ages over 89",
     "D": "telephone numbers",
     "E": "fax numbers",
     "F": "e-mail addresses",
@@ -184,6 +186,8 @@ _VALUE_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("H", re.compile(r"^(MRN|PAT|P)[-_]?\d{4,}$", re.IGNORECASE)),
 ]
 
+_AGE = _words("age", "ages", "age_?years", "age_?at_?\\w+", "patient_?age", "age_?yrs")
+_OLDEST_AGE = 89  # Safe Harbor: ages over 89 are identifying unless pooled as 90+
 _SAMPLE = 2000
 _VALUE_SHARE = 0.8
 _UNIQUE_SHARE = 0.95
@@ -219,11 +223,28 @@ def _by_values(values: list[str]) -> tuple[str, float] | None:
     return best
 
 
+def _ages_over_89(name: str, col: pl.Series) -> IdentifierFinding | None:
+    """Safe Harbor (C) also covers ages over 89 (they must be pooled as "90 or older")."""
+    if not _AGE.search(name):
+        return None
+    ages = col.cast(pl.Float64, strict=False).drop_nulls()
+    if not ages.len():
+        return None
+    over = int((ages > _OLDEST_AGE).sum())
+    if not over:
+        return None
+    return IdentifierFinding(name, "C", f"ages over {_OLDEST_AGE}", over / ages.len())
+
+
 def find_identifiers(df: pl.DataFrame) -> list[IdentifierFinding]:
     """Columns of ``df`` that look like Safe Harbor direct identifiers."""
     findings: list[IdentifierFinding] = []
     for name in df.columns:
         col = df.get_column(name)
+        aged = _ages_over_89(name, col)
+        if aged is not None:
+            findings.append(aged)
+            continue
         by_name = next((cat for cat, pat in _NAME_PATTERNS if pat.search(name)), None)
         nonnull = col.drop_nulls()
         values: list[str] = []

@@ -252,6 +252,14 @@ def snb(sizes: IntArray, population: int) -> float:
     return best
 
 
+# Why a model gives no estimate (NaN), as the report says it.
+_NO_ESTIMATE = {
+    "pitman": "did not converge",
+    "zayatz": "does not apply to these class sizes",
+    "snb": "did not converge",
+}
+
+
 @dataclass(frozen=True)
 class UniquenessEstimate:
     """Estimated numbers of population uniques by model, and Dankar's choice."""
@@ -287,7 +295,11 @@ class UniquenessEstimate:
             if math.isnan(self.dankar) or not self.sample_uniques
             else min(1.0, self.dankar * self.sampling_fraction / self.sample_uniques),
             "models": {
-                name: {"uniques": num(v), "fraction": frac(v)}
+                name: {
+                    "uniques": num(v),
+                    "fraction": frac(v),
+                    "note": None if not math.isnan(v) else _NO_ESTIMATE[name],
+                }
                 for name, v in (("pitman", self.pitman), ("zayatz", self.zayatz), ("snb", self.snb))
             },
         }

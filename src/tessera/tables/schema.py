@@ -28,6 +28,7 @@ __all__ = [
     "Schema",
     "infer_schema",
     "parse_value",
+    "reserved_origin_message",
 ]
 
 KINDS = ("integer", "decimal", "boolean", "categorical", "date", "pseudonym")
@@ -38,6 +39,14 @@ _FALSE = frozenset({"false", "f", "no", "n"})
 _EPOCH = _dt.date(1970, 1, 1)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _MAX_CATEGORIES = 64
+
+
+def reserved_origin_message(name: str) -> str:
+    """Why a column may not be called ``hospital``, and the fix."""
+    return (
+        f"column name {name!r} is reserved for each row's origin (the public hospital "
+        f"label); to use this column as the origin, import with --origin-column {name}"
+    )
 
 
 @dataclass(frozen=True)
@@ -53,7 +62,9 @@ class Column:
     nullable: bool = True
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name) or self.name.lower() == PUBLIC_ORIGIN:
+        if self.name.lower() == PUBLIC_ORIGIN:
+            raise InputError(reserved_origin_message(self.name))
+        if not _NAME.match(self.name):
             raise InputError(f"invalid column name {self.name!r}")
         if self.kind not in KINDS:
             raise InputError(f"column {self.name}: unknown type {self.kind!r}")
@@ -107,34 +118,58 @@ class Column:
             raise InputError(f"schema column {data!r}: missing or invalid {exc}") from None
 
 
+#: Values are encoded as integers of at most this many digits (units: value * 10^scale).
+_MAX_DIGITS = 18
+
+
 def _to_units(col: Column, text: str) -> int:
-    """A non-null value in units; ValueError when it does not parse."""
+    """A non-null value in units; ValueError when it does not parse.
+
+    Messages name the problem, never the value: a cell may hold anything a patient
+    record holds, and errors end up in terminals, logs and reports.
+    """
     if col.kind == "integer":
-        return int(text)
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError("not an integer") from None
+        if abs(value) >= 10**_MAX_DIGITS:
+            raise ValueError("integer out of range")
+        return value
     if col.kind == "decimal":
         try:
             d = Decimal(text)
         except InvalidOperation:
-            raise ValueError(text) from None
-        scaled = d.scaleb(col.scale)
+            raise ValueError("not a decimal number") from None
+        if not d.is_finite():
+            raise ValueError("not a finite decimal number")
+        if d and d.adjusted() + col.scale > _MAX_DIGITS:  # before any huge integer is made
+            raise ValueError("decimal number out of range")
+        try:
+            scaled = d.scaleb(col.scale)
+        except ArithmeticError:  # decimal.Overflow: an exponent beyond the context's
+            raise ValueError("decimal number out of range") from None
         if scaled != scaled.to_integral_value():
-            raise ValueError(f"{text} has more than {col.scale} decimals")
+            raise ValueError(f"more than {col.scale} decimals")
         return int(scaled)
     if col.kind == "date":
-        return (_dt.date.fromisoformat(text) - _EPOCH).days
+        try:
+            return (_dt.date.fromisoformat(text) - _EPOCH).days
+        except ValueError:
+            raise ValueError("not a date (YYYY-MM-DD)") from None
     if col.kind == "boolean":
         low = text.lower()
         if low in _TRUE or low == "1":
             return 1
         if low in _FALSE or low == "0":
             return 0
-        raise ValueError(text)
+        raise ValueError("not a boolean (true or false)")
     if col.kind == "categorical":
         try:
             return col.categories.index(text)
         except ValueError:
-            raise ValueError(f"{text!r} is not a declared category") from None
-    raise ValueError(col.kind)
+            raise ValueError("not one of the declared categories") from None
+    raise ValueError(f"unknown column type {col.kind}")
 
 
 def format_units(col: Column, units: int) -> Any:
@@ -162,7 +197,8 @@ def parse_value(col: Column, text: str) -> int | None:
     units = _to_units(col, t)
     if col.kind in ("integer", "decimal", "date") and not col.min <= units <= col.max:
         raise ValueError(
-            f"{t} is outside [{format_units(col, col.min)}, {format_units(col, col.max)}]"
+            f"outside the declared range [{format_units(col, col.min)}, "
+            f"{format_units(col, col.max)}]"
         )
     return units
 
@@ -204,12 +240,19 @@ class Schema:
         return cls(tuple(Column.from_dict(c) for c in data["columns"]))
 
     @classmethod
-    def from_yaml(cls, text: str) -> Schema:
-        """Parse a schema file."""
+    def from_yaml(cls, text: str | bytes) -> Schema:
+        """Parse a schema file (its text, or its bytes: UTF-8)."""
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError("the schema file is not UTF-8") from None
         try:
             return cls.from_dict(yaml.safe_load(text))
         except yaml.YAMLError as exc:
             raise InputError(f"schema is not valid YAML: {exc}") from None
+        except RecursionError:
+            raise InputError("schema is nested too deeply") from None
 
 
 def _is_int(v: str) -> bool:

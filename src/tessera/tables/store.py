@@ -14,14 +14,19 @@ import io
 import json
 import os
 import re
+import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from numpy.lib.npyio import NpzFile
 
 from tessera.errors import InputError, NotFoundError
+from tessera.tables.reshape import check_widening, reshape_parts
+from tessera.tables.schema import Schema
 
 __all__ = ["Catalog", "ShareStore", "TableShares", "check_table_name", "pack_chunk", "unpack_chunk"]
 
@@ -60,16 +65,40 @@ def unpack_chunk(
     """Inverse of :func:`pack_chunk` (only the parts in ``wanted`` when given)."""
     source: Any = data if isinstance(data, Path) else io.BytesIO(data)
     try:
-        with np.load(source, allow_pickle=False) as z:
+        loaded = np.load(source, allow_pickle=False)
+        if not isinstance(loaded, NpzFile):
+            raise InputError("malformed table chunk (not an npz archive)")
+        with loaded as z:
             parts = {
                 k[2:]: np.asarray(z[k], dtype=np.uint64)
                 for k in z.files
                 if k[:2] == "p:" and (wanted is None or k[2:] in wanted)
             }
             keys = json.loads(bytes(z["keys"]).decode()) if "keys" in z.files else {}
-    except (ValueError, OSError, KeyError, json.JSONDecodeError) as exc:
+    except InputError:
+        raise
+    except Exception as exc:  # numpy and zipfile on hostile bytes raise anything: BadZipFile,
+        # zlib.error, EOFError, RuntimeError (an encrypted member), NotImplementedError, ...
         raise InputError(f"malformed table chunk ({exc.__class__.__name__})") from None
+    if not isinstance(keys, dict) or not all(
+        isinstance(v, list) and all(isinstance(x, str) for x in v) for v in keys.values()
+    ):
+        raise InputError("malformed table chunk (keys)")
     return parts, keys
+
+
+def _listed_rows(manifest: Any, chunk_id: str) -> int:
+    """The row count the manifest gives for ``chunk_id``; InputError if not listed."""
+    chunks = manifest.get("chunks") if isinstance(manifest, dict) else None
+    if not isinstance(chunks, list):
+        raise InputError("the manifest has no list of chunks")
+    listed = next((c for c in chunks if isinstance(c, dict) and c.get("id") == chunk_id), None)
+    if listed is None:
+        raise InputError("the manifest does not list this chunk")
+    rows = listed.get("rows")
+    if type(rows) is not int or rows < 0:
+        raise InputError("the manifest gives no row count for this chunk")
+    return rows
 
 
 @dataclass
@@ -118,11 +147,15 @@ class ShareStore:
         """Store one chunk's shares (one ``PART.npy`` per part) then the new manifest."""
         if not _CHUNK.match(chunk_id):
             raise InputError("invalid chunk id")
-        if not any(c.get("id") == chunk_id for c in manifest.get("chunks", [])):
-            raise InputError("the manifest does not list this chunk")
+        rows = _listed_rows(manifest, chunk_id)
+        if (self._dir(name) / "manifest.json").exists():
+            held = self.manifest(name).get("columns")
+            if manifest.get("columns") != held:  # only `tessera table alter` changes them
+                raise InputError(
+                    f"table {name} has other columns at this custodian (altered since this "
+                    "catalogue was written): import with the table's current schema"
+                )
         parts, keys = unpack_chunk(data)  # validate before storing anything
-        listed = next(c for c in manifest["chunks"] if c["id"] == chunk_id)
-        rows = int(listed["rows"])
         for part, arr in parts.items():
             if not _PART.match(part) or arr.ndim not in (1, 2) or arr.shape[0] != rows:
                 raise InputError(f"malformed part {part[:70]!r} in the chunk")
@@ -182,6 +215,41 @@ class ShareStore:
         merged = {k: np.concatenate(v) for k, v in parts.items()}
         return TableShares(manifest, merged, keys, origins)
 
+    def remove(self, name: str) -> bool:
+        """Delete table ``name`` (its shares and manifest); False if it was not here."""
+        folder = self._dir(name)
+        if not folder.is_dir():
+            return False
+        gone = folder.with_name(f".removed-{name}-{os.getpid()}-{secrets.token_hex(4)}")
+        os.replace(folder, gone)  # one atomic step: the table is gone for every reader
+        shutil.rmtree(gone, ignore_errors=True)
+        return True
+
+    def reshape(self, name: str, manifest: dict[str, Any], new_schema: Schema) -> None:
+        """Re-encode every stored chunk of ``name`` for ``new_schema`` (a widening, see
+        :mod:`tessera.tables.reshape`), then write ``manifest``."""
+        old_schema = Schema.from_dict(self.manifest(name)["schema"])
+        check_widening(old_schema, new_schema)
+        staged = []
+        for chunk in self.chunk_dirs(name):
+            folder = Path(chunk["dir"])
+            parts = {
+                p.name[: -len(".npy")]: np.load(p, allow_pickle=False) for p in folder.glob("*.npy")
+            }
+            tmp = folder.with_name(f".{folder.name}.{os.getpid()}.reshape")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            for part, arr in reshape_parts(old_schema, new_schema, parts).items():
+                np.save(tmp / f"{part}.npy", arr)
+            shutil.copy2(folder / "keys.json", tmp / "keys.json")
+            staged.append((folder, tmp))
+        for folder, tmp in staged:  # every chunk re-encoded before any is replaced
+            old = folder.with_name(f".{folder.name}.{os.getpid()}.old")
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        _atomic_write(self._dir(name) / "manifest.json", json.dumps(manifest, indent=1).encode())
+
 
 class Catalog:
     """The requester's view of tables: ``HOME/tables/NAME.json`` manifests."""
@@ -210,6 +278,16 @@ class Catalog:
         _atomic_write(
             self.folder / f"{check_table_name(name)}.json", json.dumps(manifest, indent=1).encode()
         )
+
+    def remove(self, name: str) -> bool:
+        """Drop ``name`` from the catalogue (and its inferred schema); False if absent."""
+        path = self.folder / f"{check_table_name(name)}.json"
+        (self.folder / f"{name}.schema.yaml").unlink(missing_ok=True)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
     def names(self) -> list[str]:
         """Every table name."""

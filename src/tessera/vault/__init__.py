@@ -8,6 +8,10 @@
     vault.put(open("scan.dcm", "rb"), size, "scan.dcm")
     vault.get("scan.dcm", Path("restored.dcm"))
 
+Every read holds the stores' catalogue against the owner's signed record in
+``state_dir`` (:mod:`tessera.vault.record`) and fails closed with VaultLostError; a put
+of an existing name raises NameTakenError unless ``replace=True``.
+
 Manifests are signed by whatever :class:`~tessera.vault.manifest.Signer` is given
 (``tessera.keys.SigningKey`` in practice; ``workflows.vault`` wires them together).
 """
@@ -20,6 +24,8 @@ from tessera.vault.health import verify as verify
 from tessera.vault.manifest import Manifest as Manifest
 from tessera.vault.manifest import Signer as Signer
 from tessera.vault.manifest import Verifier as Verifier
+from tessera.vault.record import NameTakenError as NameTakenError
+from tessera.vault.record import VaultLostError as VaultLostError
 from tessera.vault.results import GetResult as GetResult
 from tessera.vault.results import PutResult as PutResult
 from tessera.vault.results import VerifyResult as VerifyResult
@@ -29,10 +35,12 @@ from tessera.vault.vault import Vault as Vault
 __all__ = [
     "GetResult",
     "Manifest",
+    "NameTakenError",
     "PutResult",
     "Signer",
     "Store",
     "Vault",
+    "VaultLostError",
     "Verifier",
     "VerifyResult",
     "refresh",

@@ -41,9 +41,9 @@ class Entry:
     problem: str | None = None
 
 
-def scan(stores: Sequence[Store]) -> Listing:
-    """List ``catalog/`` on every store at once."""
-    listed = on_each(stores, lambda s: s.list("catalog"))
+def scan(stores: Sequence[Store], *, timeout_s: float | None = None) -> Listing:
+    """List ``catalog/`` on every store at once (a store silent ``timeout_s`` is unreachable)."""
+    listed = on_each(stores, lambda s: s.list("catalog"), timeout_s=timeout_s)
     entries: dict[str, set[int]] = {}
     unreachable: dict[int, str] = {}
     for store, names in listed.items():
@@ -87,6 +87,7 @@ def read_entries(
     *,
     k_hint: int,
     cache: dict[str, Manifest] | None = None,
+    timeout_s: float | None = None,
 ) -> list[Entry]:
     """Read and check every catalogue entry that at least ``k_hint`` stores hold.
 
@@ -101,7 +102,9 @@ def read_entries(
         if len(holders) >= k_hint and entry_id not in known
         for sid in sorted(holders)
     ]
-    fetched = on_each(wanted, lambda item: by_id[item[1]].read_bytes(f"catalog/{item[0]}"))
+    fetched = on_each(
+        wanted, lambda item: by_id[item[1]].read_bytes(f"catalog/{item[0]}"), timeout_s=timeout_s
+    )
     blobs_of: dict[str, list[bytes]] = {}
     for (entry_id, _sid), blob in fetched.items():
         if isinstance(blob, bytes):

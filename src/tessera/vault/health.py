@@ -6,6 +6,10 @@ each problem by store.  ``repair`` rewrites a missing or damaged fragment on its
 from k good others with :func:`repair_stream`.  ``refresh`` re-randomises all n
 fragments of an object with :func:`refresh_stream` (new generation, new catalogue entry);
 fragments taken before a refresh are useless together with those taken after it.
+
+All three hold the catalogue against the owner's signed record (:mod:`.record`): a file
+the record commits to that the stores no longer hold is reported ``lost`` by ``verify``
+and ``repair`` (never an empty, healthy vault), and ``refresh`` refuses to run.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from tessera.errors import NotFoundError, RecoveryError, TesseraError
 from tessera.vault.catalogue import Entry, Listing
 from tessera.vault.journal import Record
 from tessera.vault.manifest import Manifest
+from tessera.vault.record import Reconciled
 from tessera.vault.results import ObjectHealth, Problem, RefreshResult, RepairResult, VerifyResult
 from tessera.vault.store import FragmentMissingError, Store
+from tessera.vault.tags import TagTap, fragment_digest
 from tessera.vault.transfer import StoreReader, StoreWriter, on_each
-from tessera.vault.vault import Vault
+from tessera.vault.vault import Vault, tap_first
 
 __all__ = ["refresh", "repair", "verify"]
 
@@ -78,9 +84,26 @@ def _check(opened: dict[Store, IO[bytes] | TesseraError], what: str, stall_s: fl
     return _Check(good, problems, handles)
 
 
+def _tags_match(check: _Check, tags: str) -> bool:
+    for sid in check.good:
+        try:
+            if fragment_digest(cast(BinaryIO, check.handles[sid])) == tags:
+                return True
+        except TesseraError:
+            continue
+    return False
+
+
 def _open_data(vault: Vault, manifest: Manifest) -> _Check:
     path = manifest.data_path()
-    return _check(on_each(vault.stores, lambda s: s.open_read(path)), "data", vault.read_stall_s)
+    opened = on_each(vault.stores, lambda s: s.open_read(path), timeout_s=vault.read_stall_s)
+    check = _check(opened, "data", vault.read_stall_s)
+    if manifest.tags and check.good and not _tags_match(check, manifest.tags):
+        # self-consistent fragments, but not the ones the owner signed
+        for sid in check.good:
+            check.problems[sid] = "data fragment does not match the signed manifest"
+        check.good = []
+    return check
 
 
 def _open_catalogue(vault: Vault, manifest: Manifest) -> _Check:
@@ -89,7 +112,8 @@ def _open_catalogue(vault: Vault, manifest: Manifest) -> _Check:
     def fetch(store: Store) -> IO[bytes]:
         return io.BytesIO(store.read_bytes(path))
 
-    return _check(on_each(vault.stores, fetch), "catalogue", vault.read_stall_s)
+    opened = on_each(vault.stores, fetch, timeout_s=vault.read_stall_s)
+    return _check(opened, "catalogue", vault.read_stall_s)
 
 
 def _status(k: int, data: _Check, cat: _Check) -> str:
@@ -100,19 +124,50 @@ def _status(k: int, data: _Check, cat: _Check) -> str:
     return "lost"
 
 
-def _current(vault: Vault, name: str | None) -> tuple[list[Manifest], list[Entry], Listing]:
+@dataclasses.dataclass
+class _Current:
+    """The current version of each name asked for, and what the stores lost."""
+
+    manifests: list[Manifest]
+    entries: list[Entry]
+    listing: Listing
+    lost: list[ObjectHealth]
+
+
+def _lost(vault: Vault, found: Reconciled, listing: Listing) -> list[ObjectHealth]:
+    """One ``lost`` object per file the owner's record commits to and the stores lost."""
+    lost = []
+    for entry_id, (name, why) in sorted(found.lost.items(), key=lambda kv: kv[1]):
+        holders = listing.entries.get(entry_id, set())
+        problems = [
+            Problem(s.id, listing.unreachable.get(s.id, "catalogue fragment missing"))
+            for s in vault.stores
+            if s.id not in holders
+        ]
+        if len(holders) >= vault.k or not problems:
+            problems = [Problem(sid, why) for sid in sorted(holders)] or problems
+        lost.append(ObjectHealth(name, "lost", problems))
+    return lost
+
+
+def _current(vault: Vault, name: str | None) -> _Current:
     """The current version of ``name`` (or of every name), all entries, the listing."""
-    entries, listing = vault.entries()
+    found, listing = vault.survey()
+    lost = _lost(vault, found, listing)
+    too_few = vault.too_few(listing)
+    if too_few is not None and not lost:
+        raise too_few
     latest: dict[str, Manifest] = {}
-    for entry in entries:
+    for entry in found.visible:
         m = entry.manifest
         if m is not None and (m.name not in latest or latest[m.name].order_key() < m.order_key()):
             latest[m.name] = m
     if name is None:
-        return [latest[key] for key in sorted(latest)], entries, listing
-    if name not in latest:
+        return _Current([latest[key] for key in sorted(latest)], found.visible, listing, lost)
+    lost = [o for o in lost if o.name == name]
+    if name not in latest and not lost:
         raise NotFoundError(f"no file named {name!r} in the vault")
-    return [latest[name]], entries, listing
+    return _Current([latest[name]] if name in latest else [], found.visible, listing, lost)
 
 
 def _problems(data: _Check, cat: _Check) -> list[Problem]:
@@ -125,9 +180,9 @@ def _problems(data: _Check, cat: _Check) -> list[Problem]:
 
 def verify(vault: Vault, name: str | None = None) -> VerifyResult:
     """Check every fragment of ``name`` (or of every object)."""
-    manifests, entries, listing = _current(vault, name)
-    objects = []
-    for m in manifests:
+    current = _current(vault, name)
+    objects = list(current.lost)
+    for m in current.manifests:
         data, cat = _open_data(vault, m), _open_catalogue(vault, m)
         try:
             objects.append(ObjectHealth(m.name, _status(m.k, data, cat), _problems(data, cat)))
@@ -135,7 +190,7 @@ def verify(vault: Vault, name: str | None = None) -> VerifyResult:
             data.close()
             cat.close()
     if name is None:
-        for entry in entries:
+        for entry in current.entries:
             if entry.manifest is None and len(entry.stores) >= vault.k:
                 problem = f"catalogue entry cannot be read: {entry.problem}"
                 objects.append(
@@ -145,7 +200,8 @@ def verify(vault: Vault, name: str | None = None) -> VerifyResult:
                         [Problem(sid, problem) for sid in sorted(entry.stores)],
                     )
                 )
-    return VerifyResult(objects, dict(listing.unreachable))
+    objects.sort(key=lambda o: o.name)
+    return VerifyResult(objects, dict(current.listing.unreachable))
 
 
 def _rewrite(vault: Vault, check: _Check, path: str, sid: int, token: str, *, small: bool) -> None:
@@ -171,12 +227,32 @@ def _rewrite(vault: Vault, check: _Check, path: str, sid: int, token: str, *, sm
     store.rename(staged, path)
 
 
+def _rewrite_all(
+    vault: Vault, m: Manifest, check: _Check, path: str, result: RepairResult, *, small: bool
+) -> None:
+    """Rewrite every bad fragment in ``check``; the journal removes what a crash leaves."""
+    token = secrets.token_hex(8)
+    staged = [f"tmp/{token}.r{sid}" for sid in sorted(check.problems)]
+    record = Record("repair", token, m.entry_id, on_rollback=staged, on_commit=list(staged))
+    vault._journal(record)
+    for sid in sorted(check.problems):
+        try:
+            _rewrite(vault, check, path, sid, token, small=small)
+        except TesseraError as exc:
+            result.failed.append(ObjectHealth(m.name, "degraded", [Problem(sid, str(exc))]))
+            continue
+        result.repaired.append(Problem(sid, f"{m.name}: {check.problems[sid]}"))
+    vault._finish(record, committed=True, recorded=True)
+
+
 def repair(vault: Vault, name: str | None = None) -> RepairResult:
     """Rewrite every missing or damaged fragment that k good others allow."""
     vault.recover()
-    manifests, _entries, _listing = _current(vault, name)
-    result = RepairResult()
-    for m in manifests:
+    current = _current(vault, name)
+    result = RepairResult(failed=list(current.lost))
+    if name is None:
+        result.removed += vault.drop_stale()
+    for m in current.manifests:
         result.removed += vault._drop_older(m)
         for small, opener, path in (
             (False, _open_data, m.data_path()),
@@ -195,16 +271,7 @@ def repair(vault: Vault, name: str | None = None) -> RepairResult:
                         )
                     )
                     continue
-                token = secrets.token_hex(8)
-                for sid in sorted(check.problems):
-                    try:
-                        _rewrite(vault, check, path, sid, token, small=small)
-                    except TesseraError as exc:
-                        result.failed.append(
-                            ObjectHealth(m.name, "degraded", [Problem(sid, str(exc))])
-                        )
-                        continue
-                    result.repaired.append(Problem(sid, f"{m.name}: {check.problems[sid]}"))
+                _rewrite_all(vault, m, check, path, result, small=small)
             finally:
                 check.close()
     return result
@@ -222,48 +289,72 @@ def _refresh_one(vault: Vault, m: Manifest) -> Manifest:
         entry_id = secrets.token_hex(16)
         staged = {s.id: f"tmp/{token}.d{s.id}" for s in vault.stores}
         new_path = f"data/{m.object_id}.{m.generation + 1}"
-        record = Record(
-            "refresh",
-            token,
-            entry_id,
-            on_rollback=[
-                *staged.values(),
-                *(f"tmp/{token}.m{s.id}" for s in vault.stores),
-                new_path,
-                f"catalog/{entry_id}",
-            ],
-            on_commit=[
-                *staged.values(),
-                *(f"tmp/{token}.m{s.id}" for s in vault.stores),
-                m.data_path(),
-                m.catalog_path(),
-            ],
-        )
+        record = _refresh_record(vault, m, token, entry_id, staged, new_path)
         vault._journal(record)
         try:
-            sources = [check.handles[sid] for sid in sorted(check.handles)]
-            header, ok, failed = vault._write_all(
-                staged,
-                lambda writers: refresh_stream(
-                    cast(list[BinaryIO], sources), cast(list[BinaryIO], writers), rng=vault.rng
-                ),
-            )
-            if failed:
-                raise vault._quorum_error("refresh", ok, failed)
-            committed, commit_failed = vault._commit({sid: (staged[sid], new_path) for sid in ok})
-            if commit_failed:
-                raise vault._quorum_error("committing the refresh", committed, commit_failed)
-            fresh = dataclasses.replace(
-                m, generation=header.generation, entry_id=entry_id, created_ns=time.time_ns()
-            )
+            fresh = _refresh_data(vault, m, check, staged, new_path, entry_id)
             vault._publish(fresh, token)
         except BaseException:
             vault._rollback(record)
             raise
-        vault._finish(record, committed=True)
+        vault.commit_record(add=[fresh], remove=[m.entry_id])
+        vault._finish(record, committed=True, recorded=True)
         return fresh
     finally:
         check.close()
+
+
+def _refresh_record(
+    vault: Vault, m: Manifest, token: str, entry_id: str, staged: dict[int, str], new_path: str
+) -> Record:
+    """The journal record of a refresh: rolled back, it deletes the staged files and the
+    new generation; committed, the staged files and the old generation."""
+    return Record(
+        "refresh",
+        token,
+        entry_id,
+        on_rollback=[
+            *staged.values(),
+            *(f"tmp/{token}.m{s.id}" for s in vault.stores),
+            new_path,
+            f"catalog/{entry_id}",
+        ],
+        on_commit=[
+            *staged.values(),
+            *(f"tmp/{token}.m{s.id}" for s in vault.stores),
+            m.data_path(),
+            m.catalog_path(),
+        ],
+    )
+
+
+def _refresh_data(
+    vault: Vault, m: Manifest, check: _Check, staged: dict[int, str], new_path: str, entry_id: str
+) -> Manifest:
+    """Write the refreshed fragments of ``m`` from ``check``'s to ``staged`` and commit
+    them to ``new_path`` on every store (all n are needed); the new manifest."""
+    sources = [check.handles[sid] for sid in sorted(check.handles)]
+    tap: list[TagTap] = []
+    header, ok, failed = vault._write_all(
+        staged,
+        lambda writers: refresh_stream(
+            cast(list[BinaryIO], sources),
+            cast(list[BinaryIO], tap_first(writers, tap)),
+            rng=vault.rng,
+        ),
+    )
+    if failed:
+        raise vault._quorum_error("refresh", ok, failed)
+    committed, commit_failed = vault._commit({sid: (staged[sid], new_path) for sid in ok})
+    if commit_failed:
+        raise vault._quorum_error("committing the refresh", committed, commit_failed)
+    return dataclasses.replace(
+        m,
+        generation=header.generation,
+        entry_id=entry_id,
+        created_ns=time.time_ns(),
+        tags=tap[0].digest.hexdigest(),
+    )
 
 
 def refresh(vault: Vault, name: str | None = None) -> RefreshResult:
@@ -271,9 +362,10 @@ def refresh(vault: Vault, name: str | None = None) -> RefreshResult:
     if vault.signer is None:
         raise ValueError("this vault was opened read-only (no signing key)")
     vault.recover()
-    manifests, _entries, _listing = _current(vault, name)
+    vault.entries()  # fails closed: nothing is re-signed over a lost or rolled-back vault
+    current = _current(vault, name)
     result = RefreshResult()
-    for m in manifests:
+    for m in current.manifests:
         fresh = _refresh_one(vault, m)
         result.refreshed.append(m.name)
         result.generations[m.name] = fresh.generation

@@ -1,20 +1,28 @@
 """Vault manifests: what a name means, signed with the owner's key (ML-DSA-65).
 
-A manifest binds a file name to the object holding its fragments.  Encoded form
-(``tessera-manifest`` version 1)::
+A manifest binds a file name to the object holding its fragments and to their
+content.  Encoded form (``tessera-manifest`` version 2)::
 
     b"TSMF" | version (1 byte) | body length (4 bytes, big endian) | body (canonical JSON)
            | signature length (2 bytes) | signature
 
 The body is ``{"name", "size", "created", "created_ns", "object_id", "generation",
-"scheme", "k", "n", "entry_id", "key_id"}``; the signature covers magic, version and
-body under the context ``tessera-vault-manifest-v1``.  The vault never stores a manifest
-in the clear: each is secret-shared k-of-n across the stores (``catalog/<entry id>``),
-so the catalogue of names, sizes and dates is as protected as the files.
+"scheme", "k", "n", "entry_id", "key_id", "tags"}``; the signature covers magic, version
+and body under the context ``tessera-vault-manifest-v1``.  ``tags`` is the SHA-256 of
+the block tag lists every fragment carries (see :mod:`tessera.vault.tags`), so the
+signature binds the data itself, not only its object id and size: fragments of another
+generation or object, however self-consistent, do not match it.  Version 1 manifests
+(written before ``tags`` existed) are still read, with ``tags`` empty: their content is
+checked by the fragments' own tags only, until ``tessera vault refresh`` re-signs them.
+
+The vault never stores a manifest in the clear: each is secret-shared k-of-n across the
+stores (``catalog/<entry id>``), so the catalogue of names, sizes and dates is as
+protected as the files.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from dataclasses import asdict, dataclass
@@ -22,10 +30,11 @@ from typing import Any, Protocol
 
 from tessera.errors import IntegrityError, InvalidShareError
 
-__all__ = ["SIGNING_CONTEXT", "Manifest", "Signer", "Verifier", "decode", "encode"]
+__all__ = ["SIGNING_CONTEXT", "Manifest", "Signer", "Verifier", "decode", "digest", "encode"]
 
 MAGIC = b"TSMF"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 SIGNING_CONTEXT = b"tessera-vault-manifest-v1"
 
 
@@ -65,6 +74,7 @@ class Manifest:
     n: int
     entry_id: str  # 32 hex digits: the catalogue entry holding this manifest
     key_id: str
+    tags: str = ""  # SHA-256 (hex) of the fragments' tag lists; "" in version 1
 
     def data_path(self) -> str:
         """Where each store keeps its fragment of this object."""
@@ -83,6 +93,11 @@ def _body(manifest: Manifest) -> bytes:
     return json.dumps(asdict(manifest), sort_keys=True, separators=(",", ":")).encode()
 
 
+def digest(manifest: Manifest) -> str:
+    """SHA-256 (hex) of the manifest's canonical body: what the catalogue record commits to."""
+    return hashlib.sha256(_body(manifest)).hexdigest()
+
+
 def encode(manifest: Manifest, signer: Signer) -> bytes:
     """The signed manifest bytes."""
     body = _body(manifest)
@@ -95,7 +110,7 @@ def decode(data: bytes, verifier: Verifier) -> Manifest:
     """Check the signature and parse; InvalidShareError if the bytes are not a manifest."""
     if len(data) < 9 or data[:4] != MAGIC:
         raise InvalidShareError("catalogue entry is not a Tessera manifest")
-    if data[4] != VERSION:
+    if data[4] not in READABLE_VERSIONS:
         raise InvalidShareError(f"unsupported manifest version {data[4]}")
     (length,) = struct.unpack(">I", data[5:9])
     body = data[9 : 9 + length]
@@ -112,7 +127,24 @@ def decode(data: bytes, verifier: Verifier) -> Manifest:
         raise IntegrityError("manifest signature does not verify (not the owner's key?)") from None
     try:
         fields: dict[str, Any] = json.loads(body)
+        if not isinstance(fields, dict) or (data[4] == 1) == ("tags" in fields):
+            raise TypeError("tags belong to version 2 exactly")
         manifest = Manifest(**fields)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         raise InvalidShareError("signed manifest has an unexpected shape") from None
+    _check_fields(manifest)
     return manifest
+
+
+_HEX32 = frozenset("0123456789abcdef")
+
+
+def _check_fields(m: Manifest) -> None:
+    """Signed is not the same as well formed: ids become store paths, sizes loop bounds."""
+    ints = (m.size, m.created_ns, m.generation, m.k, m.n)
+    strs = (m.name, m.created, m.object_id, m.scheme, m.entry_id, m.key_id, m.tags)
+    ok = all(type(v) is int and v >= 0 for v in ints) and all(type(v) is str for v in strs)
+    ok = ok and all(len(v) == 32 and set(v) <= _HEX32 for v in (m.object_id, m.entry_id))
+    ok = ok and 2 <= m.k <= m.n <= 255 and m.generation < 1 << 32
+    if not ok:
+        raise InvalidShareError("signed manifest has an unexpected shape")

@@ -9,6 +9,9 @@ A store holds three folders under its root:
 ``tmp/<token>.<suffix>``
     fragments being written; renamed into place once a write quorum is reached.
 
+The folders are created by the first write only: reading (verify, ls, get) never
+creates anything, so a deleted store stays visibly deleted.
+
 A store therefore sees random ids and bucketed fragment lengths, never names or sizes.
 Every failure of the backend becomes :class:`StorageUnavailableError` naming the store
 (never its credentials); a missing file becomes :class:`FragmentMissingError`.
@@ -93,23 +96,30 @@ class Store:
                 except Exception as exc:
                     raise self._fail("connect", exc) from exc
                 self._fs, self._root = fs, str(root).rstrip("/") or "/"
-            fs, root = self._fs, self._root
-            if not self._ready:
-                try:
-                    for folder in FOLDERS:
-                        fs.makedirs(posixpath.join(root, folder), exist_ok=True)
-                except Exception as exc:
-                    raise self._fail("prepare", exc) from exc
-                self._ready = True
-            return fs, root
+            return self._fs, self._root
 
-    def _path(self, relative: str) -> tuple[AbstractFileSystem, str]:
+    def _prepare(self) -> None:
+        """Create the store's folders: only ever before a write (reading creates nothing)."""
+        fs, root = self._connect()
+        with self._lock:
+            if self._ready:
+                return
+            try:
+                for folder in FOLDERS:
+                    fs.makedirs(posixpath.join(root, folder), exist_ok=True)
+            except Exception as exc:
+                raise self._fail("prepare", exc) from exc
+            self._ready = True
+
+    def _path(self, relative: str, *, write: bool = False) -> tuple[AbstractFileSystem, str]:
+        if write:
+            self._prepare()
         fs, root = self._connect()
         return fs, posixpath.join(root, relative)
 
     def open_write(self, relative: str) -> IO[bytes]:
         """A new binary file for writing (replaces an existing one)."""
-        fs, path = self._path(relative)
+        fs, path = self._path(relative, write=True)
         try:
             return fs.open(path, "wb")  # type: ignore[no-any-return]
         except Exception as exc:
@@ -145,7 +155,7 @@ class Store:
 
     def rename(self, source: str, target: str) -> None:
         """Move ``source`` to ``target``, replacing ``target`` if it exists."""
-        fs, src = self._path(source)
+        fs, src = self._path(source, write=True)
         dst = posixpath.join(self._root or "", target)
         try:
             if fs.exists(dst):

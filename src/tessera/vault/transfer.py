@@ -12,14 +12,15 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import IO, Any, TypeVar, cast
 
 from tessera.errors import StorageUnavailableError, TesseraError
 from tessera.vault.store import Store
 
-__all__ = ["StoreReader", "StoreWriter", "on_each"]
+__all__ = ["StoreReader", "StoreWriter", "in_background", "on_each"]
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -275,20 +276,77 @@ class _Call:
         return self.value
 
 
+def in_background(fn: Callable[[], T]) -> Future[T]:
+    """Run ``fn`` on a daemon thread: a store that never answers cannot hold up the exit
+    of the process (a ThreadPoolExecutor's workers are joined at exit)."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn())
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="vault-call", daemon=True).start()
+    return future
+
+
+def _no_answer(item: object, timeout_s: float) -> StorageUnavailableError:
+    who = f"store {item.label}" if isinstance(item, Store) else "a store"
+    return StorageUnavailableError(f"{who}: no answer in {timeout_s:g} s")
+
+
 def on_each(
-    items: Iterable[K], action: Callable[[K], T], *, workers: int = 16
+    items: Iterable[K],
+    action: Callable[[K], T],
+    *,
+    workers: int = 16,
+    timeout_s: float | None = None,
 ) -> dict[K, T | TesseraError]:
-    """Run ``action`` on every item concurrently; TesseraErrors are returned, not raised."""
+    """Run ``action`` on every item concurrently; TesseraErrors are returned, not raised.
+
+    With ``timeout_s``, once nothing has finished for that long the items still running
+    (a store that hangs) get a StorageUnavailableError; their daemon threads are left
+    behind and never hold up the process's exit.
+    """
     todo = list(items)
     if not todo:
         return {}
+    results: dict[int, object] = {}
+    cursor = [0]
+    cond = threading.Condition()
 
-    def guarded(item: K) -> T | TesseraError:
-        try:
-            return action(item)
-        except TesseraError as exc:
-            return exc
+    def work() -> None:
+        while True:
+            with cond:
+                if cursor[0] >= len(todo):
+                    return
+                i = cursor[0]
+                cursor[0] += 1
+            try:
+                outcome: object = action(todo[i])
+            except BaseException as exc:
+                outcome = exc
+            with cond:
+                results.setdefault(i, outcome)
+                cond.notify_all()
 
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo)))) as pool:
-        results = list(pool.map(guarded, todo))
-    return dict(zip(todo, results, strict=True))
+    for _ in range(max(1, min(workers, len(todo)))):
+        threading.Thread(target=work, name="vault-each", daemon=True).start()
+    with cond:
+        last = time.monotonic()
+        while len(results) < len(todo):
+            before = len(results)
+            cond.wait(None if timeout_s is None else max(0.0, last + timeout_s - time.monotonic()))
+            if len(results) != before:
+                last = time.monotonic()
+            elif timeout_s is not None and time.monotonic() - last >= timeout_s:
+                for i, item in enumerate(todo):
+                    results.setdefault(i, _no_answer(item, timeout_s))
+        done = dict(results)
+    for outcome in done.values():
+        if isinstance(outcome, BaseException) and not isinstance(outcome, TesseraError):
+            raise outcome
+    return {item: cast("T | TesseraError", done[i]) for i, item in enumerate(todo)}

@@ -8,35 +8,60 @@ Layout under an environment home::
     HOME/nodes/<i>/audit/witness/  heads of the gateway and the other nodes node i accepted
 
 Node services call :func:`node_log` (an ``AuditSink``) to append, and :func:`cross_check`
-to publish their heads and check everyone else's.  The signing key sits next to its log
-(0600); the pinned public keys held by the witnesses are what make re-signing a rewritten
-log with a fresh key detectable.
+to publish their heads and check everyone else's.  The signing key sits next to its log,
+sealed under this account's audit unlock key (:func:`unlock_key`, outside the
+environment folder); the pinned public keys held by the witnesses are what make
+re-signing a rewritten log with a fresh key detectable.
+
+Logs opened here are batched: one signed head per :data:`HEAD_EVERY` entries or per
+:data:`HEAD_INTERVAL_S` seconds, whichever comes first, and one when the process exits
+(:func:`close_logs`, registered with ``atexit``), so one command signs one head and a
+flood of requests costs its entries, not a 5.8 KB head each.  Each process keeps one
+open log per folder.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
+import secrets
+import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tessera.audit import AuditLog, TreeHead, VerifyReport, Witness, load_or_create_signer
+from tessera.audit import AuditLog, TreeHead, VerifyReport, Witness
+from tessera.audit.heads import MldsaSigner
+from tessera.audit.keyfile import UNLOCK_SIZE, load_or_create_sealed_signer
 from tessera.core.audit_sink import Action, AuditEvent
-from tessera.errors import ChainBrokenError, NotFoundError, UsageError
+from tessera.errors import ChainBrokenError, ConfigError, NotFoundError, UsageError
 
 __all__ = [
+    "HEAD_EVERY",
+    "HEAD_INTERVAL_S",
     "CrossCheck",
+    "close_logs",
     "cross_check",
     "gateway_log",
+    "load_signer",
     "log_folder",
     "node_ids",
     "node_log",
+    "note_verify",
     "open_log",
     "record",
+    "unlock_key",
     "verify_log",
 ]
 
 GATEWAY = "gateway"
+HEAD_EVERY = 256
+HEAD_INTERVAL_S = 1.0
+UNLOCK_ENV = "TESSERA_AUDIT_UNLOCK_FILE"
+_OPEN: dict[Path, tuple[tuple[int, int, int, int] | None, AuditLog]] = {}
+_OPEN_LOCK = threading.Lock()
 
 
 def log_folder(home: Path, node: int | None = None) -> Path:
@@ -52,14 +77,98 @@ def _origin(node: int | None) -> str:
     return GATEWAY if node is None else f"node-{node}"
 
 
+def unlock_file() -> Path:
+    """Where this account keeps its audit unlock key: ``$TESSERA_AUDIT_UNLOCK_FILE``, else
+    ``$XDG_CONFIG_HOME/tessera/audit-unlock.key`` (default ``~/.config/...``)."""
+    explicit = os.environ.get(UNLOCK_ENV)
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "tessera" / "audit-unlock.key"
+
+
+def unlock_key() -> bytes:
+    """This account's audit unlock key (32 random bytes, 0600, made on first use)."""
+    path = unlock_file()
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_bytes(UNLOCK_SIZE)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+        try:
+            os.link(tmp, path)  # never replace a key another process made meanwhile
+        except FileExistsError:
+            key = path.read_bytes()
+        finally:
+            tmp.unlink()
+    if len(key) != UNLOCK_SIZE:
+        raise ConfigError(f"{path} is not an audit unlock key ({UNLOCK_SIZE} bytes)")
+    return key
+
+
+def load_signer(folder: Path, origin: str) -> MldsaSigner:
+    """The head-signing key of the log in ``folder``, unsealed (made on first use)."""
+    return load_or_create_sealed_signer(folder / "signing.key", origin, unlock_key())
+
+
+def _identity(folder: Path) -> tuple[int, int, int, int] | None:
+    """What tells a log description apart from a replaced or rewritten one."""
+    try:
+        st = (folder / "log.json").stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size
+
+
+def _opened(folder: Path) -> AuditLog | None:
+    identity = _identity(folder)
+    cached = _OPEN.get(folder.resolve())
+    return cached[1] if cached is not None and cached[0] == identity else None
+
+
 def open_log(folder: Path, origin: str, *, create: bool = True) -> AuditLog:
-    """The log in ``folder`` with its signing key (made, with the log, on first use)."""
-    if not (folder / "log.json").exists():
-        if not create:
-            raise NotFoundError(f"no audit log at {folder}")
-        signer = load_or_create_signer(folder / "signing.key")
-        return AuditLog.create(folder, origin, signer.public_key, signer=signer)
-    return AuditLog(folder, signer=load_or_create_signer(folder / "signing.key"))
+    """The log in ``folder`` with its signing key (made, with the log, on first use).
+
+    One instance per folder and process, batched (see the module notes).
+    """
+    with _OPEN_LOCK:
+        log = _opened(folder)
+        if log is not None:
+            return log
+        options: dict[str, Any] = {"head_every": HEAD_EVERY, "head_interval_s": HEAD_INTERVAL_S}
+        if not (folder / "log.json").exists():
+            if not create:
+                raise NotFoundError(f"no audit log at {folder}")
+            signer = load_signer(folder, origin)
+            log = AuditLog.create(folder, origin, signer.public_key, signer=signer, **options)
+        else:
+            meta = AuditLog(folder)
+            log = AuditLog(folder, signer=load_signer(folder, meta.origin), **options)
+        stale = _OPEN.pop(folder.resolve(), None)
+        if stale is not None:  # its key is not this log's: stop its timer, sign nothing
+            stale[1].close(sign=False)
+        _OPEN[folder.resolve()] = (_identity(folder), log)
+        return log
+
+
+def close_logs() -> None:
+    """Sign what is pending in every log this process opened (run at exit)."""
+    with _OPEN_LOCK:
+        logs = [log for _, log in _OPEN.values()]
+        _OPEN.clear()
+    for log in logs:
+        try:
+            log.close()
+        except Exception as exc:
+            name = getattr(exc, "code", exc.__class__.__name__)
+            print(f"tessera: warning: audit head not signed at exit ({name})", file=sys.stderr)
+
+
+atexit.register(close_logs)
 
 
 def gateway_log(home: Path, *, create: bool = True) -> AuditLog:
@@ -89,7 +198,12 @@ def record(home: Path, events: Sequence[AuditEvent], *, node: int | None = None)
     if not events:
         raise UsageError("nothing to record")
     log = gateway_log(home) if node is None else node_log(home, node)
-    return log.append(events)
+    log.append(events)
+    head = log.sign_pending()
+    if head is None:
+        head = log.latest_head()
+    assert head is not None
+    return head
 
 
 def _witnessed(home: Path, origin: str) -> tuple[bytes | None, list[TreeHead]]:
@@ -109,32 +223,45 @@ def _witnessed(home: Path, origin: str) -> tuple[bytes | None, list[TreeHead]]:
 
 
 def verify_log(home: Path, *, node: int | None = None, note: bool = True) -> VerifyReport:
-    """Verify one log against its signed heads and the heads others witnessed.
+    """Verify one log against its signed heads and the heads others witnessed locally.
 
-    With ``note`` the check itself is recorded in the gateway log (DICOM 110101 Audit Log
-    Used; a failed node log is recorded as a failure, which the monitor turns into an
-    audit-log tampering alert).  A gateway log that fails is left untouched.
+    With ``note`` the check itself is recorded in the gateway log (see
+    :func:`note_verify`).  The custodians' heads are compared by
+    :func:`tessera.workflows.audit_witness.verify_witnessed`.
     """
-    log = gateway_log(home, create=False) if node is None else node_log(home, node, create=False)
+    folder = log_folder(home, node)
+    if not (folder / "log.json").exists():
+        raise NotFoundError(f"no audit log at {folder}")
+    log = AuditLog(folder)
     pinned, witnessed = _witnessed(home, log.origin)
     report = log.verify(trusted_key=pinned, witnessed=witnessed)
     if note:
-        detail: dict[str, str | int] = {"entries": report.entries}
-        if report.first_bad is not None:
-            detail["first_bad"] = report.first_bad
-        event = AuditEvent(
-            Action.AUDIT_VERIFY,
-            outcome="success" if report.ok else "failure",
-            user="tessera",
-            source=GATEWAY,
-            entity=log.origin,
-            entity_type="log",
-            detail=detail,
-        )
-        # Never append to a gateway log that failed: new entries would move the evidence.
-        if node is not None or report.ok:
-            gateway_log(home).append([event])
+        note_verify(home, node, log.origin, report, ok=report.ok)
     return report
+
+
+def note_verify(
+    home: Path, node: int | None, origin: str, report: VerifyReport, *, ok: bool
+) -> None:
+    """Record a verification in the gateway log (DICOM 110101 Audit Log Used; a failed
+    node log is recorded as a failure, which the monitor turns into an audit-log
+    tampering alert).  A gateway log that failed is left untouched: new entries would
+    move the evidence."""
+    if node is None and not ok:
+        return
+    detail: dict[str, str | int] = {"entries": report.entries}
+    if report.first_bad is not None:
+        detail["first_bad"] = report.first_bad
+    event = AuditEvent(
+        Action.AUDIT_VERIFY,
+        outcome="success" if ok else "failure",
+        user="tessera",
+        source=GATEWAY,
+        entity=origin,
+        entity_type="log",
+        detail=detail,
+    )
+    gateway_log(home).append([event])
 
 
 @dataclass(frozen=True)
@@ -165,6 +292,9 @@ def cross_check(home: Path) -> list[CrossCheck]:
         parties.append((GATEWAY, log_folder(home), gateway_log(home)))
     for i in node_ids(home):
         parties.append((_origin(i), log_folder(home, i), node_log(home, i)))
+    for _, _, log in parties:
+        if log is not None:
+            log.sign_pending()
     results: list[CrossCheck] = []
     for observer, folder, _ in parties:
         witness = Witness(folder / "witness")

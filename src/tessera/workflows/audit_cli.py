@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tessera.config import default_home
 from tessera.core.audit_sink import Action, AuditEvent, DetailValue
 from tessera.errors import NotFoundError, PolicyError, TesseraError
 
@@ -178,8 +179,10 @@ def _home(params: Mapping[str, Any], path: tuple[str, ...]) -> Path:
         return Path(params["directory"])
     if params.get("home") is not None:
         return Path(params["home"])
-    env = os.environ.get("TESSERA_HOME")
-    return Path(env) if env else Path(".tessera")
+    if path == ("init",):  # a new environment is never the remembered one
+        env = os.environ.get("TESSERA_HOME")
+        return Path(env) if env else Path(".tessera")
+    return default_home()
 
 
 def has_environment(home: Path) -> bool:

@@ -11,7 +11,8 @@ the same bar as reading the data:
   without noise, with less noise or with other bounds, or a lower minimum group is
   refused (:mod:`tessera.workflows.job_checks`);
 * the budget is reserved in the custodian's own ledger before the MPC starts, committed
-  when it released its share, refunded when the job failed before that.
+  when it released its share, refunded when the job failed before that (or, when the
+  custodian was killed during the job, when it starts again: :meth:`Custodian.settle_leftovers`).
 
 Policies are documents signed by the table's steward; one that weakens privacy needs a
 second privileged signature (an officer or another steward).  A table without a policy
@@ -27,7 +28,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -331,6 +332,37 @@ class Custodian:
             self.ledger.commit(admission.reservation)
         else:
             self.ledger.refund(admission.reservation)
+
+    def settle_leftovers(self, finished: Collection[str] = ()) -> dict[str, str]:
+        """Settle what a previous run of this custodian left reserved (it was killed
+        during a job); ``{job id: "refunded" | "committed"}``.
+
+        Call it only at start-up, while no job of this custodian can be in flight.  A
+        reservation is committed (fsynced) before this custodian's share leaves it, so
+        one still reserved belongs to a job it never answered: refunded.  Except the
+        jobs in ``finished`` (its party had written its share when it was killed: the
+        other custodians may have answered and the requester reconstructed from their
+        shares), which are committed.
+        """
+        path = self.ledger.path
+        db = sqlite3.connect(path, timeout=60.0)
+        try:
+            rows = db.execute(
+                "SELECT reservation, MIN(note) FROM charges WHERE state = 'reserved' "
+                "GROUP BY reservation"
+            ).fetchall()
+        finally:
+            db.close()
+        settled: dict[str, str] = {}
+        for token, note in rows:
+            job_id = str(note)
+            if job_id in finished:
+                self.ledger.commit(str(token))
+                settled[job_id] = "committed"
+            else:
+                self.ledger.refund(str(token))
+                settled[job_id] = "refunded"
+        return settled
 
     def close(self) -> None:
         """Close the policy database."""

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -27,9 +28,11 @@ from pathlib import Path
 
 from tessera.errors import BackendError, ConfigError, UsageError
 
-__all__ = ["DemoStep", "demo_steps", "run_demo"]
+__all__ = ["DemoStep", "demo_steps", "next_steps", "run_demo"]
 
 DEMO_PASSPHRASE = "demo-only-passphrase"  # noqa: S105 - encrypts throwaway demo keys
+BANNER_WIDTH = 78
+TITLE_MAX = 60
 
 
 @dataclass(frozen=True)
@@ -42,8 +45,27 @@ class DemoStep:
 
     @property
     def headline(self) -> str:
-        """The summary cut to one line."""
-        return self.summary if len(self.summary) <= 90 else self.summary[:89] + "…"
+        """The step's title, never cut: the summary's words before its first colon
+        ("The vault"), or the whole summary when it has no short lead."""
+        lead, colon, _ = self.summary.partition(": ")
+        return lead if colon and len(lead) <= TITLE_MAX else self.summary
+
+    @property
+    def detail(self) -> str:
+        """The summary after its title ("" when the title is the whole summary)."""
+        rest = self.summary[len(self.headline) :].removeprefix(": ").strip()
+        return rest[:1].upper() + rest[1:]
+
+    def banner(self, width: int = BANNER_WIDTH) -> list[str]:
+        """The step's title between two rules, then the rest of its summary wrapped at
+        word boundaries to ``width`` columns."""
+        rule = "=" * width
+        return [
+            rule,
+            f"== {self.script.name}: {self.headline}",
+            rule,
+            *textwrap.wrap(self.detail, width, break_on_hyphens=False),
+        ]
 
 
 def _summary(script: Path) -> str:
@@ -54,8 +76,8 @@ def _summary(script: Path) -> str:
             break
         words.append(line.lstrip("# ").strip())
     text = " ".join(words)
-    end = text.find(". ")
-    return text if end < 0 else text[: end + 1]
+    ends = [i for i in (text.find(". "), text.find("? ")) if i >= 0]
+    return text[: min(ends) + 1] if ends else text
 
 
 def demo_steps(samples: Path) -> list[DemoStep]:
@@ -127,6 +149,9 @@ def run_demo(
             "DEMO_DIR": str(scratch),
             "TESSERA_HOME": str(scratch / "home"),
             "TESSERA_PASSPHRASE": os.environ.get("TESSERA_PASSPHRASE", DEMO_PASSPHRASE),
+            # The demo's environments are thrown away: `tessera init` must not remember one
+            # in place of the environment the user made last.
+            "XDG_CONFIG_HOME": str(scratch / ".config"),
             "TESSERA_PYTHON": sys.executable,
             "TESSERA_SAMPLES": str(samples),
             "PATH": f"{tessera.parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -135,9 +160,8 @@ def run_demo(
         announce(f"Tessera demo — folder {scratch}")
         for step in steps:
             announce("")
-            announce("=" * 64)
-            announce(f"== {step.script.name}: {step.headline}")
-            announce("=" * 64)
+            for line in step.banner():
+                announce(line)
             sys.stdout.flush()
             done = subprocess.run([bash, str(step.script)], env=env, check=False)
             if done.returncode:
@@ -147,4 +171,29 @@ def run_demo(
                 )
         announce("")
         announce("Demo finished.")
+    for line in next_steps():
+        announce(line)
     return steps
+
+
+def next_steps() -> list[str]:
+    """The demo's last lines: how to put ``tessera`` on PATH (when it is not) and the
+    three commands to try next on one's own data."""
+    commands: list[tuple[str, str]] = []
+    bin_dir = Path(sys.executable).parent
+    # `make demo` puts the virtual environment first on PATH; the user's shell has not.
+    elsewhere = os.pathsep.join(
+        p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p) != bin_dir
+    )
+    venv = sys.prefix != sys.base_prefix and (bin_dir / "activate").exists()
+    if venv and not os.environ.get("VIRTUAL_ENV") and not shutil.which("tessera", path=elsewhere):
+        commands.append((f". {bin_dir / 'activate'}", "puts tessera on PATH in this shell"))
+    commands += [
+        ("tessera init ~/tessera-env --nodes 5 --threshold 3", "later commands use it"),
+        ("tessera vault put scan.dcm", "k-of-n fragments on 5 stores"),
+        ("tessera vault ls", "what the vault holds"),
+    ]
+    width = max(len(c) for c, _ in commands)
+    lines = ["", "Next, on your own files:"]
+    lines += [f"  {c:<{width}}   # {why}" for c, why in commands]
+    return lines

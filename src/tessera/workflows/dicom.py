@@ -21,13 +21,13 @@ import secrets
 import stat
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from tessera.config import Environment
+from tessera.config import Environment, missing_environment
 from tessera.core.audit_sink import Action, AuditEvent, AuditSink
 from tessera.dicom import (
     BatchSettings,
@@ -43,7 +43,7 @@ from tessera.dicom import (
 )
 from tessera.dicom.node import Receiver, start_scp
 from tessera.errors import ConfigError, InputError, NotFoundError, UsageError
-from tessera.vault import Vault
+from tessera.vault import NameTakenError, Vault
 from tessera.workflows import audit
 from tessera.workflows.vault import open_vault, vault_settings
 
@@ -113,7 +113,10 @@ class VaultSink:
 
     def put(self, name: str, data: bytes) -> str:
         """Split ``data`` across the stores; return ``vault:<name>``."""
-        result = self.vault.put(BytesIO(data), len(data), self.prefix + name, scheme=self.scheme)
+        # a modality re-sending an instance yields the same de-identified bytes: replace
+        result = self.vault.put(
+            BytesIO(data), len(data), self.prefix + name, scheme=self.scheme, replace=True
+        )
         return f"vault:{result.name}"
 
 
@@ -139,7 +142,8 @@ class VaultIdentityStore:
             self.vault.lookup(name)
         except NotFoundError:
             body = json.dumps(dict(identity), sort_keys=True).encode()
-            self.vault.put(BytesIO(body), len(body), name, scheme=self.scheme)
+            with suppress(NameTakenError):  # recorded meanwhile: the first stays
+                self.vault.put(BytesIO(body), len(body), name, scheme=self.scheme)
         self._known.add(pseudonym)
 
     def get(self, pseudonym: str) -> dict[str, str]:
@@ -283,7 +287,7 @@ def start_node(
     if to_vault:
         opened = _vault(home, write=True)
         if opened is None:
-            raise ConfigError(f"no environment with a vault at {home} (run 'tessera init')")
+            raise missing_environment(home)
         sink = VaultSink(*opened)
         if keep_original:
             originals = VaultSink(*opened, prefix=ORIGINAL_PREFIX)

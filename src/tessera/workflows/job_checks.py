@@ -43,10 +43,17 @@ def check_exact_job(job: Mapping[str, Any], policy: Policy, tables: tuple[str, .
         raise PolicyError(f"{', '.join(tables)} has no DP policy: this custodian adds no noise")
     if job["type"] == "sql":
         asked = _sql_plan(job).min_group
-        if asked < policy.min_group_size:
-            raise PolicyError(
-                f"minimum group size {asked} is below {', '.join(tables)}'s {policy.min_group_size}"
-            )
+        floor = policy.min_group_size
+    elif job["type"] == "knn":
+        knn = _knn_factor(job)[1]
+        # a table smaller than its minimum group hides every treatment (rows + 1)
+        asked, floor = knn.min_group, min(policy.min_group_size, knn.rows + 1)
+    else:
+        return
+    if asked < floor:
+        raise PolicyError(
+            f"minimum group size {asked} is below {', '.join(tables)}'s {policy.min_group_size}"
+        )
 
 
 def _sql_plan(job: Mapping[str, Any]) -> SqlPlan:
@@ -137,6 +144,8 @@ def check_dp_job(
     elif job["type"] == "knn":
         factor, knn = _knn_factor(job)
         groups = knn.treatments
+        if knn.min_group != 0:  # noisy counts are released, never compared in the clear
+            raise PolicyError("a DP job must not compare exact group sizes (min_group 0)")
     else:
         raise PolicyError(f"job type {job['type']} under differential privacy")
     aggregates = [

@@ -30,12 +30,14 @@ from tessera.config import Environment
 from tessera.core.prime import InconsistentSharesError, reconstruct_array, to_signed
 from tessera.errors import (
     BackendError,
+    ConfigError,
     IntegrityError,
     JobAbortedError,
     StorageUnavailableError,
     TesseraError,
 )
 from tessera.keys.documents import SignedDocument
+from tessera.mpc.jobs import result_shares
 from tessera.workflows.custodian import JOB_CONTEXT
 
 if TYPE_CHECKING:  # people imports this module's broadcast
@@ -54,7 +56,8 @@ __all__ = [
 _LOCAL = {"127.0.0.1", "localhost", "::1"}
 #: Nodes that commands start by themselves exit after this long without a request (and
 #: at once when their environment folder is removed); the next command starts them again.
-IDLE_EXIT_S = 1800
+#: ``[node] idle_exit = SECONDS`` in tessera.toml or $TESSERA_NODE_IDLE_EXIT changes it.
+IDLE_EXIT_S = 900
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}  # nodes this process started (reaped on stop)
 _ERRORS: dict[str, type[TesseraError]] = {}
 
@@ -240,7 +243,7 @@ def start_node(env: Environment, node_id: int, *, enforce: bool = True) -> int:
                 str(node_id),
                 "--any-port",
                 "--idle-exit",
-                str(IDLE_EXIT_S),
+                str(idle_exit_s(env)),
                 *([] if enforce else ["--no-policy-checks"]),
             ],
             stdin=subprocess.DEVNULL,
@@ -250,6 +253,20 @@ def start_node(env: Environment, node_id: int, *, enforce: bool = True) -> int:
         )
     _CHILDREN[proc.pid] = proc
     return proc.pid
+
+
+def idle_exit_s(env: Environment) -> float:
+    """Seconds without a request after which a node started by a command exits (0: never)."""
+    raw: object = os.environ.get("TESSERA_NODE_IDLE_EXIT") or env.extra.get("node", {}).get(
+        "idle_exit", IDLE_EXIT_S
+    )
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = -1.0
+    if not 0 <= value < 1e9:
+        raise ConfigError(f"node idle_exit must be a number of seconds >= 0, not {str(raw)[:40]!r}")
+    return value
 
 
 def node_status(env: Environment) -> list[dict[str, Any]]:
@@ -336,10 +353,15 @@ def _raise_refusals(errors: dict[int, TesseraError], total: int) -> None:
     if not errors:
         return
 
-    # a custodian's own refusal explains more than a failure, a failure more than an abort
+    # a custodian's own refusal explains more than a node that went away, that more than
+    # a failure (often the others' parties losing it), a failure more than an abort
     def rank(i: int) -> tuple[int, int]:
         e = errors[i]
-        return (2 if isinstance(e, JobAbortedError) else int(isinstance(e, BackendError)), i)
+        if isinstance(e, JobAbortedError):
+            return (3, i)
+        if isinstance(e, StorageUnavailableError):
+            return (1, i)
+        return (2 if isinstance(e, BackendError) else 0, i)
 
     first = errors[min(errors, key=rank)]
     refusals = {i: e for i, e in errors.items() if not isinstance(e, BackendError)} or errors
@@ -438,9 +460,7 @@ def run_job(
     shares = {}
     lengths = set()
     for i, res in results.items():
-        if int(res.get("party", -1)) != i - 1:
-            raise IntegrityError(f"node {i} answered for another party")
-        arr = np.array([int(v) for v in res["shares"]], dtype=object)
+        arr = np.array(result_shares(res, i - 1), dtype=object)
         lengths.add(arr.shape)
         shares[i - 1] = arr
     if len(lengths) != 1:

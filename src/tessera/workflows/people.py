@@ -135,6 +135,8 @@ def unlock(
     """
     path = key_path(env, name, gateway=gateway)
     if not path.exists():
+        if gateway:  # said to API clients: no server paths
+            raise NotFoundError(f"{name} has no key on this gateway (tessera user add {name})")
         raise NotFoundError(f"no key for {name} in {path.parent}")
     try:
         key = keys.read_signing_key(path, passphrase=passphrase)

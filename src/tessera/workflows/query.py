@@ -19,9 +19,18 @@ from typing import Any
 from tessera.config import Environment
 from tessera.dp import Aggregate, ReleasePlan
 from tessera.dp.policy import strictest
+from tessera.dp.release import Release
 from tessera.errors import PolicyError, UnsupportedError
 from tessera.mpc.plan import SqlPlan
-from tessera.mpc.result import answer, decode_result, finish_rows
+from tessera.mpc.result import (
+    NOISY_EMPTY,
+    NULL_GROUP,
+    UNINFORMATIVE,
+    answer,
+    decode_result,
+    finish_rows,
+    uninformative,
+)
 from tessera.mpc.sql import aggregate_key, compile_sql
 from tessera.tables.encode import PRIME
 from tessera.tables.store import Catalog
@@ -134,28 +143,30 @@ def _refuse_under_dp(plan: SqlPlan) -> None:
     """What a DP release cannot give, refused before any budget is spent."""
     if plan.extremes:
         raise UnsupportedError(
-            "MIN and MAX cannot be released under differential privacy (the table has a DP "
-            "policy); ask for COUNT, SUM, AVG, VARIANCE or STDDEV"
+            "unsupported: MIN and MAX cannot be released under differential privacy (the "
+            "table has a DP policy); ask for COUNT, SUM, AVG, VARIANCE or STDDEV"
         )
     if plan.having is not None:
         raise UnsupportedError(
-            "HAVING under differential privacy (filter the released rows instead)"
+            "unsupported: HAVING under differential privacy (filter the released rows instead)"
         )
     for key, spec in plan.aggregates.items():
         if spec.func not in _DP_FUNCS:
             raise UnsupportedError(
-                f"{key} under differential privacy (use COUNT, SUM, AVG, VARIANCE or STDDEV; "
-                "VAR_POP/STDDEV_POP are not offered)"
+                f"unsupported: {key} under differential privacy (use COUNT, SUM, AVG, "
+                "VARIANCE or STDDEV; VAR_POP/STDDEV_POP are not offered)"
             )
     for it in plan.items:
         if it.expr is not None and aggregate_key(it.expr) not in plan.aggregates:
             raise UnsupportedError(
-                f"{it.expr} under differential privacy: each SELECT item must be a GROUP BY "
-                "column or one aggregate"
+                f"unsupported: {it.expr} under differential privacy: each SELECT item must be "
+                "a GROUP BY column or one aggregate"
             )
     for o in plan.order:
         if o.column is None:
-            raise UnsupportedError(f"ORDER BY {o.expr} under differential privacy (not a column)")
+            raise UnsupportedError(
+                f"unsupported: ORDER BY {o.expr} under differential privacy (not a column)"
+            )
 
 
 def _dp_aggregates(plan: SqlPlan) -> tuple[list[Aggregate], dict[str, int]]:
@@ -190,32 +201,35 @@ def _shape_answer(plan: SqlPlan, answered: PrivateAnswer, index: dict[str, int])
     """Output rows (group labels + released values) with per-column intervals."""
     picks = [None if it.expr is None else index[aggregate_key(it.expr)] for it in plan.items]
     release = answered.release
-    out: list[tuple[list[Any], list[Any]]] = []
+    out: list[tuple[list[Any], tuple[list[Any], list[str | None]]]] = []
     for c, labels in enumerate(plan.combos()):
         if release.suppressed[c]:
             continue
         row: list[Any] = []
         ivs: list[Any] = []
+        notes: list[str | None] = []
         for it, j in zip(plan.items, picks, strict=True):
             if j is None:
-                row.append(labels[it.group] if it.group is not None else None)
+                label = labels[it.group] if it.group is not None else None
+                row.append(label)
                 ivs.append(None)
+                notes.append(NULL_GROUP if label is None else None)
                 continue
-            value = release.rows[c][j]
-            agg = release.plan.aggregates[j]
-            if value is not None and (agg.func == "count" or (agg.func, agg.scale) == ("sum", 1)):
-                value = int(value)  # noisy counts and integer sums are integers
+            value, iv, note = _dp_cell(release, c, j)
             row.append(value)
-            iv = release.intervals[c][j]
-            ivs.append(None if iv is None else [float(iv[0]), float(iv[1])])
-        out.append((row, ivs))
+            ivs.append(iv)
+            notes.append(note)
+        out.append((row, (ivs, notes)))
     out = finish_rows(plan, out)
     privacy = answered.privacy or {}
     privacy["columns"] = [
         {
             "column": it.name,
             "statistic": None if j is None else release.columns[j],
-            "intervals": None if j is None else [ivs[k] for _, ivs in out],
+            "intervals": None if j is None else [extra[0][k] for _, extra in out],
+            "uninformative": None
+            if j is None
+            else [extra[1][k] == UNINFORMATIVE for _, extra in out],
         }
         for k, (it, j) in enumerate(zip(plan.items, picks, strict=True))
     ]
@@ -226,7 +240,22 @@ def _shape_answer(plan: SqlPlan, answered: PrivateAnswer, index: dict[str, int])
         privacy=privacy,
         suppressed=sum(release.suppressed),
         min_group=release.plan.min_group_size,
+        notes=[extra[1] for _, extra in out],
     )
+
+
+def _dp_cell(release: Release, c: int, j: int) -> tuple[Any, list[float] | None, str | None]:
+    """Released value ``j`` of cell ``c``, its interval, and why it is NULL or tells nothing."""
+    value = release.rows[c][j]
+    agg = release.plan.aggregates[j]
+    if value is not None and (agg.func == "count" or (agg.func, agg.scale) == ("sum", 1)):
+        value = int(value)  # noisy counts and integer sums are integers
+    raw = release.intervals[c][j]
+    iv = None if raw is None else [float(raw[0]), float(raw[1])]
+    if value is None:
+        return None, iv, NOISY_EMPTY
+    lower, upper = agg.lower / agg.scale, agg.upper / agg.scale
+    return value, iv, UNINFORMATIVE if uninformative(agg.func, lower, upper, iv) else None
 
 
 def run_sql(

@@ -29,7 +29,7 @@ import secrets
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from tessera.errors import InputError, IntegrityError, PolicyError
 from tessera.mpc import knn_seal
 from tessera.mpc.knn_local import reconstruct_result, run_local_parties, share_patient
 from tessera.mpc.knn_spec import Feature, KnnJob, PatientQuery, PlainResult
+from tessera.mpc.result import uninformative
 from tessera.tables.encode import PRIME, encode_rows, read_csv, share_parts
 from tessera.tables.schema import Column, Schema, parse_value
 from tessera.tables.store import Catalog
@@ -56,6 +57,7 @@ __all__ = [
     "Profile",
     "build_job",
     "dp_aggregates",
+    "exact_document",
     "patient_units",
     "private_document",
     "read_patient",
@@ -63,6 +65,7 @@ __all__ = [
     "recommend_local",
     "recommend_table",
     "result_document",
+    "table_profile",
 ]
 
 
@@ -284,7 +287,7 @@ def recommend_table(
     env: Environment,
     table: str,
     patient: Mapping[str, Any],
-    profile_text: str,
+    profile_text: str | None,
     *,
     k: int | None = None,
     radius: str | int | None = None,
@@ -301,7 +304,7 @@ def recommend_table(
     """
     manifest = Catalog(env.home).get(table)
     schema = Schema.from_dict(manifest["schema"])
-    profile = read_profile(profile_text)
+    profile = read_profile(profile_text) if profile_text is not None else table_profile(manifest)
     rows = int(manifest["rows"])
     if rows < 1:
         raise InputError(f"table {table} has no rows")
@@ -316,21 +319,11 @@ def recommend_table(
                 f"--epsilon: {table} has no differential privacy policy "
                 "(tessera table policy NAME --mode dp ...)"
             )
+        # the custodians' minimum group: treatments below it are suppressed in the MPC
+        job = replace(job, min_group=min(policy.min_group_size, rows + 1))
         start = time.perf_counter()
         values = _run_knn(env, table, manifest, job, query, None, signer)
-        if len(values) != job.treatments * 3 or any(v < 0 for v in values):
-            raise IntegrityError("the custodians returned a malformed result")
-        grid = np.array(values, dtype=object).reshape(job.treatments, 3)
-        counts = tuple(int(v) for v in grid[:, 0])
-        result = PlainResult(
-            sum(counts),
-            counts,
-            tuple(int(v) for v in grid[:, 1]),
-            tuple(int(v) for v in grid[:, 2]) if job.event is not None else None,
-        )
-        doc = result_document(job, schema, result, time.perf_counter() - start)
-        doc["privacy"] = None
-        return doc
+        return exact_document(job, schema, values, k, time.perf_counter() - start)
     ensure_validated(env, [table], signer)
     factor = 2 if job.mode == "k" else 1
     aggregates = [
@@ -370,6 +363,53 @@ def recommend_table(
         budget=budget,
     )
     return private_document(job, schema, answer, k, time.perf_counter() - start)
+
+
+def table_profile(manifest: Mapping[str, Any]) -> Profile:
+    """The ``recommend:`` profile saved with the table's schema at import or create."""
+    section = manifest.get("recommend")
+    if not isinstance(section, Mapping):
+        raise InputError(
+            f"table {manifest.get('name')} has no recommendation profile: give --profile FILE "
+            "(a YAML with a recommend: section)"
+        )
+    return read_profile(yaml.safe_dump({"recommend": dict(section)}))
+
+
+def exact_document(
+    job: KnnJob, schema: Schema, values: Sequence[int], k: int | None, seconds: float
+) -> dict[str, Any]:
+    """The document of an exact release: ``[flag per treatment] + treatments x 3`` cells.
+
+    A treatment whose flag is 0 had fewer than ``job.min_group`` of the selected
+    patients: the MPC zeroed its cells; here it is marked ``suppressed`` with a ``note``.
+    """
+    t = job.treatments
+    flags = list(values[:t]) if job.min_group else [1] * t
+    cells = values[t:] if job.min_group else values
+    if len(cells) != t * 3 or any(v < 0 for v in cells) or any(f not in (0, 1) for f in flags):
+        raise IntegrityError("the custodians returned a malformed result")
+    grid = np.array(cells, dtype=object).reshape(t, 3)
+    counts = tuple(int(v) for v in grid[:, 0])
+    selected = min(k, job.rows) if job.mode == "k" and k is not None else sum(counts)
+    result = PlainResult(
+        selected,
+        counts,
+        tuple(int(v) for v in grid[:, 1]),
+        tuple(int(v) for v in grid[:, 2]) if job.event is not None else None,
+    )
+    doc = result_document(job, schema, result, seconds)
+    for entry, flag in zip(doc["treatments"], flags, strict=True):
+        entry["suppressed"] = flag == 0
+        if flag == 0:
+            entry.update({key: None for key in entry if key not in ("treatment", "suppressed")})
+            entry["note"] = (
+                f"suppressed: fewer than {job.min_group} of the selected patients "
+                "(the table's minimum group size)"
+            )
+    doc["min_group"] = job.min_group
+    doc["privacy"] = None
+    return doc
 
 
 def dp_aggregates(schema: Schema, job: KnnJob) -> list[Aggregate]:
@@ -422,6 +462,7 @@ def private_document(
         row, ivs = release.rows[c], release.intervals[c]
         entry: dict[str, Any] = {"treatment": name}
         intervals: dict[str, list[float] | None] = {}
+        flagged: dict[str, bool] = {}
         for j, col in enumerate(cols):
             value, iv = row[j], ivs[j]
             if col == "failures" and value is not None and iv is not None:
@@ -431,8 +472,17 @@ def private_document(
                 value = round(value)
             entry[col] = value
             intervals[col] = None if iv is None else [float(iv[0]), float(iv[1])]
+            agg = release.plan.aggregates[j]
+            lo, hi = agg.lower / agg.scale, agg.upper / agg.scale
+            flagged[col] = uninformative(agg.func, lo, hi, intervals[col])
         entry["intervals"] = intervals
+        entry["uninformative"] = flagged
         entry["suppressed"] = release.suppressed[c]
+        if release.suppressed[c]:
+            entry["note"] = (
+                f"suppressed: noisy count below {release.plan.min_group_size} "
+                "(the policy's minimum group size)"
+            )
         entries.append(entry)
     privacy = answer.privacy
     if privacy is not None:  # the same clamped intervals in both places

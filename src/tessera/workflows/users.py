@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tessera.errors import ConfigError, InputError, NotFoundError, UsageError
+from tessera.config import missing_environment
+from tessera.errors import InputError, NotFoundError, UsageError
 
 __all__ = ["ROLES", "User", "add_user", "authenticate", "list_users", "remove_user"]
 
@@ -92,7 +93,7 @@ def add_user(home: Path, name: str, role: str, signers: Sequence[Any] = ()) -> s
     officer, two for a privileged role once the roster has two privileged people).
     """
     if not (home / "tessera.toml").exists():
-        raise ConfigError(f"no Tessera environment at {home} (run tessera init)")
+        raise missing_environment(home)
     if not _NAME.match(name):
         raise UsageError("a user name is 1-64 letters, digits, '.', '_', '@' or '-'")
     if role not in ROLES:

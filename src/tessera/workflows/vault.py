@@ -7,7 +7,7 @@ it writes the ``[vault]`` table::
     [vault]
     write_quorum = 5          # stores that must take a fragment for a put to commit (k+1..n)
     open_timeout_s = 30.0     # how long get waits for a store before using the others
-    read_stall_s = 60.0       # a store silent this long mid-read is set aside
+    read_stall_s = 60.0       # a store silent this long (list, read, write) is set aside
     scheme = "shamir"         # default for 'vault put'
     signing_key = "keys/owner.key"
     verify_key = "keys/owner.pub"

@@ -133,7 +133,7 @@ def test_sftp_store_dying_mid_get(
     assert set(got.missing) >= {1, 5} and got.used == [2, 3, 4]
     # With the SFTP store gone for good, a put needing all five stores fails cleanly.
     with pytest.raises(StorageUnavailableError, match="store 1"):
-        _vault(stores, state_dir=tmp_path / "state").put(io.BytesIO(b"new"), 3, "big")
+        _vault(stores, state_dir=tmp_path / "state").put(io.BytesIO(b"new"), 3, "big", replace=True)
     reader.get("big", tmp_path / "old", manifest=None)
     assert (tmp_path / "old").read_bytes() == data
     for store in stores[1:]:
@@ -164,7 +164,7 @@ def test_sftp_store_dying_mid_put_keeps_old_version(
             doomed_ssh_server.stop()
 
     with pytest.raises(StorageUnavailableError, match="4 of 5 stores written"):
-        vault.put(io.BytesIO(new), len(new), "f", progress=progress)
+        vault.put(io.BytesIO(new), len(new), "f", replace=True, progress=progress)
     assert killed
     vault.get("f", tmp_path / "out")
     assert (tmp_path / "out").read_bytes() == old
@@ -209,7 +209,7 @@ def test_killed_put_is_cleaned_up_by_next_command(
         for _ in range(48):
             out.write(os.urandom(1 << 20))
     proc = subprocess.Popen(
-        [exe, "vault", "put", str(tmp_path / "big"), "--name", "f"], env=run_env
+        [exe, "vault", "put", str(tmp_path / "big"), "--name", "f", "--replace"], env=run_env
     )
     staging = tmp_path / "a" / "tmp"
     deadline = time.monotonic() + 60
@@ -258,7 +258,7 @@ def test_twenty_concurrent_puts_and_gets_over_real_servers(
         try:
             vault.put(io.BytesIO(payloads[name]), len(payloads[name]), name)
             if name.endswith(("0", "5")):  # a few racing puts of one name
-                vault.put(io.BytesIO(name.encode()), len(name), "shared")
+                vault.put(io.BytesIO(name.encode()), len(name), "shared", replace=True)
             vault.get(name, tmp_path / name)
             assert (tmp_path / name).read_bytes() == payloads[name]
         except BaseException as exc:

@@ -46,6 +46,9 @@ def test_record_verify_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         "problem": None,
         "heads": 2,
         "signed_size": 2,
+        "unsigned": 0,
+        "custodians": {"checked": [], "unreachable": None, "problems": [], "no_custodians": True},
+        "offline": False,
     }
     target = tmp_path / "bundle.json"
     code, _, _ = _run(

@@ -206,3 +206,31 @@ def test_inspect_shows_public_header(
     rows = json.loads(capsys.readouterr().out)
     assert [r["index"] for r in rows] == [1, 2, 3]
     assert rows[0]["padded_size"] >= 300_000
+
+
+def test_existing_outputs_need_force(
+    sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "frags"
+    split = ["share", "split", str(sample), "-k", "2", "-n", "3", "--out", str(out)]
+    assert main(split) == 0
+    frags = _frags(out)
+    before = [f.read_bytes() for f in frags]
+    capsys.readouterr()
+    # A second split over the same fragment names is refused and changes nothing.
+    assert main(split) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already exists" in err and "--force" in err
+    assert [f.read_bytes() for f in frags] == before
+    # combine --out onto an existing file: refused, the file is kept as it was.
+    precious = tmp_path / "precious.txt"
+    precious.write_bytes(b"the only copy of something else")
+    assert main(["share", "combine", *map(str, frags), "--out", str(precious)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert precious.read_bytes() == b"the only copy of something else"
+    assert not list(tmp_path.glob(".precious.txt.*"))
+    # --force overwrites, atomically.
+    assert main(["share", "combine", *map(str, frags), "--out", str(precious), "--force"]) == 0
+    assert precious.read_bytes() == sample.read_bytes()
+    assert main([*split, "--force"]) == 0
+    assert [f.read_bytes() for f in frags] != before

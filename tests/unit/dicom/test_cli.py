@@ -52,7 +52,7 @@ def test_deidentify_folder_json_report(
     code, doc = run_json(
         capsys, "deidentify", str(inputs), str(tmp_path / "out"), "--home", str(home)
     )
-    assert code == 0
+    assert code == 1  # two inputs failed: the report lists them, the exit code says so
     by_name = {Path(f["input"]).name: f for f in doc["files"]}
     assert set(by_name) == {"Doe_0.dcm", "Doe_1.dcm", "Doe_2.dcm", "broken.dcm", "notes.txt"}
     assert by_name["broken.dcm"]["status"] == "failed" and by_name["broken.dcm"]["output"] is None
@@ -84,7 +84,7 @@ def test_options_and_key_file(
     args = ["deidentify", str(inputs / "nested" / "Doe_0.dcm"), str(tmp_path / "o")]
     code, doc = run_json(capsys, *args, "--option", "113107", "--option", "clean-descriptors",
                          "--key-file", str(key), "--home", str(tmp_path / "h"))  # fmt: skip
-    assert code == 0
+    assert code == 0  # one good file
     assert doc["profile"]["options"] == ["113105", "113107"]
     assert doc["files"][0]["date_shift_days"] > 0
     assert main(["dicom", *args, "--option", "113999", "--home", str(tmp_path / "h")]) == 2
@@ -94,8 +94,17 @@ def test_options_and_key_file(
     assert "readable by others" in capsys.readouterr().err
 
 
-def test_strict_exit_code_and_missing_input(tmp_path: Path, inputs: Path) -> None:
+def test_failed_file_exit_code_and_missing_input(
+    tmp_path: Path, inputs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     home = ["--home", str(tmp_path / "h")]
+    assert main(["dicom", "deidentify", str(inputs), str(tmp_path / "o"), *home]) == 1
+    captured = capsys.readouterr()
+    assert "file(s) failed" in captured.err and "de-identified" in captured.out
+    # --json still reports every file, and the exit code still says one failed
+    code = main(["dicom", "deidentify", str(inputs), str(tmp_path / "o2"), "--json", *home])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 1 and doc["summary"]["failed"] >= 1 and len(doc["files"]) == 5
     assert main(["dicom", "deidentify", str(inputs), str(tmp_path / "o"), "--strict", *home]) == 1
     assert main(["dicom", "deidentify", str(tmp_path / "nope"), str(tmp_path / "o"), *home]) == 1
 
@@ -107,9 +116,9 @@ def test_real_entry_point(tmp_path: Path, inputs: Path) -> None:
          "--workers", "2", "--home", str(tmp_path / "home")],
         capture_output=True, text=True, timeout=120, env={**os.environ, "TESSERA_DEBUG": ""},
     )  # fmt: skip
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 1, run.stderr
     doc = json.loads(run.stdout)
-    assert len(doc["files"]) == 5
+    assert len(doc["files"]) == 5 and doc["summary"]["failed"] == 2
     assert "Traceback" not in run.stderr
 
 

@@ -93,3 +93,20 @@ def test_injectors_work_on_a_small_population(scenario: str) -> None:
     people = population(rng, 10)
     events = inject(scenario, rng, T0 + timedelta(days=8), people)
     assert events and all(e.recorded is not None for e in events)
+
+
+def test_tampering_names_the_store_that_holds_the_fragments_not_the_gateway() -> None:
+    check = AuditEvent(
+        "vault.verify",
+        outcome="failure",
+        user="steward",
+        source="gateway",
+        entity="",
+        entity_type="object",
+        recorded=T0,
+        detail={"command": "vault verify", "error": "exit_1", "stores": "2,3"},
+    )
+    (alert,) = scan([(0, check)], MonitorSettings(anomaly=None))
+    assert alert.kind == "fragment-tampering" and alert.subject["node"] == "stores 2, 3"
+    assert "held by stores 2, 3" in alert.explanation
+    assert "gateway" not in alert.explanation and "()" not in alert.explanation

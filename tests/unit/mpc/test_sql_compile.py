@@ -96,11 +96,18 @@ def test_order_by_position_out_of_range() -> None:
         ("DELETE FROM t", "DELETE"),
         ("SELECT COUNT(*) FROM (SELECT * FROM t)", "subquer"),
         ("SELECT AVG(visit) FROM t", "AVG of date"),
+        ("SELECT COUNT(*) FROM t WHERE sex LIKE 'F%'", "LIKE"),
+        ("SELECT COUNT(*) FROM t GROUP BY sex HAVING MEDIAN(age) > 3", "MEDIAN"),
+        ("SELECT COUNT(*) FROM t WHERE age IN (SELECT age FROM u)", "subquer"),
+        ("WITH x AS (SELECT 1) SELECT COUNT(*) FROM t", "WITH"),
+        ("SELECT DISTINCT sex FROM t", "DISTINCT"),
     ],
 )
 def test_unsupported_constructs_are_named(sql: str, named: str) -> None:
-    with pytest.raises(UnsupportedError, match=named):
+    """Every refusal of a construct starts with ``unsupported:`` (docs/sql.md) and names it."""
+    with pytest.raises(UnsupportedError, match=named) as caught:
         plan(sql)
+    assert str(caught.value).startswith("unsupported: "), str(caught.value)
 
 
 def test_unknown_names_are_input_errors() -> None:

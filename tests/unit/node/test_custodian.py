@@ -238,3 +238,20 @@ def test_authenticate_needs_a_roster_signature(custodian: Custodian) -> None:
     policy_sig = PEOPLE["rita"].sign(SignedDocument(job), context=POLICY_CONTEXT)
     with pytest.raises(IntegrityError):  # a signature for another purpose
         custodian.authenticate({"job": job, "signatures": policy_sig.to_dict()["signatures"]})
+
+
+def test_recommend_jobs_keep_the_minimum_group_too() -> None:
+    from tessera.mpc.knn_spec import Feature, KnnJob
+    from tessera.workflows.job_checks import check_exact_job
+
+    def knn_job(min_group: int, rows: int = 100) -> dict[str, object]:
+        spec = KnnJob(
+            rows, (Feature("age", "numeric", 1, 0, 9),), "rx", 3, "ttf", min_group=min_group
+        )
+        return {"type": "knn", "params": {"job": spec.to_json()}}
+
+    exact = Policy()  # minimum group 5
+    check_exact_job(knn_job(5), exact, ("hiv",))
+    with pytest.raises(PolicyError, match="minimum group size 0 is below hiv's 5"):
+        check_exact_job(knn_job(0), exact, ("hiv",))  # a patched client asks for no floor
+    check_exact_job(knn_job(4, rows=3), exact, ("hiv",))  # 3 rows: everything is hidden

@@ -20,6 +20,7 @@ from tessera.errors import (
 from tessera.vault import Store, Vault, refresh, repair, verify
 from tessera.vault.catalogue import combine_manifest
 from tessera.vault.journal import Journal, Record
+from tessera.vault.record import NameTakenError
 
 from .kit import OWNER, FlakyFS, data_file, folder_stores, put_bytes, random_bytes
 
@@ -57,7 +58,9 @@ def test_stores_see_neither_names_nor_sizes(make_vault: MakeVault, tmp_path: Pat
 def test_new_version_replaces_old(make_vault: MakeVault, tmp_path: Path) -> None:
     vault = make_vault()
     put_bytes(vault, "f", b"old" * 100)
-    result = put_bytes(vault, "f", b"new" * 100)
+    with pytest.raises(NameTakenError, match="--replace"):
+        put_bytes(vault, "f", b"new" * 100)
+    result = put_bytes(vault, "f", b"new" * 100, replace=True)
     assert result.replaced == 1
     vault.get("f", tmp_path / "out")
     assert (tmp_path / "out").read_bytes() == b"new" * 100
@@ -158,7 +161,7 @@ def test_put_fails_cleanly_when_a_store_breaks(make_vault: MakeVault, tmp_path: 
     put_bytes(vault, "f", data_old)
     flaky_fs.budget = 1_000_000
     with pytest.raises(StorageUnavailableError, match="4 of 5 stores written, need 5"):
-        put_bytes(vault, "f", data_new)
+        put_bytes(vault, "f", data_new, replace=True)
     flaky_fs.budget = None
     vault.get("f", tmp_path / "out")
     assert (tmp_path / "out").read_bytes() == data_old
@@ -315,7 +318,7 @@ def test_twenty_concurrent_puts_and_gets(memory_url: str, tmp_path: Path) -> Non
     def work(name: str) -> None:
         try:
             put_bytes(vault, name, payloads[name])
-            put_bytes(vault, "shared", name.encode())
+            put_bytes(vault, "shared", name.encode(), replace=True)
             vault.get(name, tmp_path / name)
             assert (tmp_path / name).read_bytes() == payloads[name]
         except BaseException as exc:
@@ -387,7 +390,7 @@ def test_crashed_refresh_is_rolled_forward(
     data = random_bytes(40_000)
     put_bytes(vault, "f", data)
     # The refresh "dies" right after its new catalogue entry committed.
-    monkeypatch.setattr(Vault, "_finish", lambda self, record, committed: None)
+    monkeypatch.setattr(Vault, "_finish", lambda self, record, committed, **kw: None)
     refresh(vault, "f")
     monkeypatch.undo()
     assert len(list((tmp_path / "store-1" / "data").iterdir())) == 2  # old + new generation

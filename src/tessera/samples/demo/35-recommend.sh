@@ -24,4 +24,4 @@ tessera recommend --table hiv --patient hiv/patient.json --k 50 \
 echo "-- every patient within distance 600, as JSON (regimens that occur)"
 tessera recommend --table hiv --patient hiv/patient.json --radius 600 \
   --profile hiv/hiv.schema.yaml --home "$H" --json \
-  | "$PY" -c 'import json,sys; d=json.load(sys.stdin); print("selected:", d["k"], "of", d["rows"]); print(*[t for t in d["treatments"] if t["count"]][:5], sep="\n")'
+  | "$PY" -c 'import json,sys; d=json.load(sys.stdin); print("selected:", d["k"], "of", d["rows"]); print(*[json.dumps(t) for t in d["treatments"] if t["count"]][:5], sep="\n")'

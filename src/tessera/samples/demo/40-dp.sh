@@ -38,10 +38,10 @@ import json
 d = json.load(open("release.json"))
 p = d["privacy"]
 print("rows:", d["rows"])
-print("intervals:", {c["column"]: c["intervals"] for c in p["columns"]})
+print("intervals:", json.dumps({c["column"]: c["intervals"] for c in p["columns"]}))
 print(f"guarantee: ({p['epsilon']:.3f}, {p['delta']:g})-DP = rho {p['rho']:.4f}-zCDP "
       f"from any {p['honest_custodians_needed']} of {p['custodians']} custodians")
-print("budget remaining:", p["budget_remaining"])
+print("budget remaining:", json.dumps(p["budget_remaining"]))
 PY
 echo "-- MIN/MAX have no useful DP release here: refused with one line (exit 1)"
 if tessera query "SELECT MAX(age) FROM patients" --researcher alice --home "$H"; then

@@ -44,7 +44,7 @@ def call(method, path, token=None, body=None):
 print("-- rita runs a secure query through the API (the custodians compute it)")
 status, doc = call("POST", "api/v1/query", os.environ["RITA"],
                    {"sql": "SELECT COUNT(*) AS n, AVG(hba1c), MAX(ldl) FROM labs"})
-print(f"   HTTP {status}: {dict(zip(doc['columns'], doc['rows'][0]))}")
+print(f"   HTTP {status}: {json.dumps(dict(zip(doc['columns'], doc['rows'][0])))}")
 print("-- a guessed token: refused, and recorded as a failed login")
 status, doc = call("GET", "api/v1/me", "guess")
 print(f"   HTTP {status}: {doc['message']}")

@@ -14,6 +14,6 @@ tessera risk anonymize cohort.csv --qi age,zip,sex,admitted --k 11 --l 2 \
   --out cohort-k11.csv
 echo "== risk: the anonymised table, re-assessed (JSON for scripts)"
 tessera risk assess cohort-k11.csv --qi age,zip,sex,admitted --sensitive diagnosis --json \
-  | "$PY" -c 'import json,sys; d=json.load(sys.stdin); print({k: d[k] for k in ("rows","k_anonymity","l_diversity","t_closeness","prosecutor","marketer")})'
+  | "$PY" -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps({k: d[k] for k in ("rows","k_anonymity","l_diversity","t_closeness","prosecutor","marketer")}))'
 echo "== risk: which mechanisms fit the request (request.yaml)"
 tessera risk recommend request.yaml

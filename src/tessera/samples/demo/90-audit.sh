@@ -40,7 +40,7 @@ tessera monitor export --home "$H" --no-anomaly --stix "$DEMO_DIR/alerts.stix.js
 "$PY" - "$DEMO_DIR/alerts.stix.json" <<'PY'
 import collections, json, sys
 bundle = json.load(open(sys.argv[1]))
-print("   objects:", dict(collections.Counter(o["type"] for o in bundle["objects"])))
+print("   objects:", json.dumps(dict(collections.Counter(o["type"] for o in bundle["objects"]))))
 PY
 echo "-- and the real log still verifies"
 tessera audit verify --home "$H" --json
