@@ -18,6 +18,11 @@ PY
 echo "-- restore from the four that are left: the corrupted one is named and set aside"
 tessera share combine fragments/*.tfrag --out restored.bin
 cmp scan.bin restored.bin && echo "restored.bin is identical to scan.bin"
+echo "-- an existing output is never overwritten silently (exit 1 without --force)"
+if tessera share combine fragments/*.tfrag --out restored.bin 2>exists.err; then
+  echo "unexpected success"; exit 1
+fi
+sed 's/^/   /' exists.err
 echo "-- with only two good fragments left, Tessera refuses (exit 1) and writes nothing"
 if tessera share combine fragments/scan.bin.2-of-5.tfrag fragments/scan.bin.3-of-5.tfrag \
      fragments/scan.bin.4-of-5.tfrag --out refused.bin; then

@@ -11,6 +11,11 @@ echo "-- an 8 MiB 'scan' goes into the vault: 3-of-5 over five stores"
 head -c $((8 * 1024 * 1024)) /dev/urandom > scan.bin
 tessera vault put scan.bin --name "patient-0042/ct-chest.dcm"
 tessera vault ls
+echo "-- a second put under the same name is refused unless --replace says so (exit 1)"
+if tessera vault put scan.bin --name "patient-0042/ct-chest.dcm" 2>put.err; then
+  echo "unexpected success"; exit 1
+fi
+sed 's/^/   /' put.err
 echo "-- what a store sees: random ids and bucketed sizes, no names"
 find "$H/stores/node-1" -type f -printf '   %P  %s bytes\n'
 echo "-- stores 2 and 5 are lost (folders deleted)"
@@ -32,3 +37,12 @@ tessera vault get "patient-0042/ct-chest.dcm" --out again.bin
 cmp scan.bin again.bin && echo "still restores to the same file"
 tessera vault rm "patient-0042/ct-chest.dcm"
 tessera vault ls --json
+echo "-- a dead vault says so: three of five stores deleted, the owner's signed record"
+echo "   of the catalogue names what is lost (verify exits 2, ls refuses)"
+tessera vault put scan.bin --name "patient-0043/mr-knee.dcm" >/dev/null
+rm -rf "$H/stores/node-1" "$H/stores/node-2" "$H/stores/node-3"
+set +e; tessera vault verify; code=$?; set -e
+echo "   exit code $code"
+if tessera vault ls 2>ls.err; then echo "unexpected success"; exit 1; fi
+sed 's/^/   /' ls.err
+test ! -e "$H/stores/node-1" && echo "   (reading re-created no store folder)"

@@ -29,6 +29,23 @@ tessera query "SELECT p.sex, COUNT(*), AVG(l.hba1c), MAX(l.ldl) FROM patients p
   --home "$H" --json
 echo "-- groups smaller than 5 are suppressed inside the MPC, before anything is revealed"
 tessera query "SELECT regimen, COUNT(*) FROM patients WHERE age > 95 GROUP BY regimen" --home "$H"
+echo "-- one CSV from a registry that names each row's hospital: imported in one command"
+"$PY" - <<'PY'
+import csv
+rows = []
+for h in (1, 2, 3):
+    with open(f"cohort/hospital-{h}.csv", newline="") as f:
+        for i, row in enumerate(csv.DictReader(f)):
+            if i < 200:
+                rows.append({**row, "hospital": f"site-{h}"})
+with open("registry.csv", "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+PY
+tessera table import registry.csv --name registry --origin-column hospital \
+  --schema cohort/patients.schema.yaml --home "$H"
+tessera query "SELECT hospital, COUNT(*), AVG(age) FROM registry GROUP BY hospital" --home "$H"
 echo "-- unsupported SQL is refused, naming the construct (exit 1)"
 if tessera query "SELECT COUNT(*) FROM patients WHERE age < cd4" --home "$H"; then
   echo "unexpected success"; exit 1
