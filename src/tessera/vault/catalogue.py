@@ -16,7 +16,7 @@ from typing import BinaryIO, cast
 from tessera.core.fragment import combine_stream, split_stream
 from tessera.core.rng import RandomSource
 from tessera.errors import TesseraError
-from tessera.vault.manifest import Manifest, Verifier, decode
+from tessera.vault.manifest import Manifest, Verifier, decode, is_entry_id
 from tessera.vault.store import Store
 from tessera.vault.transfer import on_each
 
@@ -51,7 +51,7 @@ def scan(stores: Sequence[Store], *, timeout_s: float | None = None) -> Listing:
             unreachable[store.id] = str(names)
             continue
         for name in names:
-            if len(name) == 32 and all(c in "0123456789abcdef" for c in name):
+            if is_entry_id(name):
                 entries.setdefault(name, set()).add(store.id)
     return Listing(entries, unreachable)
 

@@ -30,7 +30,16 @@ from typing import Any, Protocol
 
 from tessera.errors import IntegrityError, InvalidShareError
 
-__all__ = ["SIGNING_CONTEXT", "Manifest", "Signer", "Verifier", "decode", "digest", "encode"]
+__all__ = [
+    "SIGNING_CONTEXT",
+    "Manifest",
+    "Signer",
+    "Verifier",
+    "decode",
+    "digest",
+    "encode",
+    "is_entry_id",
+]
 
 MAGIC = b"TSMF"
 VERSION = 2
@@ -136,7 +145,12 @@ def decode(data: bytes, verifier: Verifier) -> Manifest:
     return manifest
 
 
-_HEX32 = frozenset("0123456789abcdef")
+_HEX = frozenset("0123456789abcdef")
+
+
+def is_entry_id(text: str) -> bool:
+    """Whether ``text`` has the form of an object or catalogue entry id (32 hex digits)."""
+    return len(text) == 32 and set(text) <= _HEX
 
 
 def _check_fields(m: Manifest) -> None:
@@ -144,7 +158,7 @@ def _check_fields(m: Manifest) -> None:
     ints = (m.size, m.created_ns, m.generation, m.k, m.n)
     strs = (m.name, m.created, m.object_id, m.scheme, m.entry_id, m.key_id, m.tags)
     ok = all(type(v) is int and v >= 0 for v in ints) and all(type(v) is str for v in strs)
-    ok = ok and all(len(v) == 32 and set(v) <= _HEX32 for v in (m.object_id, m.entry_id))
+    ok = ok and is_entry_id(m.object_id) and is_entry_id(m.entry_id)
     ok = ok and 2 <= m.k <= m.n <= 255 and m.generation < 1 << 32
     if not ok:
         raise InvalidShareError("signed manifest has an unexpected shape")
