@@ -50,6 +50,7 @@ __all__ = [
     "InvalidShareError",
     "JobAbortedError",
     "NotFoundError",
+    "OutputHeldError",
     "PolicyError",
     "RecoveryError",
     "ReplayError",
@@ -160,6 +161,18 @@ class ForbiddenError(PolicyError):
     """The user's role does not allow this operation."""
 
     code = "forbidden"
+
+
+class OutputHeldError(PolicyError):
+    """The custodians hold a release back for its steward (it failed a disclosure check)."""
+
+    code = "output_held"
+    http_status = 409
+
+    def __init__(self, message: str, *, job_id: str = "", reasons: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.reasons = reasons
 
 
 class AuthenticationError(TesseraError):

@@ -33,6 +33,7 @@ def test_list_names_every_step() -> None:
         "recommend",
         "dp",
         "custodians",
+        "requests",
         "dicom",
         "gateway",
         "risk",

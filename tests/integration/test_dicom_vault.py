@@ -1,4 +1,5 @@
-"""The identity table and received objects in the vault; re-identification is audited."""
+"""The identity table and received objects in the vault (escrowed); re-identification
+needs two stewards or officers and is audited."""
 
 from __future__ import annotations
 
@@ -22,9 +23,18 @@ from pynetdicom.sop_class import CTImageStorage, SecondaryCaptureImageStorage  #
 from tessera.cli.main import main
 from tessera.config import Environment
 from tessera.errors import NotFoundError, TesseraError
+from tessera.keys.documents import SignedDocument
 from tessera.workflows.audit import gateway_log, verify_log
-from tessera.workflows.dicom import deidentify_paths, reidentify, start_node
+from tessera.workflows.dicom import deidentify_paths, start_node
 from tessera.workflows.nodes import stop_nodes
+from tessera.workflows.people import add_person, unlock
+from tessera.workflows.reidentify import (
+    cosign,
+    identity_ref,
+    reidentify_body,
+    run_reidentify,
+    sign_reidentify,
+)
 from tessera.workflows.vault import open_vault
 
 # dcmtk's storescu (pynetdicom installs a Python one of the same name in the venv)
@@ -51,12 +61,29 @@ def _stop_custodians(tmp_path: Path) -> Iterator[None]:
 
 
 def _init(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``tessera init``: the owner's key (the vault's signer) encrypted under a passphrase."""
+    """``tessera init``: the owner's key (the vault's signer) encrypted under a passphrase;
+    a second privileged person (otto, an officer) to co-sign re-identification."""
     monkeypatch.setenv("TESSERA_PASSPHRASE", PASSPHRASE)
     monkeypatch.delenv("TESSERA_PERSON", raising=False)
     args = ["init", str(home), "--nodes", "3", "--threshold", "2"]
     assert main([*args, "--unencrypted-key"]) == 1  # no longer offered
     assert main(args) == 0
+    env = Environment.load(home)
+    owner = unlock(env, "owner", PASSPHRASE.encode(), record=False)
+    add_person(env, "otto", ["officer"], PASSPHRASE.encode(), [owner])
+
+
+def _approved(home: Path, refs: list[str]) -> SignedDocument:
+    """A re-identification request by the owner, co-signed by otto (the quorum of 2)."""
+    env = Environment.load(home)
+    owner, otto = (unlock(env, n, PASSPHRASE.encode(), record=False) for n in ("owner", "otto"))
+    return cosign(sign_reidentify(reidentify_body(refs, "test", "owner"), owner), otto)
+
+
+def reidentify(home: Path, pseudonym: str) -> dict[str, str]:
+    """The identity behind ``pseudonym``, through the custodians (two signers)."""
+    found = run_reidentify(home, _approved(home, [identity_ref(pseudonym)]))
+    return found[pseudonym]
 
 
 def _reidentify_outcomes(home: Path) -> list[str]:
@@ -169,7 +196,7 @@ def test_node_keeps_originals_secret_shared_and_fetches_them_audited(
     source = dcmread(ct_small())
     for identifier in (str(source.PatientName), source.PatientID, source.SOPInstanceUID):
         assert identifier not in " ".join(names)
-    # the stores hold shares only: no identifying bytes anywhere in them
+    # the stores hold fragments of ciphertext only: no identifying bytes anywhere in them
     needles = [str(source.PatientName).encode(), source.SOPInstanceUID.encode()]
     for path in (home / "stores").rglob("*"):
         if path.is_file():
@@ -178,33 +205,38 @@ def test_node_keeps_originals_secret_shared_and_fetches_them_audited(
     # fetched by the de-identified copy's SOP Instance UID: the data set as sent, byte for byte
     new_uid = copies[0].rsplit("/", 1)[1].removesuffix(".dcm")
     out = tmp_path / "original.dcm"
-    assert main(["dicom", "original", new_uid, "--out", str(out), "--home", str(home)]) == 0
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps(_approved(home, originals).to_dict()))
+    fetch = ["dicom", "original", new_uid, "--out", str(out), "--home", str(home)]
+    assert main([*fetch, "--reason", "alone", "--as", "owner"]) == 1  # one signature
+    assert not out.exists()
+    assert main([*fetch, "--request", str(request)]) == 0
     assert _dataset_bytes(out) == _dataset_bytes(ct_small())
     back = dcmread(out)
     assert back.PatientName == source.PatientName and back.SOPInstanceUID == source.SOPInstanceUID
     # through the real entry point, by pseudonym, as JSON
     pseudonym = copies[0].split("/")[1]
     again = tmp_path / "again"
+    request.write_text(json.dumps(_approved(home, originals).to_dict()))  # a new approval
     done = subprocess.run(
         [str(Path(sys.executable).parent / "tessera"), "dicom", "original", pseudonym,
-         "--out", str(again), "--json", "--home", str(home)],
+         "--out", str(again), "--json", "--request", str(request), "--home", str(home)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["originals"][0]["name"] == originals[0]
     assert Path(again).read_bytes() == out.read_bytes()
-    assert (
-        main(["dicom", "original", "2.25.1", "--out", str(tmp_path / "x"), "--home", str(home)])
-        == 1
-    )
+    missing = ["dicom", "original", "2.25.1", "--out", str(tmp_path / "x"), "--home", str(home)]
+    assert main([*missing, "--reason", "test"]) == 1
     assert not (tmp_path / "x").exists()
     assert verify_log(home, note=False).ok
     events = [e for _, e in gateway_log(home).events() if e.entity_type == "dicom-original"]
     assert [(e.action, e.outcome, e.entity) for e in events] == [
+        ("dicom.reidentify", "denied", originals[0]),
         ("dicom.reidentify", "success", originals[0]),
         ("dicom.reidentify", "success", originals[0]),
         ("dicom.reidentify", "not_found", "dicom-original/*/2.25.1.dcm"),
-    ]  # two retrievals and one miss, all audited
+    ]  # one refusal, two retrievals and one miss, all audited
     assert all(e.patient in ("", pseudonym) for e in events)
 
 

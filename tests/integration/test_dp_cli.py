@@ -157,5 +157,7 @@ def test_table_policy_attaches_to_a_table_group(home: Path) -> None:
         "min_group_size": 5,
         "grants": None,
         "bounds": {},
+        "approval": "none",
+        "output_checks": None,
         "set": False,
     }

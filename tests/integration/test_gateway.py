@@ -4,11 +4,7 @@ console's files and headers."""
 
 from __future__ import annotations
 
-import csv
-import importlib
-import shutil
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,93 +12,21 @@ from typing import Any
 
 import httpx
 import pytest
+from gateway_fixtures import BIN, PASSPHRASE, Gateway, chromium, running_gateway
+from gateway_fixtures import serve as _serve
+from gateway_fixtures import sign_in as _sign_in
+from gateway_fixtures import wait_text as _wait_text
 
-from tessera.cli.main import main
-from tessera.config import Environment
 from tessera.workflows.environment import init_environment
-from tessera.workflows.nodes import stop_nodes
-from tessera.workflows.people import Signer, roster_from_nodes, unlock
-from tessera.workflows.tables import import_csv
-from tessera.workflows.users import add_user
-from tessera.workflows.vault import init_vault
+from tessera.workflows.people import roster_from_nodes
 
 pytestmark = pytest.mark.integration
-
-BIN = Path(sys.executable).with_name("tessera")
-PASSPHRASE = "test passphrase"
-
-
-def _serve(home: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
-    """Start ``tessera serve --port 0`` on ``home``; the process and its URL."""
-    log = home / f"serve-{len(list(home.glob('serve-*.err')))}.err"
-    with log.open("w") as err:
-        proc = subprocess.Popen(
-            [str(BIN), "serve", "--port", "0", *extra, "--home", str(home)],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-        )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("gateway listening on "), line + log.read_text()
-    return proc, line.split(" on ", 1)[1].strip()
-
-
-class Gateway:
-    def __init__(self, env: Environment, rows: list[dict[str, str]], owner: Signer) -> None:
-        self.env, self.rows = env, rows
-        home = env.home
-        # every user joins the custodians' roster, their key encrypted under their token
-        self.tokens = {
-            "researcher": add_user(home, "alice", "researcher", [owner]),
-            "steward": add_user(home, "sam", "steward", [owner]),
-        }
-        # a second privileged person: now two privileged people sign a privileged change
-        sam = unlock(env, "sam", self.tokens["steward"].encode(), record=False, gateway=True)
-        self.tokens["officer"] = add_user(home, "olga", "officer", [owner, sam])
-        self.proc, self.url = _serve(home)
-
-    def get(self, path: str, role: str | None = None, **kw: Any) -> httpx.Response:
-        return httpx.get(self.url + path, headers=self._auth(role), timeout=120, **kw)
-
-    def post(self, path: str, role: str | None, body: dict[str, Any]) -> httpx.Response:
-        return httpx.post(self.url + path, headers=self._auth(role), json=body, timeout=300)
-
-    def _auth(self, role: str | None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.communicate(timeout=30)
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    base = tmp_path_factory.mktemp("gateway")
-    data = base / "data"
-    cohort = importlib.import_module("tessera.samples.cohort")
-    paths = cohort.write_cohort(data, 240, hospitals=3, seed=9)
-    env = init_environment(base / "home", nodes=3, passphrase=PASSPHRASE.encode())
-    init_vault(env)  # the owner (made by init) owns the vault
-    rows: list[dict[str, str]] = []
-    gw = None
-    try:
-        for p in paths:
-            for name in ("patients", "private"):
-                import_csv(env, p, name, schema_path=data / "patients.schema.yaml", hospital=p.stem)
-            with p.open() as fh:
-                rows.extend({**r, "hospital": p.stem} for r in csv.DictReader(fh))
-        policy = ["table", "policy", "private", "--mode", "dp", "--total-epsilon", "2"]
-        with pytest.MonkeyPatch.context() as mp:  # the steward's passphrase, for this only
-            mp.setenv("TESSERA_PASSPHRASE", PASSPHRASE)
-            mp.delenv("TESSERA_PERSON", raising=False)
-            assert main([*policy, "--default-epsilon", "1", "--home", str(env.home)]) == 0
-        gw = Gateway(env, rows, unlock(env, "owner", PASSPHRASE.encode()))
+    with running_gateway(tmp_path_factory.mktemp("gateway")) as gw:
         yield gw
-    finally:
-        if gw is not None:
-            gw.stop()
-        stop_nodes(env)
 
 
 def test_tokens_and_roles(gateway: Gateway) -> None:
@@ -202,56 +126,10 @@ def test_serve_refuses_an_open_address_without_tls(tmp_path: Path) -> None:
     assert done.returncode == 2 and "needs --tls-cert" in done.stderr
 
 
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
-
-
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip("Debian chromium and chromium-driver are not installed")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-quic",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
-    driver = webdriver.Chrome(options=options, service=service)
-    try:
+    with chromium(tmp_path / "profile") as driver:
         yield driver
-    finally:
-        driver.quit()
-
-
-def _wait_text(driver: Any, element_id: str, needle: str, timeout: float = 120) -> str:
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    def seen(d: Any) -> str | bool:
-        text = str(d.find_element(By.ID, element_id).text)
-        return text if needle in text else False
-
-    return str(WebDriverWait(driver, timeout).until(seen))
-
-
-def _sign_in(driver: Any, gateway: Gateway, role: str) -> None:
-    from selenium.webdriver.common.by import By
-
-    driver.get(gateway.url)
-    driver.find_element(By.ID, "token").send_keys(gateway.tokens[role])
-    driver.find_element(By.CSS_SELECTOR, "#signin-form button").click()
 
 
 def test_console_in_headless_chromium(gateway: Gateway, browser: Any) -> None:
@@ -368,7 +246,7 @@ def test_schemathesis_finds_no_server_error_and_no_nonconformance(gateway: Gatew
     app = create_app(gateway.env.home, max_failed_logins=1_000_000)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 9
+    assert len(operations) == 19
     seen: Counter[tuple[str, int]] = Counter()
     for role in ("researcher", "steward", "officer"):
         auth = {"Authorization": f"Bearer {gateway.tokens[role]}"}

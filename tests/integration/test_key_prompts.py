@@ -164,15 +164,17 @@ def test_signing_commands_prompt_and_retry(home: Path, tmp_path: Path) -> None:
     )
     assert code == 0 and "API token" in out, out
     code, out = on_tty(
-        ["dicom", "reidentify", "TS0123456789ABCDEF0000", "--as", "owner", *h],
+        ["dicom", "reidentify", "TS0123456789ABCDEF0000", "--reason", "test", "--as", "owner", *h],
         [("Passphrase for owner's key:", GOOD)],
     )
-    assert code == 1 and "TESSERA_PASSPHRASE" not in out, out  # unlocked; no such patient
+    # unlocked and signed; the custodians want a second steward's or officer's signature
+    assert code == 1 and "TESSERA_PASSPHRASE" not in out, out
+    assert "this request has 1" in out, out
     code, out = on_tty(
-        ["dicom", "reidentify", "TS0123456789ABCDEF0000", "--as", "bob", *h],
+        ["dicom", "reidentify", "TS0123456789ABCDEF0000", "--reason", "test", "--as", "bob", *h],
         [("Passphrase for bob's key:", BOB)],
     )
-    assert code == 1 and "needs a steward or officer" in out, out
+    assert code == 1 and "signatures of stewards or officers; this request has 0" in out, out
 
 
 def test_init_then_put_elsewhere_finds_the_environment(home: Path, tmp_path: Path) -> None:
@@ -207,7 +209,7 @@ def test_without_a_terminal_one_line_naming_the_variable(home: Path) -> None:
         ["query", "SELECT COUNT(*) FROM t", "--as", "owner", *h],
         ["table", "policy", "t", *dp, "--as", "owner", *h],
         ["user", "add", "zed", "--role", "researcher", "--as", "owner", *h],
-        ["dicom", "reidentify", "TSX", "--as", "owner", *h],
+        ["dicom", "reidentify", "TS0123456789ABCDEF0000", "--reason", "test", "--as", "owner", *h],
     ):
         done = plain(argv)
         assert done.returncode == 1, (argv, done.stderr)

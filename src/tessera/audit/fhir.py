@@ -74,6 +74,10 @@ ACTION_CODES: dict[str, tuple[str, str, str]] = {
     "mpc.abort": ("110100", "", "E"),
     "audit.verify": ("110101", "", "E"),
     "security.alert": ("110113", "", "E"),
+    "request.file": ("110100", "", "C"),
+    "request.decide": ("110113", "110129", "U"),
+    "output.hold": ("110100", "", "E"),
+    "output.release": ("110106", "", "R"),
 }
 _OTHER = ("110100", "", "E")
 
@@ -90,6 +94,8 @@ _ENTITY_CODES = {  # Tessera entity type -> (audit-entity-type, object-role)
     "budget": ("2", "13"),
     "user": ("1", "11"),
     "log": ("2", "13"),
+    "request": ("2", "13"),
+    "output": ("2", "4"),
 }
 
 

@@ -23,12 +23,17 @@ from tessera.cli._common import HomeOption, JsonOption, emit_json, resolve_home,
 from tessera.cli._keys import AsOption, acting_name, unlock_person
 from tessera.config import Environment
 from tessera.dicom import Outcome
+from tessera.errors import ConfigError, UsageError
+from tessera.keys.documents import SignedDocument
 from tessera.workflows import dicom as workflow
-from tessera.workflows.people import require_role
+from tessera.workflows import reidentify as reidentification
 
 __all__ = ["app"]
 
-app = typer.Typer(help="DICOM de-identification (PS3.15 Annex E) and a DICOM node.")
+app = typer.Typer(
+    help="DICOM de-identification (PS3.15 Annex E), a DICOM node, and re-identification "
+    "under a quorum of stewards or officers."
+)
 
 OptionsOption = Annotated[
     list[str] | None,
@@ -216,33 +221,84 @@ def _run_until_signalled(node: workflow.NodeHandle, where: str) -> None:
         node.stop()
 
 
-def _authorised(folder: Path, acting: str | None, what: str) -> str:
-    """In an environment: the steward or officer who unlocked their key (else "")."""
+ReasonOption = Annotated[
+    str | None,
+    typer.Option(
+        "--reason",
+        help="Why (required in an environment; recorded by every custodian and in the audit log).",
+        show_default=False,
+    ),
+]
+RequestOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--request",
+        help="A signed re-identification request (JSON of a signed document) carrying "
+        "the approvals; sent as it is, without signing anything here.",
+        show_default=False,
+    ),
+]
+
+
+def _environment(folder: Path) -> Environment | None:
+    """The environment at ``folder`` when it has a vault (else the folder fallback)."""
     if not (folder / "tessera.toml").exists():
-        return ""
+        return None
     env = Environment.load(folder)
+    return env if "vault" in env.extra else None
+
+
+def _request(
+    env: Environment,
+    refs: list[str],
+    *,
+    reason: str | None,
+    request: Path | None,
+    acting: str | None,
+) -> SignedDocument:
+    """The request to send: ``--request FILE`` as it is, or a new one for ``refs`` signed
+    by the acting person alone (enough only when the roster's quorum is 1)."""
+    if request is not None:
+        if reason is not None:
+            raise UsageError("--request carries its own reason: leave out --reason")
+        return reidentification.load_request(request)
+    if reason is None or not reason.strip():
+        raise UsageError("re-identification needs a reason: --reason TEXT")
     signer = unlock_person(env, acting_name(env, acting))
-    require_role(env, signer, ("steward", "officer"), what)
-    return signer.name
+    body = reidentification.reidentify_body(refs, reason, signer.name)
+    return reidentification.sign_reidentify(body, signer)
 
 
 @app.command("reidentify")
 def reidentify(
     pseudonym: Annotated[str, typer.Argument(help="A patient pseudonym (TS...).")],
+    reason: ReasonOption = None,
+    request: RequestOption = None,
     acting: AsOption = None,
     json_out: JsonOption = False,
     home: HomeOption = None,
 ) -> int:
-    """Show the identity behind a patient pseudonym (from the vault, audited).
+    """Show the identity behind a patient pseudonym (escrowed; needs a quorum of people).
 
-    In an environment only a steward or officer of the custodians' roster may, after
-    unlocking their key (asked on a terminal, or $TESSERA_PASSPHRASE).
+    In an environment, every custodian releases its share of the record's key only for
+    a request signed by enough stewards or officers of its roster (by default 2) with a
+    reason; each logs the release or the refusal. Without --request, the acting person
+    (--as) signs a request alone: refused unless the roster's quorum is 1. With
+    --request FILE, the signed request (e.g. from 'tessera request') is sent as it is.
     """
     folder = resolve_home(home)
-    user = _authorised(folder, acting, "re-identification")
-    identity = workflow.reidentify(folder, pseudonym, user=user)
+    env = _environment(folder)
+    if env is None:
+        identity = workflow.reidentify(folder, pseudonym)
+    else:
+        ref = reidentification.identity_ref(pseudonym)
+        document = _request(env, [ref], reason=reason, request=request, acting=acting)
+        if ref not in document.body.get("refs", []):
+            raise UsageError("the request does not name this pseudonym")
+        found = reidentification.run_reidentify(folder, document)
+        identity = found[ref.rsplit("/", 1)[1]]
     if json_out:
-        emit_json({"pseudonym": pseudonym, "identity": identity})
+        emit_json({"pseudonym": pseudonym.strip(), "identity": identity})
     else:
         for key, value in identity.items():
             typer.echo(f"{key}: {value}")
@@ -262,16 +318,33 @@ def original(
         Path,
         typer.Option("--out", help="File to write (a folder when several originals match)."),
     ],
+    reason: ReasonOption = None,
+    request: RequestOption = None,
     acting: AsOption = None,
     json_out: JsonOption = False,
     home: HomeOption = None,
 ) -> int:
-    """Restore the original(s) kept by 'serve --keep-original' from the vault (audited).
+    """Restore the original(s) kept by 'serve --keep-original' (escrowed; needs a quorum).
 
-    In an environment only a steward or officer of the custodians' roster may.
+    The same rule as 'reidentify': every custodian releases its key shares only for a
+    request signed by enough stewards or officers, with a reason, and logs it. With
+    --request FILE, the request must name the originals REF designates.
     """
-    user = _authorised(resolve_home(home), acting, "retrieving originals")
-    fetched = workflow.fetch_original(resolve_home(home), ref, out, user=user)
+    folder = resolve_home(home)
+    env = _environment(folder)
+    if env is None:
+        raise ConfigError(f"no environment with a vault at {folder}: originals are kept only there")
+    if request is not None:
+        document = _request(env, [], reason=reason, request=request, acting=acting)
+        refs = [str(r) for r in document.body.get("refs", [])]
+        if not refs or not all(workflow.matches_original(r, ref) for r in refs):
+            raise UsageError(f"the request names objects that {ref!r} does not designate")
+    else:
+        if reason is None or not reason.strip():
+            raise UsageError("retrieving originals needs a reason: --reason TEXT")
+        names = workflow.original_names(folder, ref)
+        document = _request(env, names, reason=reason, request=None, acting=acting)
+    fetched = reidentification.run_fetch_originals(folder, document, out)
     if json_out:
         emit_json({"originals": fetched})
     else:

@@ -37,6 +37,7 @@ GROUPS: dict[str, str] = {
     "risk": "tessera.cli.risk",
     "user": "tessera.cli.user",
     "person": "tessera.cli.person",
+    "request": "tessera.cli.request",
 }
 COMMANDS: dict[str, str] = {
     "init": "tessera.cli.env",

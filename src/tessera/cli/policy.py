@@ -27,6 +27,7 @@ from tessera.cli._common import (
 from tessera.cli._keys import AsOption, CosignOption, acting_signers
 from tessera.config import Environment
 from tessera.dp import Policy
+from tessera.dp.policy import OutputChecks
 from tessera.errors import UsageError
 from tessera.workflows.custodian import DEFAULT_POLICY
 from tessera.workflows.policies import (
@@ -115,6 +116,27 @@ GrantOption = Annotated[
         "keep the current grants, at first every researcher).",
     ),
 ]
+ApprovalOption = Annotated[
+    str | None,
+    _opt(
+        "--approval",
+        "'required': custodians run jobs on the table only with its steward's approval of "
+        "the request (tessera request); 'none': no approval needed.",
+    ),
+]
+OutputChecksOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--output-checks/--no-output-checks",
+        help="Check exact releases for disclosure (threshold, dominance, zeros, "
+        "differencing) and hold failing ones for the steward.",
+        show_default=False,
+    ),
+]
+CheckThresholdOption = Annotated[
+    int | None,
+    _opt("--check-threshold", "The output checks' minimum cell count (default 10)."),
+]
 ConfirmBoundsOption = Annotated[
     bool,
     typer.Option(
@@ -138,6 +160,9 @@ def policy(
     min_group_size: MinGroupSizeOption = 5,
     grant: GrantOption = None,
     confirm_bounds: ConfirmBoundsOption = False,
+    approval: ApprovalOption = None,
+    output_checks: OutputChecksOption = None,
+    check_threshold: CheckThresholdOption = None,
     acting: AsOption = None,
     cosign: CosignOption = None,
     home: HomeOption = None,
@@ -147,11 +172,17 @@ def policy(
 
     The policy is signed by you, the table's steward; one that weakens privacy (DP off, a
     larger budget, a smaller minimum group, a new grant on a DP table) needs a second
-    person's signature too (--cosign NAME: an officer or another steward).
+    person's signature too (--cosign NAME: an officer or another steward).  --approval
+    and --output-checks alone change only those rules of the current policy.
     """
     env = Environment.load(resolve_home(home))
-    if mode is None:
+    governance = _governance(approval, output_checks, check_threshold)
+    if mode is None and not governance:
         doc = _show(env, name)
+    elif mode is None:
+        current = installed_policy(env, name)
+        chosen = replace(current.policy if current else DEFAULT_POLICY, **governance)
+        doc = _install(env, name, chosen, grant, confirm_bounds, acting, cosign)
     else:
         chosen = _rules(
             mode,
@@ -164,8 +195,37 @@ def policy(
             delta=delta,
             min_group_size=min_group_size,
         )
+        current = installed_policy(env, name)
+        kept = {
+            "approval_required": current.policy.approval_required if current else False,
+            "output_checks": current.policy.output_checks if current else None,
+        }
+        chosen = replace(chosen, **{**kept, **governance})
         doc = _install(env, name, chosen, grant, confirm_bounds, acting, cosign)
     _print_policy({"table": name, **doc}, json_out=json_out)
+
+
+def _governance(
+    approval: str | None, output_checks: bool | None, threshold: int | None
+) -> dict[str, Any]:
+    """The approval and output-check rules the options ask for (only those given)."""
+    out: dict[str, Any] = {}
+    if approval is not None:
+        if approval not in ("required", "none"):
+            raise UsageError("--approval must be 'required' or 'none'")
+        out["approval_required"] = approval == "required"
+    if threshold is not None and output_checks is False:
+        raise UsageError("--check-threshold goes with --output-checks")
+    if output_checks is not None or threshold is not None:
+        try:
+            out["output_checks"] = (
+                OutputChecks(threshold=10 if threshold is None else threshold)
+                if output_checks is not False
+                else None
+            )
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return out
 
 
 def _install(

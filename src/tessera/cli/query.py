@@ -21,9 +21,9 @@ from tessera.mpc.result import (
     UNINFORMATIVE,
     interval_decimals,
 )
-from tessera.workflows.query import run_sql
+from tessera.workflows.requests import run_sql_recorded
 
-__all__ = ["query", "register"]
+__all__ = ["print_answer", "query", "register"]
 
 
 # Short tags printed next to a NULL or uninformative cell; the legend explains them.
@@ -111,7 +111,7 @@ def query(
     """
     env = Environment.load(resolve_home(home))
     signer = unlock_person(env, acting_name(env, researcher))
-    result = run_sql(env, sql, signer=signer, epsilon=epsilon, min_group=min_group)
+    result = run_sql_recorded(env, sql, signer=signer, epsilon=epsilon, min_group=min_group)
     used = result.get("min_group")
     if min_group is not None and isinstance(used, int) and used > min_group:
         stderr.print(
@@ -121,10 +121,10 @@ def query(
     if json_out:
         emit_json(result)
         return
-    _print(result)
+    print_answer(result)
 
 
-def _print(result: dict[str, Any]) -> None:
+def print_answer(result: dict[str, Any]) -> None:
     """The answer as a table on stdout; notes, the guarantee and suppressions on stderr."""
     privacy = result.get("privacy")
     intervals = (

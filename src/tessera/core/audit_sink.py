@@ -72,6 +72,10 @@ class Action(StrEnum):
     MPC_ABORT = "mpc.abort"
     AUDIT_VERIFY = "audit.verify"
     SECURITY_ALERT = "security.alert"
+    REQUEST_FILE = "request.file"
+    REQUEST_DECIDE = "request.decide"
+    OUTPUT_HOLD = "output.hold"
+    OUTPUT_RELEASE = "output.release"
 
 
 @dataclass(frozen=True, slots=True)

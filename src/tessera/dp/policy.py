@@ -13,6 +13,7 @@ __all__ = [
     "DEFAULT_DELTA",
     "DEFAULT_MIN_GROUP_SIZE",
     "POLICY_VERSION",
+    "OutputChecks",
     "Policy",
     "TablePolicy",
     "strictest",
@@ -22,6 +23,96 @@ __all__ = [
 POLICY_VERSION = 1
 DEFAULT_DELTA = 1e-6
 DEFAULT_MIN_GROUP_SIZE = 5
+
+
+@dataclass(frozen=True)
+class OutputChecks:
+    """Statistical disclosure control of exact releases (the SACRO/ACRO rules).
+
+    Custodians compute, inside the MPC, how many cells of a release break each rule and
+    hold back a release that breaks any, until the table's steward releases it:
+
+    * ``threshold``: a cell counts fewer than ``threshold`` rows (but more than none);
+    * ``p_percent`` / ``nk_n``, ``nk_k``: a sum is dominated by its largest contributors
+      (the p% rule: the rest is less than p% of the largest; the n,k rule: the ``nk_n``
+      largest make more than ``nk_k`` % of the total);
+    * ``zeros``: a grouped release has an empty cell (everyone in the other groups);
+    * ``differencing``: the cohort differs from one of the same researcher's earlier
+      releases on the table by fewer than ``threshold`` rows (and more than none).
+    """
+
+    threshold: int = 10
+    p_percent: float = 10.0
+    nk_n: int = 2
+    nk_k: float = 90.0
+    zeros: bool = True
+    differencing: bool = True
+
+    def __post_init__(self) -> None:
+        if self.threshold < 1:
+            raise ValueError("the output check threshold must be at least 1")
+        if not (math.isfinite(self.p_percent) and 0 <= self.p_percent <= 100):
+            raise ValueError("the p% rule's p must be in [0, 100]")
+        if self.nk_n != 2:
+            raise ValueError("the n,k rule is checked with n = 2")
+        if not (math.isfinite(self.nk_k) and 0 < self.nk_k <= 100):
+            raise ValueError("the n,k rule's k must be in (0, 100]")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (also what a custodian gives its MPC party)."""
+        return {
+            "threshold": self.threshold,
+            "p_percent": self.p_percent,
+            "nk_n": self.nk_n,
+            "nk_k": self.nk_k,
+            "zeros": self.zeros,
+            "differencing": self.differencing,
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> OutputChecks:
+        """Inverse of :meth:`to_dict` (ValueError / TypeError when malformed)."""
+        if not isinstance(doc, dict):
+            raise TypeError("output_checks must be an object")
+        for key in ("zeros", "differencing"):
+            if not isinstance(doc.get(key, True), bool):
+                raise TypeError(f"output_checks.{key} must be true or false")
+        return cls(
+            threshold=int(doc.get("threshold", 10)),
+            p_percent=float(doc.get("p_percent", 10.0)),
+            nk_n=int(doc.get("nk_n", 2)),
+            nk_k=float(doc.get("nk_k", 90.0)),
+            zeros=bool(doc.get("zeros", True)),
+            differencing=bool(doc.get("differencing", True)),
+        )
+
+    def weakenings(self, new: OutputChecks | None) -> list[str]:
+        """How ``new`` checks less than these checks (None: no checks at all)."""
+        if new is None:
+            return ["output checking switched off"]
+        out = []
+        if new.threshold < self.threshold:
+            out.append(f"output check threshold {self.threshold} -> {new.threshold}")
+        if new.p_percent < self.p_percent or new.nk_k > self.nk_k:
+            out.append("a looser dominance rule")
+        if self.zeros and not new.zeros:
+            out.append("zeros no longer checked")
+        if self.differencing and not new.differencing:
+            out.append("differencing no longer checked")
+        return out
+
+    @staticmethod
+    def strictest(checks: list[OutputChecks]) -> OutputChecks | None:
+        """The checks a release over several tables passes: every table's, at once."""
+        if not checks:
+            return None
+        return OutputChecks(
+            threshold=max(c.threshold for c in checks),
+            p_percent=max(c.p_percent for c in checks),
+            nk_k=min(c.nk_k for c in checks),
+            zeros=any(c.zeros for c in checks),
+            differencing=any(c.differencing for c in checks),
+        )
 
 
 def _positive(name: str, value: float | None) -> None:
@@ -42,9 +133,12 @@ class Policy:
     composes by addition; epsilons are converted with OpenDP.
 
     ``grants`` names the researchers who may query the table (None: every researcher of
-    the custodians' roster).  ``bounds`` are the public, steward-confirmed bounds of the
-    numeric columns in the MPC's integer units (column, lower, upper): DP sensitivities
-    come from them, never from the data.
+    the custodians' roster).  ``approval_required``: custodians run a job on the table
+    only with its steward's signed approval of the request it answers.  ``output_checks``:
+    exact releases are checked for disclosure and held back for the steward when they
+    fail (:class:`OutputChecks`; None: not checked).  ``bounds`` are the public,
+    steward-confirmed bounds of the numeric columns in the MPC's integer units (column,
+    lower, upper): DP sensitivities come from them, never from the data.
     """
 
     mode: Literal["none", "dp"] = "none"
@@ -56,6 +150,8 @@ class Policy:
     min_group_size: int = DEFAULT_MIN_GROUP_SIZE
     grants: tuple[str, ...] | None = None
     bounds: tuple[tuple[str, int, int], ...] = ()
+    approval_required: bool = False
+    output_checks: OutputChecks | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("none", "dp"):
@@ -154,6 +250,8 @@ class Policy:
             "min_group_size": self.min_group_size,
             "grants": None if self.grants is None else sorted(self.grants),
             "bounds": {c: [lo, hi] for c, lo, hi in self.bounds},
+            "approval": "required" if self.approval_required else "none",
+            "output_checks": None if self.output_checks is None else self.output_checks.to_dict(),
         }
         if self.is_private:
             assert self.total_rho is not None
@@ -191,12 +289,22 @@ class Policy:
             if not isinstance(raw_bounds, dict):
                 raise ValueError("bounds must be an object")
             bounds = tuple(sorted((str(c), int(v[0]), int(v[1])) for c, v in raw_bounds.items()))
+            approval = doc.get("approval", "none")
+            if approval not in ("none", "required"):
+                raise ValueError("approval must be 'none' or 'required'")
+            raw_checks = doc.get("output_checks")
+            checks = None if raw_checks is None else OutputChecks.from_dict(raw_checks)
+            governance: dict[str, Any] = {
+                "approval_required": approval == "required",
+                "output_checks": checks,
+            }
             if doc["mode"] == "none":
                 return cls(
                     mode="none",
                     min_group_size=int(doc["min_group_size"]),
                     grants=grants,
                     bounds=bounds,
+                    **governance,
                 )
             return cls(
                 mode="dp",
@@ -210,6 +318,7 @@ class Policy:
                 min_group_size=int(doc["min_group_size"]),
                 grants=grants,
                 bounds=bounds,
+                **governance,
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise InputError(f"not a valid privacy policy: {exc}") from None
@@ -224,8 +333,14 @@ def strictest(policies: list[Policy]) -> Policy:
         raise ValueError("a query needs at least one table")
     min_group = max(p.min_group_size for p in policies)
     private = [p for p in policies if p.is_private]
+    governance: dict[str, Any] = {
+        "approval_required": any(p.approval_required for p in policies),
+        "output_checks": OutputChecks.strictest(
+            [p.output_checks for p in policies if p.output_checks is not None]
+        ),
+    }
     if not private:
-        return Policy.none(min_group_size=min_group)
+        return Policy(mode="none", min_group_size=min_group, **governance)
     caps = [p.max_epsilon for p in private if p.max_epsilon is not None]
     return Policy(
         mode="dp",
@@ -237,6 +352,7 @@ def strictest(policies: list[Policy]) -> Policy:
         max_epsilon=min(caps) if caps else None,
         delta=min(p.delta for p in private),
         min_group_size=min_group,
+        **governance,
     )
 
 
@@ -250,12 +366,17 @@ def _looser(old: float | None, new: float | None) -> bool:
 def weakenings(old: Policy, new: Policy) -> list[str]:
     """How ``new`` protects less than ``old`` (empty: it does not).
 
-    Weakening: DP switched off, a larger total or per-researcher budget, a larger
+    Weakening: approval no longer required, output checks off or looser, DP switched
+    off, a larger total or per-researcher budget, a larger
     per-query maximum, a larger delta, a smaller minimum group, a new grant on a DP
     table (or all researchers granted where a list was), or narrower bounds (a value
     outside them would then move a sum by more than its declared sensitivity).
     """
     out: list[str] = []
+    if old.approval_required and not new.approval_required:
+        out.append("approval no longer required")
+    if old.output_checks is not None:
+        out.extend(old.output_checks.weakenings(new.output_checks))
     if new.min_group_size < old.min_group_size:
         out.append(f"minimum group size {old.min_group_size} -> {new.min_group_size}")
     if old.is_private and not new.is_private:

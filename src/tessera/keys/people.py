@@ -10,8 +10,14 @@ accepts a newer one only when people of the roster it already holds signed it:
   adds the second one);
 * the serial only grows, so an old roster cannot be replayed.
 
+``reidentify_quorum`` (optional, default :data:`DEFAULT_REIDENTIFY_QUORUM`, at least 1)
+is how many distinct stewards or officers must sign a re-identification request before
+a custodian releases its key shares (:mod:`tessera.workflows.escrow`); lowering it is a
+privileged change (two signers).
+
 Role ``researcher`` may sign query jobs; ``steward`` signs table policies; ``officer``
-co-signs what weakens a policy.  One person may hold several roles.
+co-signs what weakens a policy; stewards and officers approve re-identification.  One
+person may hold several roles.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from tessera.keys.documents import SignedDocument, verified_signers
 from tessera.keys.signing import VerifyKey
 
 __all__ = [
+    "DEFAULT_REIDENTIFY_QUORUM",
+    "MAX_REIDENTIFY_QUORUM",
     "PRIVILEGED",
     "ROLES",
     "ROSTER_CONTEXT",
@@ -40,6 +48,8 @@ ROSTER_CONTEXT = b"tessera-roster-v1"
 ROLES = ("researcher", "steward", "officer")
 PRIVILEGED = frozenset({"steward", "officer"})
 ROSTER_FORMAT = "tessera-roster"
+DEFAULT_REIDENTIFY_QUORUM = 2
+MAX_REIDENTIFY_QUORUM = 8  # a signed document carries at most 8 signatures
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 
@@ -95,10 +105,15 @@ class Person:
 
 @dataclass(frozen=True)
 class Roster:
-    """A versioned list of people (serial 1 is the environment's first)."""
+    """A versioned list of people (serial 1 is the environment's first).
+
+    ``reidentify_quorum``: distinct stewards or officers who must sign a
+    re-identification request (see :mod:`tessera.workflows.escrow`).
+    """
 
     serial: int
     people: tuple[Person, ...]
+    reidentify_quorum: int = DEFAULT_REIDENTIFY_QUORUM
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.people]
@@ -106,6 +121,11 @@ class Roster:
             raise InputError("a roster names each person once")
         if self.serial < 1:
             raise InputError("a roster's serial starts at 1")
+        quorum = self.reidentify_quorum
+        if type(quorum) is not int or not 1 <= quorum <= MAX_REIDENTIFY_QUORUM:
+            raise InputError(
+                f"reidentify_quorum must be an integer from 1 to {MAX_REIDENTIFY_QUORUM}"
+            )
 
     def get(self, name: str) -> Person | None:
         """The person called ``name``, or None."""
@@ -122,22 +142,30 @@ class Roster:
     def replaced(self, person: Person) -> Roster:
         """The next roster, with ``person`` added or updated."""
         kept = tuple(p for p in self.people if p.name != person.name)
-        return Roster(self.serial + 1, (*kept, person))
+        return Roster(self.serial + 1, (*kept, person), self.reidentify_quorum)
 
     def without(self, name: str) -> Roster:
         """The next roster, without ``name``."""
         if self.get(name) is None:
             raise InputError(f"no person {name!r} in the roster")
-        return Roster(self.serial + 1, tuple(p for p in self.people if p.name != name))
+        kept = tuple(p for p in self.people if p.name != name)
+        return Roster(self.serial + 1, kept, self.reidentify_quorum)
+
+    def with_reidentify_quorum(self, quorum: int) -> Roster:
+        """The next roster, with re-identification needing ``quorum`` privileged signers."""
+        return Roster(self.serial + 1, self.people, quorum)
 
     def body(self) -> dict[str, Any]:
-        """The signed body."""
-        return {
+        """The signed body (``reidentify_quorum`` only when it is not the default)."""
+        body: dict[str, Any] = {
             "format": ROSTER_FORMAT,
             "version": 1,
             "serial": self.serial,
             "people": [p.to_dict() for p in sorted(self.people, key=lambda p: p.name)],
         }
+        if self.reidentify_quorum != DEFAULT_REIDENTIFY_QUORUM:
+            body["reidentify_quorum"] = self.reidentify_quorum
+        return body
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Roster:
@@ -147,7 +175,8 @@ class Roster:
         serial, people = body.get("serial"), body.get("people")
         if not isinstance(serial, int) or not isinstance(people, list) or len(people) > 10_000:
             raise InputError("malformed roster")
-        return cls(serial, tuple(Person.from_dict(p) for p in people))
+        quorum = body.get("reidentify_quorum", DEFAULT_REIDENTIFY_QUORUM)
+        return cls(serial, tuple(Person.from_dict(p) for p in people), quorum)
 
 
 def _privileged_changes(current: Roster, new: Roster) -> list[str]:
@@ -163,6 +192,11 @@ def _privileged_changes(current: Roster, new: Roster) -> list[str]:
     for old in current.people:
         if old.privileged and new.get(old.name) is None:
             out.append(f"{old.name} is removed")
+    if new.reidentify_quorum < current.reidentify_quorum:
+        out.append(
+            f"the re-identification quorum drops from {current.reidentify_quorum} "
+            f"to {new.reidentify_quorum}"
+        )
     return out
 
 

@@ -7,7 +7,8 @@ A job is a JSON object::
      "parties": [["host", port], ...],          # MPyC party i listens at parties[i]
      "inputs": [{"alias": "a", "table": "cohort", "parts": ["age.th", ...]}],
      "noise": {"cells": 12, "mechanism": "..."} | null,   # per-party private DP noise
-     "params": {...}}                           # program-specific (the SQL plan, ...)
+     "params": {...},                           # program-specific (the SQL plan, ...)
+     "approval": {"request": {...}, "decisions": [...]} | absent}  # signed documents
 
 The requester signs the job with their own ML-DSA-65 key
 (:func:`tessera.workflows.nodes.sign_job`, a :class:`tessera.keys.documents.SignedDocument`
@@ -105,6 +106,13 @@ def validate_job(job: Any, *, parties: int) -> dict[str, Any]:
         raise InputError("noise must be null or {'cells': int, ...}")
     if not isinstance(job.get("params"), dict):
         raise InputError("params must be an object")
+    approval = job.get("approval")
+    if approval is not None and not (
+        isinstance(approval, dict)
+        and isinstance(approval.get("request"), dict)
+        and isinstance(approval.get("decisions"), list)
+    ):
+        raise InputError("approval must be null or {'request': {...}, 'decisions': [...]}")
     return job
 
 

@@ -37,6 +37,11 @@ Algorithm (see :mod:`tessera.mpc.knn_spec` for the definition):
    statistic-major.  Without ``noise`` the exact treatments x 3 release, preceded,
    when the job sets ``min_group``, by one flag per treatment ([count >= min_group]);
    the cells of a smaller treatment are multiplied by zero inside the MPC.
+6. Output checks (node jobs whose folder holds ``checks.json``, see
+   :mod:`tessera.mpc.disclosure`): the number of treatments whose exact neighbour count
+   fails the threshold rule (and, with more than one treatment, the zeros rule) is
+   opened to every party and put in the result's meta (``meta["checks"]``; dominance
+   and differencing None): 2 small comparisons per treatment.
 
 Tables of 20,000 rows need fast local arithmetic: see :mod:`tessera.mpc.knn_fast`.
 """
@@ -425,14 +430,21 @@ async def run(ctx: Any) -> None:
     patient = program.load(inputs["patient"])
     selected = await ctx.mpc.gather(await program.select(inputs, patient))
     result = await program.aggregate(inputs, program.secint.array(selected))
+    meta: dict[str, Any] = {"rows": job.rows}
     if not ctx.job.get("noise"):  # exact release: treatments x 3, treatment-major
         cells = result.reshape(job.treatments * 3)
         if job.min_group > 0:  # [flags] + cells, small treatments zeroed inside the MPC
             cells = _suppress_small(ctx.mpc, job, result)
-        await ctx.release(cells, {"rows": job.rows})
-        return
-    noisy = _noisy(ctx, program, result)
-    await ctx.release(noisy, {"rows": job.rows, "noisy": True})
+    else:
+        cells = _noisy(ctx, program, result)
+        meta["noisy"] = True
+    spec = await ctx.agree_checks()
+    if spec is not None:  # output checks on the exact neighbour counts per treatment
+        from tessera.mpc import disclosure
+
+        counts = ctx.mpc.np_transpose(result)[0]
+        meta["checks"] = await disclosure.knn_checks(ctx.mpc, spec, counts, job.rows)
+    await ctx.release(cells, meta)
 
 
 def _suppress_small(mpc: Any, job: KnnJob, result: Any) -> Any:

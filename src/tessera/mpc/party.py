@@ -7,12 +7,16 @@ passed in ``$TESSERA_MPC_JOB`` because importing ``mpyc.runtime`` parses ``sys.a
 
 The program for the job type (:data:`tessera.mpc.jobs.PROGRAMS`) gets a
 :class:`PartyContext` and calls :meth:`PartyContext.release` with the secure results:
-they are re-randomised and this party's share is written to ``result.json``; nothing is
-opened inside the MPC.
+they are re-randomised and this party's share is written to ``result.json``; nothing else
+is opened inside the MPC.  When the node asks for output checks (``checks.json`` in the
+job folder, see :mod:`tessera.mpc.disclosure`) the programs also open, to every party,
+the number of result cells failing each disclosure rule, and a single-table SQL job
+writes this party's share of its cohort selection to ``cohort.npy``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import io
 import json
@@ -28,13 +32,25 @@ import numpy as np
 
 from tessera.mpc.jobs import program_module
 
-__all__ = ["JOB_ENV", "NODE_PID_ENV", "PartyContext", "follow_node", "load_input", "main"]
+__all__ = [
+    "CHECKS_FILE",
+    "COHORT_FILE",
+    "JOB_ENV",
+    "NODE_PID_ENV",
+    "PartyContext",
+    "follow_node",
+    "load_history",
+    "load_input",
+    "main",
+]
 
 JOB_ENV = "TESSERA_MPC_JOB"
 PROFILE_ENV = "TESSERA_MPC_PROFILE"
 PRIME = 2**61 - 1
 NODE_PID_ENV = "TESSERA_NODE_PID"  # the node that started this party (its parent)
 WATCH_S = 0.2  # how often a party checks that the node that started it is still there
+CHECKS_FILE = "checks.json"  # written by the node when the table's policy asks for checks
+COHORT_FILE = "cohort.npy"  # this party's share of a SQL job's cohort selection
 
 
 def follow_node(node_pid: int) -> None:
@@ -77,6 +93,26 @@ def load_input(folder: Path, alias: str) -> tuple[dict[str, Any], dict[str, list
     return parts, keys, origins
 
 
+def load_history(path: Path, rows: int, prime: int) -> np.ndarray | None:
+    """This party's shares of an earlier cohort (``path``, a 1-D integer ``.npy`` of field
+    elements) as int64 of length ``rows``, padded with zeros (rows appended since were
+    not in it); None when it is longer than ``rows`` (not comparable).  SystemExit if
+    the file is missing or malformed."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"history {path.name}: unreadable ({type(exc).__name__})") from None
+    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+        raise SystemExit(f"history {path.name}: not a vector of field elements")
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= prime):
+        raise SystemExit(f"history {path.name}: values outside the field")
+    if arr.shape[0] > rows:
+        return None
+    out = np.zeros(rows, dtype=np.int64)
+    out[: arr.shape[0]] = arr.astype(np.int64)
+    return out
+
+
 class PartyContext:
     """What a party program sees: the runtime, the job, its inputs, its noise, output."""
 
@@ -90,6 +126,8 @@ class PartyContext:
         self.prime = int(job["params"].get("prime", PRIME))
         self.secint = mpc.SecInt(29, p=self.prime)
         self.field = self.secint.field
+        self._checks: dict[str, Any] | None = None
+        self._checks_read = False
 
     def input(self, alias: str) -> tuple[dict[str, Any], dict[str, list[str]], list[str]]:
         """Local shares (uint64), clear pseudonym keys and origins of input ``alias``."""
@@ -99,6 +137,67 @@ class PartyContext:
         """A secure array whose local share is ``values`` (this party's Shamir shares)."""
         arr = np.asarray(values)
         return self.secint.array(self.field.array(arr.astype(object)))
+
+    def checks(self) -> dict[str, Any] | None:
+        """The output-check settings: the node's ``checks.json`` (its own policy), else
+        the ``checks`` the signed job declares (a node that does not enforce runs the
+        same program as the others), else None.  SystemExit when malformed."""
+        if not self._checks_read:
+            path = self.folder / CHECKS_FILE
+            declared = self.params.get("checks")
+            if path.exists():
+                try:
+                    doc = json.loads(path.read_text())
+                except ValueError:
+                    raise SystemExit(f"{CHECKS_FILE} is not JSON") from None
+                if not isinstance(doc, dict) or doc.get("version") != 1:
+                    raise SystemExit(f"{CHECKS_FILE}: expected an object with version 1")
+                self._checks = doc
+            elif isinstance(declared, dict):
+                self._checks = {"version": 1, **declared, "history": []}
+            self._checks_read = True
+        return self._checks
+
+    async def agree_checks(self) -> dict[str, Any] | None:
+        """:meth:`checks`, once every party agreed on them: one exchange of the settings'
+        digest and of the earlier cohorts each holds (named by the job that released
+        them); only the cohorts every party holds are compared, in one order.  SystemExit
+        when the custodians hold different settings.  No exchange without checks."""
+        spec = self.checks()
+        if spec is None:
+            return None
+        settings = {k: v for k, v in spec.items() if k not in ("history", "differencing")}
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+        names = [n for n in spec.get("history") or [] if isinstance(n, str)]
+        told = await self.mpc.transfer((digest, names))
+        if len({d for d, _ in told}) != 1:
+            raise SystemExit("the custodians hold different output checks for this job")
+        common = set(names)
+        for _, theirs in told:
+            common &= set(theirs)
+        first = list(told[0][1])
+        self._checks = {**spec, "history": [n for n in first if n in common]}
+        return self._checks
+
+    def history(self, rows: int) -> list[np.ndarray | None]:
+        """This party's shares of the earlier cohorts ``checks.json`` lists (files in the
+        job folder), each as :func:`load_history` gives it for ``rows`` rows."""
+        names = (self.checks() or {}).get("history") or []
+        if not isinstance(names, list):
+            raise SystemExit(f"{CHECKS_FILE}: history must be a list of file names")
+        out = []
+        for name in names:
+            if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+                raise SystemExit(f"{CHECKS_FILE}: a history entry must name a file in the job")
+            out.append(load_history(self.folder / name, rows, self.prime))
+        return out
+
+    def write_cohort(self, shares: np.ndarray) -> None:
+        """Write this party's shares (int64 field elements) of the cohort to ``cohort.npy``."""
+        tmp = self.folder / f"{COHORT_FILE}.tmp"
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.asarray(shares, dtype=np.int64), allow_pickle=False)
+        os.replace(tmp, self.folder / COHORT_FILE)
 
     def noise(self) -> Any | None:
         """This party's private noise integers (from its node's DP hook), or None."""

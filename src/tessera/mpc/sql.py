@@ -18,6 +18,8 @@ the MPC releases per group; HAVING, ORDER BY, LIMIT and the AVG/VARIANCE arithme
 applied by the requester to the released, group-size-suppressed aggregates
 (:mod:`tessera.mpc.result`).  ORDER BY terms that name an output column (by position,
 name or the same aggregate) are resolved here, once, for the exact and the DP answers.
+The thermometer parts of summed integer/decimal columns are named too (``checks``, on
+by default) so that custodians can run dominance checks (:mod:`tessera.mpc.disclosure`).
 """
 
 from __future__ import annotations
@@ -74,9 +76,12 @@ def _name(node: Any) -> str:
 
 
 class _Compiler:
-    def __init__(self, tables: Mapping[str, Mapping[str, Any]], min_group: int) -> None:
+    def __init__(
+        self, tables: Mapping[str, Mapping[str, Any]], min_group: int, checks: bool = True
+    ) -> None:
         self.tables = tables
         self.min_group = min_group
+        self.checks = checks
         self.sources: list[dict[str, Any]] = []  # alias, table, manifest
         self.parts: dict[str, set[str]] = {}
         self.measures: list[Measure] = []
@@ -351,6 +356,8 @@ class _Compiler:
         total = squares = extreme = None
         if func in ("sum", "avg", "var_samp", "var_pop", "stddev_samp", "stddev_pop"):
             total = self.measure("sum", self.need(ref, "val"))
+            if self.checks and kind in ("integer", "decimal"):
+                self.need_range(ref)  # output checks: the largest contributions (dominance)
         if func.startswith(("var", "stddev")):
             squares = self.measure("sum", self.need(ref, "sq" if kind != "boolean" else "val"))
         if func in ("min", "max"):
@@ -538,12 +545,18 @@ def _output_column(node: exp.Expression, expr: str, items: list[Item]) -> int | 
 
 
 def compile_sql(
-    sql: str, tables: Mapping[str, Mapping[str, Any]], *, min_group: int = 5
+    sql: str, tables: Mapping[str, Mapping[str, Any]], *, min_group: int = 5, checks: bool = True
 ) -> SqlPlan:
-    """The secure plan for ``sql`` over ``tables`` (name -> catalogue manifest)."""
+    """The secure plan for ``sql`` over ``tables`` (name -> catalogue manifest).
+
+    ``checks`` (default): the inputs also name the thermometer parts of every integer
+    or decimal column summed (SUM, AVG, VARIANCE, STDDEV), which a custodian's output
+    checks read for dominance (:mod:`tessera.mpc.disclosure`); the requester does not
+    know whether a table's policy asks for them.  The measures are the same either way.
+    """
     if min_group < 1:
         raise ValueError("min_group must be >= 1")
     try:
-        return _Compiler(tables, min_group).compile(sql)
+        return _Compiler(tables, min_group, checks).compile(sql)
     except RecursionError:
         raise InputError("the query is nested too deeply") from None

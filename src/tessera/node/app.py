@@ -9,6 +9,9 @@ Routes (all JSON unless noted)::
     POST /v1/tables/{name}/change             remove or widen it (a steward's signed document)
     POST /v1/jobs                             {"job": {...}, "signatures": [...]} -> shares
     POST /v1/jobs/{job_id}/abort              stop this node's party of a refused job
+    GET  /v1/held?researcher=NAME             releases held back for their steward
+    POST /v1/held/{job_id}/decision           the steward's signed decision: release/withhold
+    POST /v1/held/{job_id}/collect            a signed collect document -> this node's share
     GET  /v1/roster                           the pinned roster (signed document)
     POST /v1/roster                           install a newer roster (signed document)
     GET  /v1/policies/{table}                 the table's signed policy, or {"policy": null}
@@ -34,6 +37,7 @@ from fastapi.responses import JSONResponse
 
 from tessera.errors import InputError, TesseraError
 from tessera.keys.documents import SignedDocument
+from tessera.node.escrow import add_escrow_routes
 from tessera.node.service import NodeService
 
 __all__ = ["create_app"]
@@ -167,6 +171,22 @@ def create_app(service: NodeService) -> FastAPI:
         result: dict[str, Any] = await run_in_threadpool(service.witness, doc)
         return result
 
+    @app.get("/v1/held", operation_id="node-held")
+    def held(researcher: str | None = None) -> list[dict[str, Any]]:
+        return service.held(researcher)
+
+    @app.post("/v1/held/{job_id}/decision", operation_id="node-decide-held")
+    async def decide_held(job_id: str, request: Request) -> dict[str, Any]:
+        document = SignedDocument.from_dict(await _json(request))
+        result: dict[str, Any] = await run_in_threadpool(service.outputs.decide, job_id, document)
+        return result
+
+    @app.post("/v1/held/{job_id}/collect", operation_id="node-collect-held")
+    async def collect_held(job_id: str, request: Request) -> dict[str, Any]:
+        document = SignedDocument.from_dict(await _json(request))
+        result: dict[str, Any] = await run_in_threadpool(service.outputs.collect, job_id, document)
+        return result
+
     @app.post("/v1/jobs/{job_id}/abort", operation_id="node-abort-job")
     def abort(job_id: str) -> dict[str, Any]:
         return {"aborted": service.abort(job_id[:64])}
@@ -177,4 +197,5 @@ def create_app(service: NodeService) -> FastAPI:
         result: dict[str, Any] = await run_in_threadpool(service.run_job, envelope)
         return result
 
+    add_escrow_routes(app, service)
     return app

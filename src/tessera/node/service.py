@@ -46,7 +46,9 @@ from tessera.errors import (
 from tessera.keys.documents import SignedDocument
 from tessera.mpc.jobs import validate_job
 from tessera.mpc.party import NODE_PID_ENV
+from tessera.node.outputs import OutputDesk
 from tessera.tables.store import ShareStore
+from tessera.workflows.airlock import Airlock
 from tessera.workflows.custodian import Admission, Custodian, store_root
 
 __all__ = ["JOB_WINDOW_S", "NodeService", "NoiseSource", "ReplayError", "check_party", "store_root"]
@@ -128,6 +130,7 @@ class NodeService:
         self._closed = not warm  # no warm party processes at all when warm=False
         self._zygote: tuple[subprocess.Popen[bytes], Path] | None = None
         self.audit = audit if audit is not None else _node_audit(env, node_id)
+        self.outputs = OutputDesk(self, Airlock(self.root))
         if warm:
             self._spawn_zygote()
 
@@ -243,7 +246,9 @@ class NodeService:
             s.bind((host, 0))
             return int(s.getsockname()[1])
 
-    def _prepare(self, folder: Path, job: dict[str, Any], noise: dict[str, Any] | None) -> None:
+    def _prepare(self, folder: Path, admission: Admission) -> None:
+        job = admission.job
+        noise = self._noise_spec(admission)
         cfg = folder / ".config"
         cfg.mkdir(parents=True)
         shutil.copyfile(self.pki / f"node-{self.node_id}.crt", cfg / f"party_{self.party}.crt")
@@ -273,7 +278,26 @@ class NodeService:
             if values.shape != (int(noise["cells"]),):
                 raise BackendError("the noise source returned the wrong number of cells")
             np.save(folder / "noise.npy", values)
+        if admission.checks is not None:
+            self._prepare_checks(folder, admission)
         (folder / "job.json").write_text(json.dumps(job))
+
+    def _prepare_checks(self, folder: Path, admission: Admission) -> None:
+        """``checks.json`` from this custodian's policy, with its shares of the
+        researcher's earlier cohorts on the table (single-table jobs)."""
+        assert admission.checks is not None
+        doc: dict[str, Any] = {"version": 1, **admission.checks.to_dict(), "history": []}
+        inputs = admission.job["inputs"]
+        if admission.checks.differencing and len(inputs) == 1:
+            chunks = [str(c) for c in inputs[0].get("chunks") or []]
+            past = self.outputs.airlock.history(
+                admission.requester, str(inputs[0]["table"]), chunks
+            )
+            for path in past:  # named by the job that released it (the parties agree on it)
+                name = f"history-{path.stem}.npy"
+                shutil.copyfile(path, folder / name)
+                doc["history"].append(name)
+        (folder / "checks.json").write_text(json.dumps(doc))
 
     def _spawn_zygote(self) -> None:
         """Start a warm party process for the next job (see ``party.zygote``)."""
@@ -358,6 +382,7 @@ class NodeService:
             raise
         try:
             result = self._execute(admission)
+            result = self.outputs.screen(admission, result)
         except BaseException as exc:
             self.custodian.settle(admission, released=False)
             self._record_job(job, exc)
@@ -372,6 +397,10 @@ class NodeService:
             self._record_validation(job, manifests, result)
         self._record_job(job, None)
         return result
+
+    def held(self, researcher: str | None = None) -> list[dict[str, Any]]:
+        """The releases this custodian holds back (``GET /v1/held``)."""
+        return self.outputs.airlock.listing(researcher)
 
     def _record_validation(
         self, job: Mapping[str, Any], manifests: Mapping[str, Any], result: Mapping[str, Any]
@@ -415,7 +444,7 @@ class NodeService:
         log_path: Path | None = None
         succeeded = False
         try:
-            self._prepare(folder, job, self._noise_spec(admission))
+            self._prepare(folder, admission)
             argv = ["-I", str(self.party)]
             for host, port in job["parties"]:
                 argv += ["-P", f"{host}:{port}"]

@@ -12,8 +12,12 @@ description needs ``Authorization: Bearer <token>``, see :mod:`tessera.workflows
     GET  /api/v1/audit/verify            the audit verify document            officer
     GET  /api/v1/audit/events?limit=N    the newest events, newest first       officer
     GET  /api/v1/monitor/alerts          the monitor scan document             officer
+    GET  /api/v1/budget/researchers      every researcher's own balances       steward, officer
+    GET  /api/v1/vault/verify            vault verify, a cell per object/store steward, officer
+    POST /api/v1/vault/upload?name=N     the body, streamed into the vault     steward (owner)
+    ...  /api/v1/requests[/{id}[/...]]   file, list, decide, run requests      see request_routes
     GET  /openapi.json, /docs            the API (OpenAPI 3.1) and a page that shows it
-    GET  /                               the web console (console.html/js/css)
+    GET  /                               the web console (console.html, console*.js, .css)
 
 Every request is answered by :mod:`tessera.server.routes`; every error, whatever its
 status, is ``{"error": code, "message": one line}`` with the security headers
@@ -39,9 +43,11 @@ from fastapi.responses import Response
 from tessera.config import Environment
 from tessera.errors import TesseraError
 from tessera.server.auth import CLIENT, Gate
-from tessera.server.guard import SECURITY_HEADERS, Guard, install_handlers
+from tessera.server.console_routes import UPLOAD_MAX, UPLOAD_PATH, BodyLimits, console_router
+from tessera.server.guard import SECURITY_HEADERS, install_handlers
 from tessera.server.models import SQL_MAX
 from tessera.server.queries import DEFAULT_MAX_QUERIES, QueryPool
+from tessera.server.request_routes import request_router
 from tessera.server.routes import CALLS, api_router
 from tessera.server.throttle import Digest, Throttle
 from tessera.workflows.audit import close_logs
@@ -54,6 +60,9 @@ MAX_BODY = 12 * SQL_MAX + 8 * 1024
 _STATIC = {
     "/": ("console.html", "text/html; charset=utf-8"),
     "/console.js": ("console.js", "text/javascript; charset=utf-8"),
+    "/console-dom.js": ("console-dom.js", "text/javascript; charset=utf-8"),
+    "/console-charts.js": ("console-charts.js", "text/javascript; charset=utf-8"),
+    "/console-views.js": ("console-views.js", "text/javascript; charset=utf-8"),
     "/console.css": ("console.css", "text/css; charset=utf-8"),
     "/docs": ("docs.html", "text/html; charset=utf-8"),
     "/docs.js": ("docs.js", "text/javascript; charset=utf-8"),
@@ -110,8 +119,10 @@ def create_app(
         gate.invalid(request, error, CALLS)
 
     install_handlers(app, on_invalid)
-    app.add_middleware(Guard, max_body=MAX_BODY)
+    app.add_middleware(BodyLimits, max_body=MAX_BODY, larger={UPLOAD_PATH: UPLOAD_MAX})
     app.include_router(api_router(gate))
+    app.include_router(console_router(gate))
+    app.include_router(request_router(gate))
     for route, (name, media) in _STATIC.items():
         app.get(route, include_in_schema=False)(_static_file(name, media))
 

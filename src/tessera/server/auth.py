@@ -129,9 +129,17 @@ class Gate:
         return unlock(self.env, user.name, token, record=False, gateway=True)
 
     def event(
-        self, request: Request, user: User, call: CommandCall, outcome: str, code: str, **extra: Any
+        self,
+        request: Request,
+        user: User,
+        call: CommandCall,
+        outcome: str,
+        code: str,
+        /,
+        **extra: Any,
     ) -> AuditEvent:
-        """The event of ``user``'s request ``call`` (the command's event, from the web)."""
+        """The event of ``user``'s request ``call`` (the command's event, from the web);
+        ``extra`` is detail, whatever its keys (a workflow adds ``request=ID``)."""
         event = command_event(call, outcome, code, user=user.name, extra=extra)
         return replace(
             event,

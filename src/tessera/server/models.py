@@ -9,18 +9,31 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "EPSILON_MAX",
     "EPSILON_MIN",
+    "NAME_MAX",
+    "PURPOSE_MAX",
+    "REASON_MAX",
     "AuditEventRow",
     "AuditReport",
+    "CustodianReport",
+    "Decision",
+    "DecisionBody",
     "ErrorBody",
     "Health",
+    "HeldOutput",
     "Me",
     "OwnBalance",
     "QueryAnswer",
     "QueryBody",
+    "RequestBody",
+    "RequestDoc",
+    "ResearcherBalance",
     "ScanReport",
     "TableBalance",
     "TableInfo",
+    "VaultHealth",
     "VaultObject",
+    "VaultObjectHealth",
+    "VaultPut",
 ]
 
 #: The epsilons one query may ask for through the gateway (a table's policy may allow
@@ -29,6 +42,11 @@ EPSILON_MIN = 1e-6
 EPSILON_MAX = 100.0
 #: The longest SQL text the gateway accepts (characters).
 SQL_MAX = 20_000
+#: The longest purpose of a request, and reason of a decision (characters).
+PURPOSE_MAX = 2_000
+REASON_MAX = 2_000
+#: The longest vault name (bytes of UTF-8, as ``tessera vault put --name``).
+NAME_MAX = 1024
 
 
 class _Open(BaseModel):
@@ -103,6 +121,12 @@ class OwnBalance(BaseModel):
     remaining_epsilon: float
 
 
+class ResearcherBalance(OwnBalance):
+    """A researcher's own budget on one DP table, as their steward sees it."""
+
+    share_epsilon: float = Field(description="the researcher's budget as epsilon (at delta)")
+
+
 class TableBalance(_Open):
     """A DP table's balance, for stewards and officers."""
 
@@ -126,6 +150,15 @@ class VaultObject(_Open):
     generation: int
 
 
+class CustodianReport(_Open):
+    """What the custodians hold of the gateway log, compared with it."""
+
+    checked: list[int] = Field(description="the custodians asked (their ids)")
+    unreachable: str | None
+    problems: list[str]
+    no_custodians: bool
+
+
 class AuditReport(_Open):
     ok: bool
     entries: int
@@ -133,6 +166,13 @@ class AuditReport(_Open):
     problem: str | None
     heads: int
     signed_size: int
+    custodians: CustodianReport | None = Field(
+        default=None, description="what each custodian witnessed of the log, compared"
+    )
+    vouched: int = Field(
+        default=0, description="custodians that answered and hold nothing against the log"
+    )
+    nodes: int = Field(default=0, description="the environment's custodians")
 
 
 class AuditEventRow(BaseModel):
@@ -151,3 +191,91 @@ class ScanReport(_Open):
     events: int
     logs: dict[str, bool]
     alerts: list[dict[str, Any]]
+
+
+class RequestBody(BaseModel):
+    """``POST /api/v1/requests``: what a researcher asks a steward to approve."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["sql", "recommend", "reidentify"] = "sql"
+    purpose: str = Field(min_length=1, max_length=PURPOSE_MAX)
+    sql: str | None = Field(default=None, min_length=1, max_length=SQL_MAX)
+    epsilon: float | None = Field(
+        default=None,
+        ge=EPSILON_MIN,
+        le=EPSILON_MAX,
+        allow_inf_nan=False,
+        description="DP tables only: the epsilon to spend (default: the policy's)",
+    )
+
+
+class DecisionBody(BaseModel):
+    """``POST /api/v1/requests/{id}/approve`` and ``/refuse``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=REASON_MAX, description="shown to the researcher")
+
+
+class Decision(_Open):
+    by: str
+    decision: str
+    reason: str
+    at: float = Field(description="unix seconds")
+
+
+class RequestDoc(_Open):
+    """A request and where it stands."""
+
+    id: str
+    kind: str = Field(description="sql, recommend, reidentify or output")
+    state: str = Field(description="pending, approved, refused, done, held, released or withheld")
+    researcher: str
+    purpose: str
+    sql: str | None = None
+    tables: list[str] = Field(default_factory=list)
+    epsilon: float | None = None
+    filed_at: float = Field(description="unix seconds")
+    decisions: list[Decision] = Field(default_factory=list)
+    reasons: list[str] = Field(default_factory=list, description="the checker's reasons")
+    job_id: str | None = None
+
+
+class HeldOutput(BaseModel):
+    """A result the disclosure checker held back for a steward to review."""
+
+    held: Literal[True]
+    request: str
+    reasons: list[str]
+
+
+class VaultObjectHealth(_Open):
+    name: str
+    status: str = Field(description="healthy, degraded or lost")
+    problems: list[dict[str, str]]
+    cells: dict[str, Literal["healthy", "damaged", "missing", "unreachable"]] = Field(
+        description="store id -> the state of that store's fragments of the object"
+    )
+
+
+class VaultHealth(_Open):
+    """``tessera vault verify --json``, with one cell per object and store."""
+
+    status: str = Field(description="healthy, degraded or lost")
+    objects: list[VaultObjectHealth]
+    unreachable: list[dict[str, str]]
+    stores: list[str] = Field(description="every store's id, in order")
+
+
+class VaultPut(_Open):
+    """``tessera vault put --json``."""
+
+    name: str
+    size: int
+    scheme: str
+    k: int
+    n: int
+    status: str
+    stores_written: list[int]
+    stores_failed: list[dict[str, str]]

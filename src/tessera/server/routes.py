@@ -10,6 +10,7 @@ queries in the :class:`~tessera.server.queries.QueryPool`'s own threads, at most
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -22,6 +23,7 @@ from tessera.core.audit_sink import Action, AuditEvent
 from tessera.dp.accounting import epsilon_for_rho
 from tessera.server.auth import BEARER, CLIENT, Gate, address_of
 from tessera.server.cache import Watched
+from tessera.server.calls import RouteCalls
 from tessera.server.models import (
     AuditEventRow,
     AuditReport,
@@ -49,6 +51,7 @@ __all__ = [
     "own_balance",
     "signed_in",
     "table_list",
+    "vouched",
 ]
 
 _WHY = {
@@ -70,15 +73,27 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": why} for status, why in _WHY.items()
 }
 #: The command each route stands for in the audit log (an invalid request records it too).
-CALLS = {
-    "/api/v1/tables": CommandCall(("table", "ls"), {}),
-    "/api/v1/query": CommandCall(("query",), {}),
-    "/api/v1/budget": CommandCall(("budget", "show"), {}),
-    "/api/v1/vault": CommandCall(("vault", "ls"), {}),
-    "/api/v1/audit/verify": CommandCall(("audit", "verify"), {}),
-    "/api/v1/audit/events": CommandCall(("audit", "events"), {}),
-    "/api/v1/monitor/alerts": CommandCall(("monitor", "scan"), {}),
-}
+CALLS = RouteCalls(
+    {
+        "/api/v1/tables": CommandCall(("table", "ls"), {}),
+        "/api/v1/query": CommandCall(("query",), {}),
+        "/api/v1/budget": CommandCall(("budget", "show"), {}),
+        "/api/v1/vault": CommandCall(("vault", "ls"), {}),
+        "/api/v1/audit/verify": CommandCall(("audit", "verify"), {}),
+        "/api/v1/audit/events": CommandCall(("audit", "events"), {}),
+        "/api/v1/monitor/alerts": CommandCall(("monitor", "scan"), {}),
+        "/api/v1/budget/researchers": CommandCall(("budget", "researchers"), {}),
+        "/api/v1/vault/verify": CommandCall(("vault", "verify"), {}),
+        "/api/v1/vault/upload": CommandCall(("vault", "put"), {}),
+        # GET /api/v1/requests (request ls) takes nothing that can be invalid
+        "/api/v1/requests": CommandCall(("request", "file"), {}),
+        "/api/v1/requests/{id}": CommandCall(("request", "show"), {}),
+        "/api/v1/requests/{id}/approve": CommandCall(("request", "decide"), {}),
+        "/api/v1/requests/{id}/refuse": CommandCall(("request", "decide"), {}),
+        "/api/v1/requests/{id}/run": CommandCall(("request", "run"), {}),
+        "/api/v1/requests/{id}/result": CommandCall(("request", "result"), {}),
+    }
+)
 _READERS = ("researcher", "steward")
 
 
@@ -102,6 +117,13 @@ def own_balance(row: dict[str, Any]) -> OwnBalance:
         remaining_rho=left,
         remaining_epsilon=epsilon_for_rho(left, delta),
     )
+
+
+def vouched(checked: list[int], problems: list[str]) -> int:
+    """How many of the custodians ``checked`` hold nothing against the log (a problem
+    names its custodian: "custodian N witnessed ...")."""
+    named = {int(n) for p in problems for n in re.findall(r"custodian (\d+)", p)}
+    return len(set(checked) - named)
 
 
 def _event_row(seq: int, ev: AuditEvent) -> AuditEventRow:
@@ -189,13 +211,13 @@ def api_router(gate: Gate) -> APIRouter:
 
     @router.post("/query", response_model=QueryAnswer, summary="Run secure SQL (DP or exact)")
     async def query(request: Request, body: QueryBody, user: Caller) -> Any:
-        from tessera.workflows.query import run_sql
+        from tessera.workflows.requests import run_sql_recorded
 
         call = CommandCall(("query",), {"sql": body.sql, "epsilon": body.epsilon})
 
-        def run() -> Any:
+        def run() -> Any:  # a release the custodians hold is filed for its steward (409)
             signer = gate.signer_of(request, user)
-            return run_sql(gate.env, body.sql, epsilon=body.epsilon, signer=signer)
+            return run_sql_recorded(gate.env, body.sql, epsilon=body.epsilon, signer=signer)
 
         async def work() -> Any:
             return await gate.queries.run(run)
@@ -239,10 +261,21 @@ def _budget_and_vault_routes(router: APIRouter, gate: Gate) -> None:
 
 
 def _officer_routes(router: APIRouter, gate: Gate) -> None:
-    @router.get("/audit/verify", response_model=AuditReport, summary="Verify the audit log")
+    @router.get(
+        "/audit/verify",
+        response_model=AuditReport,
+        summary="Verify the audit log, and compare it with what the custodians witnessed",
+    )
     async def audit_verify(request: Request, user: Caller) -> Any:
+        from tessera.workflows.audit_witness import verify_witnessed
+
         def work() -> Any:
-            return audit_flow.verify_log(gate.home).to_json()
+            result = verify_witnessed(gate.home)
+            return {
+                **result.to_json(),
+                "vouched": vouched(result.custodians.checked, result.custodians.problems),
+                "nodes": gate.env.n,
+            }
 
         call = CALLS["/api/v1/audit/verify"]
         return await gate.audited(request, user, call, ("officer",), in_thread(work))

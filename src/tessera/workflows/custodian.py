@@ -36,10 +36,11 @@ from urllib.parse import unquote, urlparse
 
 from tessera.config import Environment
 from tessera.dp import Ledger, Policy, ReleasePlan, Reservation
-from tessera.dp.policy import TablePolicy, strictest, weakenings
+from tessera.dp.policy import OutputChecks, TablePolicy, strictest, weakenings
 from tessera.errors import ConfigError, InputError, IntegrityError, PolicyError
 from tessera.keys.documents import SignedDocument, verified_signers
 from tessera.keys.people import PRIVILEGED, ROSTER_CONTEXT, Roster, admit_roster
+from tessera.workflows.approvals import check_approval
 from tessera.workflows.job_checks import (
     check_dp_job,
     check_exact_job,
@@ -83,6 +84,8 @@ class Admission:
     tables: tuple[str, ...]
     release: ReleasePlan | None = None
     reservation: Reservation | None = None
+    approval: str | None = None
+    checks: OutputChecks | None = None
 
 
 def admit_policy(
@@ -136,6 +139,10 @@ class Custodian:
             "CREATE TABLE IF NOT EXISTS validated (table_name TEXT NOT NULL, chunk TEXT NOT "
             "NULL, columns TEXT NOT NULL, ok INTEGER NOT NULL, checked REAL NOT NULL, "
             "PRIMARY KEY (table_name, chunk))"
+        )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS approvals (request_id TEXT PRIMARY KEY, job_id TEXT NOT "
+            "NULL, state TEXT NOT NULL, at REAL NOT NULL)"
         )
         self._db.commit()
 
@@ -306,26 +313,87 @@ class Custodian:
             return Admission(job, requester, tables)
         if person is None or "researcher" not in person.roles:
             raise PolicyError(f"{requester} is not a researcher of this custodian's roster")
-        policies = {t: self.effective(t) for t in tables}
+        installed = {t: self.table_policy(t) for t in tables}
+        policies = {t: DEFAULT_POLICY if p is None else p.policy for t, p in installed.items()}
         for table, policy in policies.items():
             if policy.grants is not None and requester not in policy.grants:
                 raise PolicyError(f"{requester} is not granted table {table}")
         combined = strictest(list(policies.values()))
-        if not combined.is_private:
+        release = None
+        if combined.is_private:
+            private = [t for t, p in policies.items() if p.is_private]
+            self._require_validated(job, private, manifests)
+            release = check_dp_job(
+                job, policies, combined, manifests, parties=self.parties, threshold=self.threshold
+            )
+        else:
             check_exact_job(job, combined, tables)
-            return Admission(job, requester, tables)
-        private = [t for t, p in policies.items() if p.is_private]
-        self._require_validated(job, private, manifests)
-        release = check_dp_job(
-            job, policies, combined, manifests, parties=self.parties, threshold=self.threshold
-        )
-        reservation = self.ledger.reserve(
-            private, requester, release.charge_rho, note=str(job["job_id"])
-        )
-        return Admission(job, requester, tables, release, reservation)
+        approval = None
+        if combined.approval_required:
+            approval = check_approval(
+                job,
+                requester,
+                self.roster(),
+                installed,
+                manifests,
+                release,
+                default_epsilon=combined.default_epsilon if release is not None else None,
+            )
+            self._reserve_approval(approval, str(job["job_id"]))
+        checks = None if release is not None else combined.output_checks
+        declared = job["params"].get("checks")
+        if declared != (None if checks is None else checks.to_dict()):
+            raise PolicyError(
+                f"the job's output checks are not those of {', '.join(tables)}'s policy held "
+                "by this custodian"
+            )
+        if release is None:
+            return Admission(job, requester, tables, approval=approval, checks=checks)
+        try:
+            reservation = self.ledger.reserve(
+                [t for t, p in policies.items() if p.is_private],
+                requester,
+                release.charge_rho,
+                note=str(job["job_id"]),
+            )
+        except BaseException:
+            self._settle_approval(approval, used=False)
+            raise
+        return Admission(job, requester, tables, release, reservation, approval)
+
+    def _reserve_approval(self, request_id: str, job_id: str) -> None:
+        """Take the (single) run an approval allows; PolicyError if it was taken."""
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT INTO approvals VALUES (?, ?, 'reserved', ?)",
+                    (request_id, job_id, time.time()),
+                )
+                self._db.commit()
+            except sqlite3.IntegrityError:
+                raise PolicyError(
+                    f"the approval of request {request_id[:12]} was used already "
+                    "(an approval runs once: file the request again)"
+                ) from None
+
+    def _settle_approval(self, request_id: str | None, *, used: bool) -> None:
+        if request_id is None:
+            return
+        with self._lock:
+            if used:
+                self._db.execute(
+                    "UPDATE approvals SET state = 'used' WHERE request_id = ?", (request_id,)
+                )
+            else:
+                self._db.execute(
+                    "DELETE FROM approvals WHERE request_id = ? AND state = 'reserved'",
+                    (request_id,),
+                )
+            self._db.commit()
 
     def settle(self, admission: Admission, *, released: bool) -> None:
         """Commit the reservation (the share left this node) or refund it."""
+        self._settle_approval(admission.approval, used=released)
         if admission.reservation is None:
             return
         if released:
@@ -344,6 +412,16 @@ class Custodian:
         other custodians may have answered and the requester reconstructed from their
         shares), which are committed.
         """
+        with self._lock:  # an approval reserved by a job cut short runs again (unless its
+            # share may have left: then it was used, like the budget)
+            done = list(finished)
+            self._db.execute(
+                "UPDATE approvals SET state = 'used' WHERE state = 'reserved' AND job_id IN "
+                "(SELECT value FROM json_each(?))",
+                (json.dumps(done),),
+            )
+            self._db.execute("DELETE FROM approvals WHERE state = 'reserved'")
+            self._db.commit()
         path = self.ledger.path
         db = sqlite3.connect(path, timeout=60.0)
         try:

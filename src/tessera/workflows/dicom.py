@@ -2,14 +2,16 @@
 
 The dicom package takes its storage target and identity table as Protocols; this module
 chooses the implementations.  In an environment made by ``tessera init`` (one with a
-vault), the pseudonym-to-identity table lives in the vault, secret-shared k-of-n across
-the custodians' stores, and re-identification reads it back (k stores must answer) and
-appends an audit record; ``tessera dicom serve --vault`` stores what it receives there
-too, and with ``--keep-original`` (or ``[dicom] keep_original = true``) each instance as
-received, secret-shared under ``dicom-original/<pseudonym>/<new uid>.dcm``; fetching
-one back (:func:`fetch_original`) is audited like a re-identification.  Without an
-environment both fall back to folders under ``HOME/dicom/``; originals are kept only in
-the vault.
+vault), the pseudonym-to-identity table lives in the vault as one *escrowed* object per
+patient (``dicom-identity/<pseudonym>``): encrypted under a fresh data key whose shares
+only the custodian nodes hold (:mod:`tessera.workflows.escrow`), so the vault alone
+yields ciphertext.  ``tessera dicom serve --vault`` stores what it receives there too,
+and with ``--keep-original`` (or ``[dicom] keep_original = true``) each instance as
+received, escrowed the same way under ``dicom-original/<pseudonym>/<new uid>.dcm``.
+Reading either back needs a request signed by a quorum of people, checked by every
+custodian (:mod:`tessera.workflows.reidentify`); each attempt is audited here too
+(:func:`_audited_reidentify`).  Without an environment both fall back to folders under
+``HOME/dicom/`` (:func:`reidentify`); originals are kept only in the vault.
 """
 
 from __future__ import annotations
@@ -42,19 +44,34 @@ from tessera.dicom import (
     run_batch,
 )
 from tessera.dicom.node import Receiver, start_scp
-from tessera.errors import ConfigError, InputError, NotFoundError, UsageError
+from tessera.errors import (
+    ConfigError,
+    InputError,
+    IntegrityError,
+    NotFoundError,
+    PolicyError,
+    UsageError,
+)
 from tessera.vault import NameTakenError, Vault
 from tessera.workflows import audit
+from tessera.workflows.escrow import Depositor
 from tessera.workflows.vault import open_vault, vault_settings
 
 __all__ = [
+    "IDENTITY_PREFIX",
+    "ORIGINAL_PREFIX",
+    "PSEUDONYM_FORM",
     "NodeHandle",
     "VaultIdentityStore",
     "VaultSink",
     "deidentify_paths",
-    "fetch_original",
+    "identity_pseudonym",
     "keep_original_setting",
     "load_key",
+    "matches_original",
+    "original_names",
+    "parse_identity",
+    "read_object",
     "reidentify",
     "start_node",
 ]
@@ -97,34 +114,68 @@ IDENTITY_PREFIX = "dicom-identity/"
 OBJECT_PREFIX = "dicom/"
 ORIGINAL_PREFIX = "dicom-original/"
 _PSEUDONYM = re.compile(r"TS[0-9A-F]{20}")
+PSEUDONYM_FORM = _PSEUDONYM
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def read_object(vault: Vault, name: str) -> bytes:
+    """The bytes of vault object ``name`` (k stores must answer; NotFoundError if absent)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "object"
+        vault.get(name, out)
+        return out.read_bytes()
 
 
 class VaultSink:
     """Objects into the vault under ``<prefix><pseudonym>/<uid>.dcm``.
 
     The prefix is ``dicom/`` for de-identified copies, ``dicom-original/`` for originals.
+    Originals are escrowed (``escrow``, required for them): sealed under a fresh key
+    whose shares the custodians hold, and the first one kept for a name stays.
     """
 
-    def __init__(self, vault: Vault, scheme: str = "shamir", prefix: str = OBJECT_PREFIX) -> None:
+    def __init__(
+        self,
+        vault: Vault,
+        scheme: str = "shamir",
+        prefix: str = OBJECT_PREFIX,
+        escrow: Depositor | None = None,
+    ) -> None:
+        if prefix == ORIGINAL_PREFIX and escrow is None:
+            raise ConfigError("originals are kept only escrowed (sealed, key with the custodians)")
         self.vault = vault
         self.scheme = scheme
         self.prefix = prefix
+        self.escrow = escrow
 
     def put(self, name: str, data: bytes) -> str:
-        """Split ``data`` across the stores; return ``vault:<name>``."""
-        # a modality re-sending an instance yields the same de-identified bytes: replace
-        result = self.vault.put(
-            BytesIO(data), len(data), self.prefix + name, scheme=self.scheme, replace=True
-        )
-        return f"vault:{result.name}"
+        """Split ``data`` (sealed first when escrowed) across the stores; ``vault:<name>``."""
+        full = self.prefix + name
+        if self.escrow is None:
+            # a modality re-sending an instance yields the same de-identified bytes: replace
+            result = self.vault.put(
+                BytesIO(data), len(data), full, scheme=self.scheme, replace=True
+            )
+            return f"vault:{result.name}"
+        try:
+            self.vault.lookup(full)
+        except NotFoundError:
+            envelope = self.escrow.seal(full, data)
+            with suppress(NameTakenError):  # kept meanwhile: the first stays
+                self.vault.put(BytesIO(envelope), len(envelope), full, scheme=self.scheme)
+        return f"vault:{full}"
 
 
 class VaultIdentityStore:
-    """The pseudonym -> identity table as one small vault object per patient."""
+    """The pseudonym -> identity table as one small escrowed vault object per patient.
 
-    def __init__(self, vault: Vault, scheme: str = "shamir") -> None:
+    :meth:`put` seals the record (its key's shares go to the custodians); :meth:`get`
+    refuses: reading it back needs a quorum of people (:mod:`tessera.workflows.reidentify`).
+    """
+
+    def __init__(self, vault: Vault, escrow: Depositor, scheme: str = "shamir") -> None:
         self.vault = vault
+        self.escrow = escrow
         self.scheme = scheme
         self._known: set[str] = set()
 
@@ -142,21 +193,40 @@ class VaultIdentityStore:
             self.vault.lookup(name)
         except NotFoundError:
             body = json.dumps(dict(identity), sort_keys=True).encode()
+            envelope = self.escrow.seal(name, body)
             with suppress(NameTakenError):  # recorded meanwhile: the first stays
-                self.vault.put(BytesIO(body), len(body), name, scheme=self.scheme)
+                self.vault.put(BytesIO(envelope), len(envelope), name, scheme=self.scheme)
         self._known.add(pseudonym)
 
     def get(self, pseudonym: str) -> dict[str, str]:
-        """Reconstruct the identity from k stores (NotFoundError if none recorded)."""
-        name = self._name(pseudonym)
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "identity.json"
-            self.vault.get(name, out)
-            try:
-                data = json.loads(out.read_text(encoding="utf-8"))
-            except ValueError:
-                raise InputError("the identity record is damaged") from None
-        return {str(k): str(v) for k, v in data.items()}
+        """Refused: the record is escrowed (see :mod:`tessera.workflows.reidentify`)."""
+        self._name(pseudonym)
+        raise PolicyError(_QUORUM_HINT)
+
+
+_QUORUM_HINT = (
+    "identities are escrowed with the custodians: re-identify with a request signed by "
+    "a quorum of stewards or officers (tessera dicom reidentify PSEUDONYM --reason TEXT)"
+)
+
+
+def identity_pseudonym(ref: str) -> str:
+    """The pseudonym of identity object ``dicom-identity/<pseudonym>``; UsageError else."""
+    pseudonym = ref.removeprefix(IDENTITY_PREFIX)
+    if not ref.startswith(IDENTITY_PREFIX) or not _PSEUDONYM.fullmatch(pseudonym):
+        raise UsageError("not an identity object (dicom-identity/<pseudonym>)")
+    return pseudonym
+
+
+def parse_identity(data: bytes) -> dict[str, str]:
+    """An identity record's fields (InputError if damaged; the message holds none)."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise InputError("the identity record is damaged") from None
+    if not isinstance(doc, dict):
+        raise InputError("the identity record is damaged")
+    return {str(k): str(v) for k, v in doc.items()}
 
 
 def _environment(home: Path) -> Environment | None:
@@ -166,11 +236,11 @@ def _environment(home: Path) -> Environment | None:
     return env if "vault" in env.extra else None
 
 
-def _vault(home: Path, *, write: bool) -> tuple[Vault, str] | None:
+def _vault(home: Path, *, write: bool) -> tuple[Environment, Vault, str] | None:
     env = _environment(home)
     if env is None:
         return None
-    return open_vault(env, write=write), str(vault_settings(env)["scheme"])
+    return env, open_vault(env, write=write), str(vault_settings(env)["scheme"])
 
 
 def keep_original_setting(home: Path) -> bool:
@@ -191,11 +261,15 @@ def _sink(out: Path) -> ObjectSink:
     return FolderSink(out)
 
 
-def _identities(home: Path) -> IdentityStore:
+def _identities(home: Path) -> tuple[IdentityStore, Depositor | None]:
+    """The identity table: escrowed in the vault (with its depositor, to close), or the
+    local folder outside an environment."""
     opened = _vault(home, write=True)
-    if opened is not None:
-        return VaultIdentityStore(*opened)
-    return FolderIdentityStore(_dicom_home(home) / "identities")
+    if opened is None:
+        return FolderIdentityStore(_dicom_home(home) / "identities"), None
+    env, vault, scheme = opened
+    depositor = Depositor(env)
+    return VaultIdentityStore(vault, depositor, scheme), depositor
 
 
 def deidentify_paths(
@@ -216,9 +290,14 @@ def deidentify_paths(
     settings = BatchSettings.of(profile, load_key(home, key_file), keep_burned_in=keep_burned_in)
     if on_start is not None:
         on_start(len(paths))
-    entries = run_batch(
-        paths, settings, _sink(out), _identities(home), workers=workers, on_done=on_done
-    )
+    identities, depositor = _identities(home)
+    try:
+        entries = run_batch(
+            paths, settings, _sink(out), identities, workers=workers, on_done=on_done
+        )
+    finally:
+        if depositor is not None:
+            depositor.close()
     counts = {s: 0 for s in ("deidentified", "quarantined", "failed")}
     for entry in entries:
         counts[entry["status"]] += 1
@@ -238,10 +317,13 @@ class NodeHandle:
     ae_title: str
     receiver: Receiver
     server: Any
+    escrow: Depositor | None = None
 
     def stop(self) -> None:
-        """Stop listening and close open associations."""
+        """Stop listening and close open associations (and the custodian connections)."""
         self.server.shutdown()
+        if self.escrow is not None:
+            self.escrow.close()
 
 
 def _gateway_sink(home: Path) -> AuditSink | None:
@@ -272,8 +354,8 @@ def start_node(
     (None: the gateway log when ``home`` holds an environment, else nothing is recorded).
 
     ``keep_original`` (None: ``[dicom] keep_original`` from tessera.toml) also keeps each
-    received instance as it arrived, secret-shared in the vault; it requires ``to_vault``
-    (originals are never written to a plain folder).
+    received instance as it arrived, escrowed in the vault (sealed; the key's shares on the
+    custodians); it requires ``to_vault`` (originals are never written to a plain folder).
     """
     if keep_original is None:
         keep_original = keep_original_setting(home)
@@ -282,64 +364,77 @@ def start_node(
             "originals are kept only secret-shared in the vault: serve with --vault "
             "(or --no-keep-original)"
         )
+    profile, pseudo = Profile.from_codes(options), Pseudonymizer(load_key(home, key_file))
     sink: ObjectSink = _sink(out)
-    originals: ObjectSink | None = None
     if to_vault:
         opened = _vault(home, write=True)
         if opened is None:
             raise missing_environment(home)
-        sink = VaultSink(*opened)
-        if keep_original:
-            originals = VaultSink(*opened, prefix=ORIGINAL_PREFIX)
-    receiver = Receiver(
-        Profile.from_codes(options),
-        Pseudonymizer(load_key(home, key_file)),
-        sink,
-        _identities(home),
-        keep_burned_in=keep_burned_in,
-        originals=originals,
-        on_outcome=on_outcome,
-        audit=audit_sink if audit_sink is not None else _gateway_sink(home),
-    )
-    server = start_scp(receiver, host, port, ae_title)
+        sink = VaultSink(opened[1], opened[2])
+    identities, depositor = _identities(home)
+    try:
+        originals = None
+        if keep_original and isinstance(sink, VaultSink):  # with --vault (checked above)
+            originals = VaultSink(sink.vault, sink.scheme, ORIGINAL_PREFIX, depositor)
+        receiver = Receiver(
+            profile,
+            pseudo,
+            sink,
+            identities,
+            keep_burned_in=keep_burned_in,
+            originals=originals,
+            on_outcome=on_outcome,
+            audit=audit_sink if audit_sink is not None else _gateway_sink(home),
+        )
+        server = start_scp(receiver, host, port, ae_title)
+    except BaseException:
+        if depositor is not None:
+            depositor.close()
+        raise
     bound_host, bound_port = server.server_address[:2]
-    return NodeHandle(str(bound_host), int(bound_port), ae_title, receiver, server)
+    return NodeHandle(str(bound_host), int(bound_port), ae_title, receiver, server, depositor)
 
 
 def reidentify(home: Path, pseudonym: str, *, user: str = "") -> dict[str, str]:
-    """The identity behind a patient pseudonym.
+    """The identity behind a patient pseudonym, from the local folder table (no quorum,
+    no audit: the embedded fallback outside an environment).
 
-    In an environment: read from the vault (k of the n custodians' stores must answer)
-    and recorded in the audit log, whether it succeeds or not.  Otherwise from the local
-    folder table (no quorum, no audit: the embedded fallback).
+    In an environment the record is escrowed: PolicyError, pointing to
+    :func:`tessera.workflows.reidentify.run_reidentify` (a request signed by a quorum).
     """
-    pseudonym = pseudonym.strip()
-    opened = _vault(home, write=False)
-    if opened is None:
-        return FolderIdentityStore(_dicom_home(home) / "identities").get(pseudonym)
-    store = VaultIdentityStore(*opened)
-    with _audited_reidentify(
-        home,
-        user=user or os.environ.get("USER", ""),
-        patient=pseudonym,
-        entity=IDENTITY_PREFIX + pseudonym,
-        entity_type="identity",
-        purpose="re-identification",
-    ):
-        return store.get(pseudonym)
+    del user  # kept for callers of the folder fallback
+    if _environment(home) is not None:
+        raise PolicyError(_QUORUM_HINT)
+    return FolderIdentityStore(_dicom_home(home) / "identities").get(pseudonym.strip())
+
+
+def _outcome_of(exc: BaseException) -> str:
+    if isinstance(exc, NotFoundError):
+        return "not_found"
+    if isinstance(exc, PolicyError | IntegrityError):
+        return "denied"
+    return "failure"
 
 
 @contextmanager
 def _audited_reidentify(
-    home: Path, *, user: str, patient: str, entity: str, entity_type: str, purpose: str
+    home: Path,
+    *,
+    user: str,
+    patient: str,
+    entity: str,
+    entity_type: str,
+    purpose: str,
+    detail: Mapping[str, str | int | float | bool] | None = None,
 ) -> Iterator[None]:
-    """Record one DICOM_REIDENTIFY event for the enclosed read, whatever its outcome."""
+    """Record one DICOM_REIDENTIFY event for the enclosed read, whatever its outcome
+    (``detail``: the request's signers, reason...; never an identity)."""
     outcome = "failure"
     try:
         yield
         outcome = "success"
-    except NotFoundError:
-        outcome = "not_found"
+    except BaseException as exc:
+        outcome = _outcome_of(exc)
         raise
     finally:
         event = AuditEvent(
@@ -350,6 +445,7 @@ def _audited_reidentify(
             entity=entity,
             entity_type=entity_type,
             purpose=purpose,
+            detail=dict(detail or {}),
         )
         audit.record(home, [event])
 
@@ -396,54 +492,34 @@ def _original_names(names: Sequence[str], ref: str) -> list[str]:
     return sorted(found)
 
 
-def fetch_original(home: Path, ref: str, out: Path, *, user: str = "") -> list[dict[str, str]]:
-    """Restore kept originals from the vault into ``out``; audited like :func:`reidentify`.
+def original_names(home: Path, ref: str, *, user: str = "") -> list[str]:
+    """The vault names of the kept originals ``ref`` designates (sorted).
 
     ``ref`` is a de-identified SOP Instance UID, a patient pseudonym, or the vault name
-    of the de-identified copy (``dicom/<pseudonym>/<uid>.dcm``) or of the original.  One
-    match is written to the file ``out`` (or into it, as ``<uid>.dcm``, when ``out`` is an
-    existing folder); several (a pseudonym with many instances) go into the folder
-    ``out`` as ``<uid>.dcm``.  Every retrieval (k stores must answer) appends a
-    ``dicom.reidentify`` audit event naming the vault entry, whether it succeeds or not.
+    of the de-identified copy (``dicom/<pseudonym>/<uid>.dcm``) or of the original.  A
+    reference that matches nothing is audited as a ``not_found`` ``dicom.reidentify``
+    event and raises NotFoundError; ConfigError outside an environment with a vault.
     """
     opened = _vault(home, write=False)
     if opened is None:
         raise ConfigError(f"no environment with a vault at {home}: originals are kept only there")
-    vault = opened[0]
-    who = user or os.environ.get("USER", "")
     pattern = _original_pattern(ref)  # refuses a malformed reference first
-    names = _original_names([m.name for m in vault.ls()], ref)
-    if not names:
-        audit.record(
-            home,
-            [
-                AuditEvent(
-                    action=Action.DICOM_REIDENTIFY,
-                    outcome="not_found",
-                    user=who,
-                    patient=pattern.split("/")[1].strip("*"),
-                    entity=pattern,
-                    entity_type="dicom-original",
-                    purpose="re-identification (original instance)",
-                )
-            ],
-        )
-        raise NotFoundError("no original kept in the vault for this reference")
-    many = len(names) > 1 or out.is_dir()
-    if many:
-        out.mkdir(parents=True, exist_ok=True)
-    fetched: list[dict[str, str]] = []
-    for name in names:
-        pseudonym, _, file = name[len(ORIGINAL_PREFIX) :].partition("/")
-        target = out / file if many else out
-        with _audited_reidentify(
-            home,
-            user=who,
-            patient=pseudonym,
-            entity=name,
-            entity_type="dicom-original",
-            purpose="re-identification (original instance)",
-        ):
-            vault.get(name, target)
-        fetched.append({"name": name, "pseudonym": pseudonym, "path": str(target)})
-    return fetched
+    names = _original_names([m.name for m in opened[1].ls()], ref)
+    if names:
+        return names
+    event = AuditEvent(
+        action=Action.DICOM_REIDENTIFY,
+        outcome="not_found",
+        user=user or os.environ.get("USER", ""),
+        patient=pattern.split("/")[1].strip("*"),
+        entity=pattern,
+        entity_type="dicom-original",
+        purpose="re-identification (original instance)",
+    )
+    audit.record(home, [event])
+    raise NotFoundError("no original kept in the vault for this reference")
+
+
+def matches_original(name: str, ref: str) -> bool:
+    """Whether vault name ``name`` is a kept original that ``ref`` designates."""
+    return _original_names([name], ref) == [name]

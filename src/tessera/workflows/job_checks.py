@@ -25,16 +25,56 @@ from tessera.mpc.knn_spec import KnnJob
 from tessera.mpc.plan import Measure, SqlPlan
 
 __all__ = [
+    "DP_FUNCS",
     "bound_aggregate",
     "check_dp_job",
     "check_exact_job",
     "check_validate_job",
     "columns_digest",
+    "dp_aggregates",
     "dp_measures",
     "shared_parts",
 ]
 
 _NUMERIC = ("integer", "decimal", "date")
+
+#: SQL aggregate -> tessera.dp aggregate function (what a DP release offers).
+DP_FUNCS: dict[str, str] = {
+    "count_star": "count",
+    "count": "count",
+    "sum": "sum",
+    "avg": "avg",
+    "var_samp": "variance",
+    "stddev_samp": "stddev",
+}
+
+
+def dp_aggregates(plan: SqlPlan) -> tuple[list[Aggregate], dict[str, int]]:
+    """tessera.dp aggregates for the plan's SQL aggregates, and their index by key."""
+    aggs: list[Aggregate] = []
+    index: dict[str, int] = {}
+    for key, spec in plan.aggregates.items():
+        func: Any = DP_FUNCS[spec.func]  # one of tessera.dp's aggregate functions
+        info = None if spec.ref is None else plan.cols[spec.ref]
+        if info is None or info.kind == "origin":
+            aggs.append(Aggregate("count", label=key))
+        elif info.kind == "boolean":
+            aggs.append(Aggregate(func, spec.ref, 0, 1, nullable=info.nullable, label=key))
+        else:
+            scale = 10**info.scale if info.kind == "decimal" else 1
+            aggs.append(
+                Aggregate(
+                    func,
+                    spec.ref,
+                    info.min,
+                    info.max,
+                    scale=scale,
+                    nullable=info.nullable,
+                    label=key,
+                )
+            )
+        index[key] = len(aggs) - 1
+    return aggs, index
 
 
 def check_exact_job(job: Mapping[str, Any], policy: Policy, tables: tuple[str, ...]) -> None:

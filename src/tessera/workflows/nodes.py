@@ -18,7 +18,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +33,7 @@ from tessera.errors import (
     ConfigError,
     IntegrityError,
     JobAbortedError,
+    OutputHeldError,
     StorageUnavailableError,
     TesseraError,
 )
@@ -46,6 +47,7 @@ if TYPE_CHECKING:  # people imports this module's broadcast
 __all__ = [
     "NodeClient",
     "broadcast",
+    "each_node",
     "ensure_nodes",
     "node_status",
     "run_job",
@@ -332,20 +334,27 @@ def sign_job(job: dict[str, Any], signer: Signer) -> dict[str, Any]:
     return {"job": doc["body"], "signatures": doc["signatures"]}
 
 
-def _gather(
-    clients: dict[int, NodeClient], method: str, path: str, **kwargs: Any
+def each_node(
+    clients: Mapping[int, NodeClient], call: Callable[[int, NodeClient], Any]
 ) -> tuple[dict[int, Any], dict[int, TesseraError]]:
-    """One request to every node in parallel: answers and errors by node id."""
+    """``call(node id, client)`` for every node in parallel: answers and errors by id."""
+    results: dict[int, Any] = {}
+    errors: dict[int, TesseraError] = {}
     with ThreadPoolExecutor(max_workers=max(1, len(clients))) as pool:
-        futures = {i: pool.submit(c.request, method, path, **kwargs) for i, c in clients.items()}
-        results: dict[int, Any] = {}
-        errors: dict[int, TesseraError] = {}
+        futures = {i: pool.submit(call, i, c) for i, c in clients.items()}
         for i, fut in futures.items():
             try:
                 results[i] = fut.result()
             except TesseraError as exc:
                 errors[i] = exc
     return results, errors
+
+
+def _gather(
+    clients: dict[int, NodeClient], method: str, path: str, **kwargs: Any
+) -> tuple[dict[int, Any], dict[int, TesseraError]]:
+    """One request to every node in parallel: answers and errors by node id."""
+    return each_node(clients, lambda _, c: c.request(method, path, **kwargs))
 
 
 def _raise_refusals(errors: dict[int, TesseraError], total: int) -> None:
@@ -425,8 +434,13 @@ def run_job(
     prime: int,
     signer: Signer,
     noise: dict[str, Any] | None = None,
+    approval: dict[str, Any] | None = None,
 ) -> tuple[list[int], list[dict[str, Any]]]:
     """Run one MPC job on every node; the reconstructed (signed) outputs and node metas.
+
+    ``approval``: the signed request and its stewards' decisions, for tables whose policy
+    requires approval.  When the custodians hold the release back for its steward (a
+    disclosure check failed), OutputHeldError says why (its ``job_id`` names it).
 
     ``signer`` (a :class:`tessera.workflows.people.Signer`) signs the job; every node
     checks it against its own roster and policies.  When any node refuses, the others
@@ -451,12 +465,15 @@ def run_job(
             "noise": noise,
             "params": params,
         }
+        if approval is not None:
+            job["approval"] = approval
         envelope = sign_job(job, signer)
         results, errors = _run_everywhere(clients, envelope)
         _raise_refusals(errors, len(clients))
     finally:
         for c in clients.values():
             c.close()
+    _raise_held(results, str(job["job_id"]))
     shares = {}
     lengths = set()
     for i, res in results.items():
@@ -470,3 +487,22 @@ def run_job(
     except InconsistentSharesError:
         raise IntegrityError("the nodes' result shares disagree") from None
     return [int(v) for v in to_signed(values, prime)], [results[i] for i in sorted(results)]
+
+
+def _raise_held(results: dict[int, Any], job_id: str) -> None:
+    """OutputHeldError when any custodian held the release back (fail closed: the
+    shares the others returned are not enough, or not meant, to reconstruct)."""
+    held = {i: r for i, r in results.items() if isinstance(r, dict) and r.get("held") is True}
+    if not held:
+        return
+    reasons: list[str] = []
+    for answer in held.values():
+        for line in answer.get("reasons") or []:
+            if isinstance(line, str) and line not in reasons:
+                reasons.append(line[:300])
+    raise OutputHeldError(
+        f"held for the steward's review by {len(held)} of {len(results)} custodians: "
+        + ("; ".join(reasons) or "a disclosure check failed"),
+        job_id=job_id,
+        reasons=tuple(reasons),
+    )

@@ -17,8 +17,8 @@ from dataclasses import replace
 from typing import Any
 
 from tessera.config import Environment
-from tessera.dp import Aggregate, ReleasePlan
-from tessera.dp.policy import strictest
+from tessera.dp import ReleasePlan
+from tessera.dp.policy import OutputChecks, strictest
 from tessera.dp.release import Release
 from tessera.errors import PolicyError, UnsupportedError
 from tessera.mpc.plan import SqlPlan
@@ -36,7 +36,7 @@ from tessera.tables.encode import PRIME
 from tessera.tables.store import Catalog
 from tessera.workflows.audit_cli import add_detail
 from tessera.workflows.dp import PrivateAnswer, run_private_query
-from tessera.workflows.job_checks import bound_aggregate, dp_measures
+from tessera.workflows.job_checks import DP_FUNCS, bound_aggregate, dp_aggregates, dp_measures
 from tessera.workflows.nodes import run_job
 from tessera.workflows.people import Signer
 from tessera.workflows.policies import effective_policies, node_budgets, remaining
@@ -67,15 +67,20 @@ def run_query(
     signer: Signer,
     min_group: int | None = None,
     noise: dict[str, Any] | None = None,
+    approval: dict[str, Any] | None = None,
+    checks: OutputChecks | None = None,
 ) -> dict[str, Any]:
     """The answer ``{"columns", "rows", "privacy": None, ...}`` computed under MPC.
+
+    ``checks``: the output checks the tables' policies ask for (declared in the job;
+    every custodian refuses a job that declares other ones than its policy's).
 
     ``noise``: for DP releases, ``{"cells": ..., ...}`` passed to every node's noise
     source; the cells are the plan's measures x groups, measure-major.
     """
     started = time.perf_counter()
     plan = plan_query(env, sql, min_group=min_group)
-    values, metas = _run_plan(env, plan, noise, signer)
+    values, metas = _run_plan(env, plan, noise, signer, approval, checks)
     result = decode_result(plan, values)
     result["rows_scanned"] = int(metas[0].get("meta", {}).get("rows", 0))
     result["party_cpu_s"] = round(sum(float(m.get("meta", {}).get("cpu_s", 0)) for m in metas), 3)
@@ -108,7 +113,12 @@ def _revealed_count(plan: SqlPlan, values: list[int]) -> int | None:
 
 
 def _run_plan(
-    env: Environment, plan: SqlPlan, noise: dict[str, Any] | None, signer: Signer
+    env: Environment,
+    plan: SqlPlan,
+    noise: dict[str, Any] | None,
+    signer: Signer,
+    approval: dict[str, Any] | None = None,
+    checks: OutputChecks | None = None,
 ) -> tuple[list[int], list[dict[str, Any]]]:
     """Run a compiled plan as one ``sql`` job on the custodians."""
     catalog = Catalog(env.home)
@@ -123,20 +133,17 @@ def _run_plan(
                 "chunks": [c["id"] for c in manifest["chunks"]],
             }
         )
-    params = {"plan": plan.to_dict(), "prime": PRIME}
-    return run_job(env, "sql", inputs, params, prime=PRIME, signer=signer, noise=noise)
+    params = {
+        "plan": plan.to_dict(),
+        "prime": PRIME,
+        "checks": None if checks is None else checks.to_dict(),
+    }
+    return run_job(
+        env, "sql", inputs, params, prime=PRIME, signer=signer, noise=noise, approval=approval
+    )
 
 
 # ----- differential privacy (issue 7) ------------------------------------------------
-
-_DP_FUNCS: dict[str, str] = {
-    "count_star": "count",
-    "count": "count",
-    "sum": "sum",
-    "avg": "avg",
-    "var_samp": "variance",
-    "stddev_samp": "stddev",
-}
 
 
 def _refuse_under_dp(plan: SqlPlan) -> None:
@@ -151,7 +158,7 @@ def _refuse_under_dp(plan: SqlPlan) -> None:
             "unsupported: HAVING under differential privacy (filter the released rows instead)"
         )
     for key, spec in plan.aggregates.items():
-        if spec.func not in _DP_FUNCS:
+        if spec.func not in DP_FUNCS:
             raise UnsupportedError(
                 f"unsupported: {key} under differential privacy (use COUNT, SUM, AVG, "
                 "VARIANCE or STDDEV; VAR_POP/STDDEV_POP are not offered)"
@@ -167,34 +174,6 @@ def _refuse_under_dp(plan: SqlPlan) -> None:
             raise UnsupportedError(
                 f"unsupported: ORDER BY {o.expr} under differential privacy (not a column)"
             )
-
-
-def _dp_aggregates(plan: SqlPlan) -> tuple[list[Aggregate], dict[str, int]]:
-    """tessera.dp aggregates for the plan's SQL aggregates, and their index by key."""
-    aggs: list[Aggregate] = []
-    index: dict[str, int] = {}
-    for key, spec in plan.aggregates.items():
-        func: Any = _DP_FUNCS[spec.func]  # one of tessera.dp's aggregate functions
-        info = None if spec.ref is None else plan.cols[spec.ref]
-        if info is None or info.kind == "origin":
-            aggs.append(Aggregate("count", label=key))
-        elif info.kind == "boolean":
-            aggs.append(Aggregate(func, spec.ref, 0, 1, nullable=info.nullable, label=key))
-        else:
-            scale = 10**info.scale if info.kind == "decimal" else 1
-            aggs.append(
-                Aggregate(
-                    func,
-                    spec.ref,
-                    info.min,
-                    info.max,
-                    scale=scale,
-                    nullable=info.nullable,
-                    label=key,
-                )
-            )
-        index[key] = len(aggs) - 1
-    return aggs, index
 
 
 def _shape_answer(plan: SqlPlan, answered: PrivateAnswer, index: dict[str, int]) -> dict[str, Any]:
@@ -265,6 +244,7 @@ def run_sql(
     signer: Signer,
     epsilon: float | None = None,
     min_group: int | None = None,
+    approval: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``tessera query``: exact under MPC, or a DP release when a table's policy says so.
 
@@ -281,6 +261,12 @@ def run_sql(
     tables = plan.tables
     policies = effective_policies(env, tables)
     policy = strictest(list(policies.values()))
+    if policy.approval_required and approval is None:
+        needing = ", ".join(t for t, p in policies.items() if p.approval_required)
+        raise PolicyError(
+            f"{needing} requires an approved request: file one (tessera request file "
+            "--sql ... --purpose ...) and run it once its steward approved it"
+        )
     if not policy.is_private:
         if epsilon is not None:
             raise PolicyError(
@@ -288,9 +274,16 @@ def run_sql(
                 "(tessera table policy NAME --mode dp ...)"
             )
         floor = max(policy.min_group_size, min_group or min_group_policy(env))
-        return run_query(env, sql, signer=signer, min_group=floor)
+        return run_query(
+            env,
+            sql,
+            signer=signer,
+            min_group=floor,
+            approval=approval,
+            checks=policy.output_checks,
+        )
     _refuse_under_dp(plan)  # before any budget is spent
-    aggregates, index = _dp_aggregates(plan)
+    aggregates, index = dp_aggregates(plan)
     ensure_validated(env, [t for t in tables if policies[t].is_private], signer)
     catalog = Catalog(env.home)
     manifests = {t: catalog.get(t) for t in tables}
@@ -311,7 +304,7 @@ def run_sql(
         )
         k = len(release.statistics)
         noise = {"cells": k * cells, "groups": cells, "release_plan": release.to_dict()}
-        values, node_metas = _run_plan(env, secure, noise, signer)
+        values, node_metas = _run_plan(env, secure, noise, signer, approval)
         metas.extend(node_metas)
         body = values[cells : cells + k * cells]
         return {key: body[i * cells : (i + 1) * cells] for i, key in enumerate(release.keys)}

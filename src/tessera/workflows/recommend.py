@@ -38,6 +38,7 @@ import yaml
 
 from tessera.config import Environment
 from tessera.dp import Aggregate, ReleasePlan
+from tessera.dp.policy import OutputChecks
 from tessera.errors import InputError, IntegrityError, PolicyError
 from tessera.mpc import knn_seal
 from tessera.mpc.knn_local import reconstruct_result, run_local_parties, share_patient
@@ -322,7 +323,9 @@ def recommend_table(
         # the custodians' minimum group: treatments below it are suppressed in the MPC
         job = replace(job, min_group=min(policy.min_group_size, rows + 1))
         start = time.perf_counter()
-        values = _run_knn(env, table, manifest, job, query, None, signer)
+        values = _run_knn(
+            env, table, manifest, job, query, None, signer, checks=policy.output_checks
+        )
         return exact_document(job, schema, values, k, time.perf_counter() - start)
     ensure_validated(env, [table], signer)
     factor = 2 if job.mode == "k" else 1
@@ -507,8 +510,11 @@ def _run_knn(
     query: PatientQuery,
     noise: dict[str, Any] | None,
     signer: Signer,
+    *,
+    checks: OutputChecks | None = None,
 ) -> list[int]:
-    """Seal the patient's shares to the nodes, run the ``knn`` job, return its outputs."""
+    """Seal the patient's shares to the nodes, run the ``knn`` job, return its outputs
+    (``checks``: the output checks the table's policy asks for, declared in the job)."""
     nonce = secrets.token_hex(16)
     sealed = []
     for i, share in enumerate(share_patient(job, query)):
@@ -525,5 +531,6 @@ def _run_knn(
     ]
     params: dict[str, Any] = {"job": job.to_json(), "alias": "t", "nonce": nonce}
     params |= {"patient": sealed, "prime": PRIME}
+    params["checks"] = None if checks is None else checks.to_dict()
     values, _metas = run_job(env, "knn", inputs, params, prime=PRIME, signer=signer, noise=noise)
     return [int(v) for v in values]

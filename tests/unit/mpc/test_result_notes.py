@@ -90,7 +90,8 @@ def test_dp_answer_flags_uninformative_values_in_json() -> None:
     from tessera.dp.plan import plan_release
     from tessera.dp.release import postprocess
     from tessera.workflows.dp import PrivateAnswer
-    from tessera.workflows.query import _dp_aggregates, _shape_answer
+    from tessera.workflows.job_checks import dp_aggregates as _dp_aggregates
+    from tessera.workflows.query import _shape_answer
 
     tables = {
         "t": {

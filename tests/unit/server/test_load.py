@@ -48,6 +48,7 @@ class HeldQuery:
 def held(monkeypatch: pytest.MonkeyPatch) -> HeldQuery:
     fake = HeldQuery()
     monkeypatch.setattr("tessera.workflows.query.run_sql", fake)
+    monkeypatch.setattr("tessera.workflows.requests.run_sql", fake)  # the gateway's route
     monkeypatch.setattr(Gate, "signer_of", lambda self, request, user: None)
     return fake
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # DICOM: a modality sends a study over DICOM; Tessera de-identifies it to PS3.15 Annex E
-# and stores it in the vault; the identity behind the pseudonym needs k of n stores and
-# leaves an audit record; so does fetching the original as received (--keep-original).
+# and stores it in the vault, the identity record and the original as received encrypted
+# under keys the custodians hold; re-identifying needs two people's signatures, checked
+# and logged by every custodian.
 set -euo pipefail
 cd "$DEMO_DIR"
 PY="${TESSERA_PYTHON:-python3}"
@@ -53,13 +54,34 @@ for a in ct["actions"]:
 print("   CT_small actions by code:", json.dumps(dict(sorted(acts.items()))), "date shift:", ct["date_shift_days"], "days")
 open("pseudonym.txt", "w").write(ct["pseudonym"])
 PY
-echo "-- re-identify the CT patient: only a steward or officer of the custodians' roster,"
-echo "   after unlocking their key; reconstructed from 2 of 3 stores, audited"
-tessera dicom reidentify "$(cat pseudonym.txt)"
-echo "-- the CT as the modality sent it, from the vault (2 of 3 stores, audited)"
-rm -f ct-original.dcm
-tessera dicom original "$(cat pseudonym.txt)" --out ct-original.dcm | sed 's/^/   /'
-"$PY" -W ignore -c "
+echo "-- re-identify the CT patient alone (the owner, with every role and the folder):"
+echo "   every custodian refuses to release its key share and logs it (exit 1)"
+if tessera dicom reidentify "$(cat pseudonym.txt)" --reason "follow-up" --as owner 2>alone.err; then
+  echo "unexpected success"; exit 1
+fi
+sed 's/^/   /' alone.err
+echo "-- two people: the owner files the request with a reason, an officer co-signs it"
+tessera person ls --json | grep -q '"otto"' \
+  || tessera person add otto --role officer --as owner >/dev/null
+rid=$(tessera request file --reidentify "$(cat pseudonym.txt)" \
+  --purpose "adverse event follow-up (ticket 4711)" --as owner --json \
+  | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+tessera request approve "$rid" --reason "confirmed with the clinical lead" --as otto
+echo "-- now t+1 custodians release their shares of the record's key; each logs the release"
+tessera request run "$rid" --as owner | sed 's/^/   /'
+if [ -x "$STORESCU" ]; then
+  echo "-- the CT as the modality sent it: the same two-person rule"
+  orig=$(tessera vault ls --json | "$PY" -c '
+import json, sys
+print(next(o["name"] for o in json.load(sys.stdin) if o["name"].startswith("dicom-original/")
+           and "'"$(cat pseudonym.txt)"'" in o["name"]))')
+  rid=$(tessera request file --reidentify "$orig" --purpose "image review with the patient" \
+    --as owner --json | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+  tessera request approve "$rid" --reason "patient consented" --as otto >/dev/null
+  rm -f ct-original.dcm
+  tessera request run "$rid" --out ct-original.dcm --as owner | sed 's/^/   /'
+  "$PY" -W ignore -c "
 from pydicom import dcmread
 d = dcmread('ct-original.dcm'); print('   original PatientName:', d.PatientName, ' SOP Instance UID:', d.SOPInstanceUID)"
+fi
 tessera audit verify --json | "$PY" -c "import json,sys; d=json.load(sys.stdin); print('   audit log ok:', d['ok'], 'entries:', d['entries'])"
