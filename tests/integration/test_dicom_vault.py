@@ -82,7 +82,8 @@ def _approved(home: Path, refs: list[str]) -> SignedDocument:
 
 def reidentify(home: Path, pseudonym: str) -> dict[str, str]:
     """The identity behind ``pseudonym``, through the custodians (two signers)."""
-    found = run_reidentify(home, _approved(home, [identity_ref(pseudonym)]))
+    owner = unlock(Environment.load(home), "owner", PASSPHRASE.encode(), record=False)
+    found = run_reidentify(home, _approved(home, [identity_ref(pseudonym)]), owner)
     return found[pseudonym]
 
 

@@ -8,6 +8,7 @@ nor one custodian that stopped checking gets it out.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -20,9 +21,11 @@ from tessera.dp import Policy
 from tessera.dp.policy import OutputChecks
 from tessera.errors import OutputHeldError, PolicyError, TesseraError
 from tessera.keys.documents import SignedDocument
+from tessera.keys.ephemeral import Receiver, open_sealed
 from tessera.workflows import nodes as node_client
 from tessera.workflows import requests as flow
-from tessera.workflows.approvals import DECISION_CONTEXT, decision_body
+from tessera.workflows.airlock import collect_body
+from tessera.workflows.approvals import COLLECT_CONTEXT, DECISION_CONTEXT, decision_body
 from tessera.workflows.audit import node_log
 from tessera.workflows.environment import init_environment
 from tessera.workflows.nodes import broadcast, start_node, stop_nodes
@@ -179,3 +182,57 @@ def test_an_unchecked_table_is_released_as_before(world: dict[str, Any]) -> None
     # the default minimum group of 5 suppresses ward A; nothing is held
     assert sorted(answer["rows"]) == [["B", 25], ["C", 25]]
     assert Path(world["env"].home / "requests").is_dir()
+
+
+def _patched(monkeypatch: pytest.MonkeyPatch, change: Any) -> None:
+    """A patched client: ``change(job)`` edits every job before it is signed."""
+    real = node_client.sign_job
+
+    def sign(job: dict[str, Any], signer: Any) -> dict[str, Any]:
+        job = copy.deepcopy(job)
+        change(job)
+        return real(job, signer)
+
+    monkeypatch.setattr(node_client, "sign_job", sign)
+
+
+def test_patched_plans_refused_by_every_custodian(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env, rita = world["env"], world["rita"]
+    sql = "SELECT ward, COUNT(*), SUM(cost) FROM wards GROUP BY ward"
+
+    def twice(job: dict[str, Any]) -> None:  # every row counted twice: 3 -> 6
+        for item in job["inputs"]:
+            item["chunks"] = item["chunks"] * 2
+
+    _patched(monkeypatch, twice)
+    with pytest.raises(PolicyError, match="every custodian: the job reads other chunks of wards"):
+        run_query(env, sql, signer=rita, checks=OutputChecks())
+
+    def negative(job: dict[str, Any]) -> None:  # a negative minimum skips dominance
+        job["params"]["plan"]["cols"]["wards.cost"]["min"] = -1
+
+    _patched(monkeypatch, negative)
+    with pytest.raises(PolicyError, match=r"describes wards\.cost otherwise than this custodian"):
+        run_query(env, sql, signer=rita, checks=OutputChecks())
+
+
+def test_collected_shares_are_sealed_to_the_collector(world: dict[str, Any]) -> None:
+    """A custodian that saw a collect document and replays it to the others gets only
+    ciphertexts sealed to the collector's one-time key."""
+    env, owner = world["env"], world["owner"]
+    error = held(world, "SELECT ward, COUNT(*) FROM wards GROUP BY ward")
+    body = collect_body(error.job_id, "owner", Receiver.new().public)
+    document = owner.sign(SignedDocument(body), context=COLLECT_CONTEXT)
+    answers = broadcast(env, "POST", f"/v1/held/{error.job_id}/collect", json=document.to_dict())
+    for node, answer in answers.items():
+        assert "shares" not in answer and set(answer["sealed"]) == {"epk", "iv", "ct"}
+        with pytest.raises(TesseraError, match="does not open"):
+            open_sealed(Receiver.new(), answer["sealed"], label=f"held:{error.job_id}:{node - 1}")
+    stale = {**body, "issued_at": 1e300}
+    with pytest.raises(TesseraError, match="unix seconds"):
+        broadcast(
+            env, "POST", f"/v1/held/{error.job_id}/collect",
+            json=owner.sign(SignedDocument(stale), context=COLLECT_CONTEXT).to_dict(),
+        )  # fmt: skip

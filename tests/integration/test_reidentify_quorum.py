@@ -9,8 +9,10 @@ without the signatures of two stewards or officers, logging each refusal.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -29,13 +31,16 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from tessera.cli.main import main
 from tessera.config import Environment
-from tessera.errors import PolicyError, ReplayError, TesseraError
+from tessera.errors import IntegrityError, PolicyError, ReplayError, TesseraError
 from tessera.keys import generate
 from tessera.keys.documents import SignedDocument
+from tessera.keys.ephemeral import Receiver, open_sealed
 from tessera.workflows.audit import gateway_log, node_log
+from tessera.workflows.custodian import store_root
 from tessera.workflows.dicom import deidentify_paths, start_node
 from tessera.workflows.escrow import ESCROW_MAGIC, REIDENTIFY_CONTEXT, Depositor
-from tessera.workflows.nodes import stop_nodes
+from tessera.workflows.escrow_run import RUN_CONTEXT, run_body, share_label
+from tessera.workflows.nodes import ensure_nodes, stop_nodes
 from tessera.workflows.people import Signer, add_person, unlock
 from tessera.workflows.reidentify import (
     cosign,
@@ -209,28 +214,28 @@ def test_signatures_that_do_not_count(world: dict[str, Any]) -> None:
     twice = _signed(world, [ref], "owner")
     twice = SignedDocument(twice.body, (*twice.signatures, twice.signatures[0]))
     with pytest.raises(PolicyError, match="this request has 1") as caught:
-        run_reidentify(home, twice)
+        run_reidentify(home, twice, world["owner"])
     _no_secrets(str(caught.value))
     with pytest.raises(PolicyError, match="this request has 1"):
-        run_reidentify(home, _signed(world, [ref], "owner", "rita"))  # a researcher
+        run_reidentify(home, _signed(world, [ref], "owner", "rita"), world["owner"])  # researcher
     alone = _signed(world, [ref], "owner")
     for impostor in (Signer("otto", generate()), Signer("zed", generate())):
         forged = impostor.sign(alone, context=REIDENTIFY_CONTEXT)
         with pytest.raises(PolicyError, match="this request has 1"):
-            run_reidentify(home, forged)
+            run_reidentify(home, forged, world["owner"])
 
 
 def test_stale_and_reasonless_requests_refused(world: dict[str, Any]) -> None:
     home, ref = world["home"], identity_ref(world["pseudonym"])
     old = _signed(world, [ref], "owner", "otto", issued_at=int(time.time()) - 8 * 86400)
     with pytest.raises(ReplayError, match="days ago"):
-        run_reidentify(home, old)
+        run_reidentify(home, old, world["owner"])
     with pytest.raises(TesseraError, match="reason"):
-        run_reidentify(home, _signed(world, [ref], "owner", "otto", reason=""))
+        run_reidentify(home, _signed(world, [ref], "owner", "otto", reason=""), world["owner"])
     with pytest.raises(TesseraError, match="reason"):
-        run_reidentify(home, _signed(world, [ref], "owner", "otto", reason="   "))
+        run_reidentify(home, _signed(world, [ref], "owner", "otto", reason="   "), world["owner"])
     # a fresh approval with a reason still works
-    found = run_reidentify(home, _signed(world, [ref], "owner", "otto"))
+    found = run_reidentify(home, _signed(world, [ref], "owner", "otto"), world["owner"])
     assert found[world["pseudonym"]]["PatientID"] == PATIENT_ID
 
 
@@ -269,7 +274,7 @@ def test_originals_need_the_same_quorum(world: dict[str, Any], tmp_path: Path) -
     assert out.stat().st_mode & 0o077 == 0
     assert [_node_events(world, original)[i][-1] for i in (1, 2, 3)] == ["success"] * 3
     with pytest.raises(ReplayError, match="used already"):
-        run_fetch_originals(world["home"], document, tmp_path / "again.dcm")
+        run_fetch_originals(world["home"], document, tmp_path / "again.dcm", world["owner"])
     other = _signed(world, [identity_ref(world["pseudonym"])], "owner", "otto")
     bad = tmp_path / "other.json"
     bad.write_text(json.dumps(other.to_dict()))
@@ -288,9 +293,11 @@ def test_legacy_plaintext_records_still_need_the_custodians(
     legacy = "TS" + "0123456789ABCDEF0042"
     body = json.dumps({"PatientID": "LEGACY-1", "PatientName": "Old^Record"}).encode()
     open_vault(world["env"], write=True).put(BytesIO(body), len(body), identity_ref(legacy))
+    owner = world["owner"]
     with pytest.raises(PolicyError, match="this request has 1"):
-        run_reidentify(world["home"], _signed(world, [identity_ref(legacy)], "owner"))
-    found = run_reidentify(world["home"], _signed(world, [identity_ref(legacy)], "owner", "otto"))
+        run_reidentify(world["home"], _signed(world, [identity_ref(legacy)], "owner"), owner)
+    approved = _signed(world, [identity_ref(legacy)], "owner", "otto")
+    found = run_reidentify(world["home"], approved, owner)
     assert found == {legacy: {"PatientID": "LEGACY-1", "PatientName": "Old^Record"}}
     assert [_node_events(world, identity_ref(legacy))[i] for i in (1, 2, 3)] == [
         ["denied", "success"]
@@ -338,3 +345,128 @@ def test_through_tessera_request_file_approve_run(world: dict[str, Any]) -> None
     flow.decide(env, refused.id, owner, approve=False, reason="no clinical need")
     with pytest.raises(PolicyError, match="was refused"):
         flow.run_request(env, refused.id, otto)
+
+
+# ----- one custodian replaying an approved request ---------------------------------------
+def _run(
+    world: dict[str, Any], request: SignedDocument, by: str, key: Receiver, **changes: Any
+) -> Any:
+    body = {**run_body(request.body["nonce"], key.public), **changes}
+    return world[by].sign(SignedDocument(body), context=RUN_CONTEXT).to_dict()
+
+
+def _post(world: dict[str, Any], payload: dict[str, Any]) -> dict[int, tuple[int, Any]]:
+    """``payload`` posted straight to every custodian (no client checks): (status, JSON)."""
+    clients = ensure_nodes(world["env"])
+    try:
+        return {
+            i: (resp.status_code, resp.json())
+            for i, c in clients.items()
+            for resp in [
+                c.http.post(
+                    "/v1/escrow/release",
+                    content=json.dumps(payload),  # NaN and 1e300 as they are
+                    headers={"Content-Type": "application/json"},
+                )
+            ]
+        }
+    finally:
+        for client in clients.values():
+            client.close()
+
+
+def _held_shares(world: dict[str, Any], ref: str) -> set[str]:
+    """The key shares the custodians hold for ``ref`` (read from their folders)."""
+    shares: set[str] = set()
+    for node in (1, 2, 3):
+        with sqlite3.connect(store_root(world["env"], node) / "escrow.sqlite3") as db:
+            rows = db.execute("SELECT share FROM deposits WHERE name = ?", (ref,)).fetchall()
+        shares |= {str(r[0]) for r in rows}
+    assert shares
+    return shares
+
+
+def test_one_custodian_replaying_an_approved_request_gets_nothing(world: dict[str, Any]) -> None:
+    """otto co-signed the owner's request and runs a custodian: he posts it to the
+    custodians himself, with no run document, his own, or the owner's with his key."""
+    ref = identity_ref(world["pseudonym"])
+    shares = _held_shares(world, ref)
+    approved = _signed(world, [ref], "owner", "otto")
+    mine, hers = Receiver.new(), Receiver.new()
+    attempts = {
+        "no run document": {"request": approved.to_dict()},
+        "the bare request": approved.to_dict(),
+        "his own run document": {
+            "request": approved.to_dict(), "run": _run(world, approved, "otto", mine)
+        },
+        "the owner's, his key swapped in": {
+            "request": approved.to_dict(),
+            "run": {**(r := _run(world, approved, "owner", hers)),
+                    "body": {**r["body"], "receiver": mine.public}},
+        },
+    }  # fmt: skip
+    for what, payload in attempts.items():
+        answers = _post(world, payload)
+        for node, (status, doc) in answers.items():
+            assert status in (400, 403), (what, node, status, doc)
+            assert "released" not in doc and "\n" not in doc["message"], (what, doc)
+            assert not any(share in json.dumps(doc) for share in shares)
+    assert [_node_events(world, ref)[i][-4:] for i in (1, 2, 3)] == [["denied"] * 4] * 3
+    with pytest.raises(PolicyError, match="only owner, who filed"):
+        run_reidentify(world["home"], approved, world["otto"])  # the client refuses too
+    # refusals spend nothing: the owner runs it
+    found = run_reidentify(world["home"], approved, world["owner"])
+    assert found[world["pseudonym"]]["PatientID"] == PATIENT_ID
+
+
+def test_a_replayed_run_document_yields_only_ciphertexts(world: dict[str, Any]) -> None:
+    """otto saw the owner's request and run document too: the custodians seal every share
+    to the owner's one-time key, which never left the owner's process."""
+    ref = identity_ref(world["pseudonym"])
+    shares = _held_shares(world, ref)
+    approved = _signed(world, [ref], "owner", "otto")
+    hers = Receiver.new()
+    answers = _post(
+        world, {"request": approved.to_dict(), "run": _run(world, approved, "owner", hers)}
+    )
+    nonce = approved.body["nonce"]
+    for node, (status, doc) in answers.items():
+        assert status == 200, (node, doc)
+        text = json.dumps(doc)
+        assert not any(share in text for share in shares)
+        _no_secrets(text)
+        (item,) = doc["released"][ref]
+        label = share_label(nonce, ref, item["digest"])
+        for other in (Receiver.new(), Receiver.new()):  # otto's keys
+            with pytest.raises(IntegrityError):
+                open_sealed(other, item["sealed"], label=label)
+        assert open_sealed(hers, item["sealed"], label=label).decode() in shares
+
+
+def test_run_documents_by_others_stale_or_malformed_are_refused(world: dict[str, Any]) -> None:
+    ref = identity_ref(world["pseudonym"])
+    approved = _signed(world, [ref], "owner", "otto")
+    key = Receiver.new()
+    now = int(time.time())
+    cases: list[tuple[Any, int, str]] = [
+        (_run(world, approved, "rita", key), 403, "not signed by the person who filed"),
+        (_run(world, approved, "owner", key, issued_at=now - 600), 403, "s ago"),
+        (_run(world, approved, "owner", key, issued_at=1e300), 400, "issued_at"),
+        (_run(world, approved, "owner", key, issued_at=math.nan), 400, "issued_at"),
+        (_run(world, approved, "owner", key, issued_at=math.inf), 400, "issued_at"),
+        (_run(world, approved, "owner", key, issued_at=10**400), 400, "issued_at"),
+        (_run(world, approved, "owner", key, receiver="A" * 43 + "="), 400, "receiver"),
+        (_run(world, approved, "owner", key, nonce="0" * 32), 403, "another"),
+        ({"body": {"format": "tessera-reidentify-run"}}, 403, "unsigned"),
+        ("run", 400, "signed document"),
+    ]
+    for run, status, says in cases:
+        answers = _post(world, {"request": approved.to_dict(), "run": run})
+        for node, (got, doc) in answers.items():
+            assert got == status and says in doc["message"], (node, run, got, doc)
+            assert "\n" not in doc["message"]
+    answers = _post(world, {"request": approved.to_dict(), "run": None})
+    assert all(got == 400 and "run document" in doc["message"] for got, doc in answers.values())
+    # nothing was spent: the owner still runs it
+    found = run_reidentify(world["home"], approved, world["owner"])
+    assert found[world["pseudonym"]]["PatientID"] == PATIENT_ID

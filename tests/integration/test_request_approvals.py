@@ -24,7 +24,7 @@ from tessera.keys.documents import SignedDocument
 from tessera.samples.cohort import write_cohort
 from tessera.workflows import nodes as node_client
 from tessera.workflows import requests as flow
-from tessera.workflows.approvals import DECISION_CONTEXT
+from tessera.workflows.approvals import DECISION_CONTEXT, decision_body
 from tessera.workflows.environment import init_environment
 from tessera.workflows.nodes import ensure_nodes, sign_job, stop_nodes
 from tessera.workflows.people import Signer, add_person, unlock
@@ -219,3 +219,21 @@ def test_dp_request_binds_its_epsilon(
     # the approval was not used up by the refused job: at 0.5 it runs
     answer = run_sql(env, sql, signer=rita, epsilon=0.5, approval=approval)
     assert answer["privacy"]["epsilon"] == pytest.approx(0.5)
+
+
+def test_a_steward_cannot_approve_their_own_request(world: dict[str, Any]) -> None:
+    """The founder holds every role: as a researcher they file, as the table's steward
+    they would approve; the client refuses, and so does every custodian."""
+    env, owner = world["env"], world["owner"]
+    req = flow.file_request(env, owner, purpose="my own", sql=SQL)
+    with pytest.raises(PolicyError, match="cannot approve or refuse their own request"):
+        flow.decide(env, req.id, owner, approve=True, reason="trust me")
+    record = flow._load(env.home / "requests", req.id)
+    body = decision_body(
+        subject="request", target=req.id, table="gated", approve=True, reason="trust me",
+        steward="owner", request=record["document"]["body"],
+    )  # fmt: skip
+    decision = owner.sign(SignedDocument(body), context=DECISION_CONTEXT)
+    approval = {"request": record["document"], "decisions": [decision.to_dict()]}
+    with pytest.raises(PolicyError, match="every custodian: owner cannot approve their own"):
+        run_sql(env, SQL, signer=owner, approval=approval)

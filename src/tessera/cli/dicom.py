@@ -27,6 +27,7 @@ from tessera.errors import ConfigError, UsageError
 from tessera.keys.documents import SignedDocument
 from tessera.workflows import dicom as workflow
 from tessera.workflows import reidentify as reidentification
+from tessera.workflows.people import Signer
 
 __all__ = ["app"]
 
@@ -255,18 +256,23 @@ def _request(
     reason: str | None,
     request: Path | None,
     acting: str | None,
-) -> SignedDocument:
-    """The request to send: ``--request FILE`` as it is, or a new one for ``refs`` signed
-    by the acting person alone (enough only when the roster's quorum is 1)."""
+) -> tuple[SignedDocument, Signer]:
+    """The request to send and the acting person, who runs it (its requester):
+    ``--request FILE`` as it is, or a new one for ``refs`` signed by the acting person
+    alone (enough only when the roster's quorum is 1)."""
     if request is not None:
         if reason is not None:
             raise UsageError("--request carries its own reason: leave out --reason")
-        return reidentification.load_request(request)
+        document = reidentification.load_request(request)
+        requester = str(document.body.get("requested_by", ""))
+        if acting is not None and acting != requester:
+            raise UsageError(f"only {requester}, who filed the request, runs it: --as {requester}")
+        return document, unlock_person(env, requester)
     if reason is None or not reason.strip():
         raise UsageError("re-identification needs a reason: --reason TEXT")
     signer = unlock_person(env, acting_name(env, acting))
     body = reidentification.reidentify_body(refs, reason, signer.name)
-    return reidentification.sign_reidentify(body, signer)
+    return reidentification.sign_reidentify(body, signer), signer
 
 
 @app.command("reidentify")
@@ -285,6 +291,8 @@ def reidentify(
     reason; each logs the release or the refusal. Without --request, the acting person
     (--as) signs a request alone: refused unless the roster's quorum is 1. With
     --request FILE, the signed request (e.g. from 'tessera request') is sent as it is.
+    Only the requester runs it: their key signs a run document naming a one-time key,
+    and the custodians seal their shares to that key.
     """
     folder = resolve_home(home)
     env = _environment(folder)
@@ -292,10 +300,10 @@ def reidentify(
         identity = workflow.reidentify(folder, pseudonym)
     else:
         ref = reidentification.identity_ref(pseudonym)
-        document = _request(env, [ref], reason=reason, request=request, acting=acting)
+        document, signer = _request(env, [ref], reason=reason, request=request, acting=acting)
         if ref not in document.body.get("refs", []):
             raise UsageError("the request does not name this pseudonym")
-        found = reidentification.run_reidentify(folder, document)
+        found = reidentification.run_reidentify(folder, document, signer)
         identity = found[ref.rsplit("/", 1)[1]]
     if json_out:
         emit_json({"pseudonym": pseudonym.strip(), "identity": identity})
@@ -328,14 +336,15 @@ def original(
 
     The same rule as 'reidentify': every custodian releases its key shares only for a
     request signed by enough stewards or officers, with a reason, and logs it. With
-    --request FILE, the request must name the originals REF designates.
+    --request FILE, the request must name the originals REF designates, and only its
+    requester runs it.
     """
     folder = resolve_home(home)
     env = _environment(folder)
     if env is None:
         raise ConfigError(f"no environment with a vault at {folder}: originals are kept only there")
     if request is not None:
-        document = _request(env, [], reason=reason, request=request, acting=acting)
+        document, signer = _request(env, [], reason=reason, request=request, acting=acting)
         refs = [str(r) for r in document.body.get("refs", [])]
         if not refs or not all(workflow.matches_original(r, ref) for r in refs):
             raise UsageError(f"the request names objects that {ref!r} does not designate")
@@ -343,8 +352,8 @@ def original(
         if reason is None or not reason.strip():
             raise UsageError("retrieving originals needs a reason: --reason TEXT")
         names = workflow.original_names(folder, ref)
-        document = _request(env, names, reason=reason, request=None, acting=acting)
-    fetched = reidentification.run_fetch_originals(folder, document, out)
+        document, signer = _request(env, names, reason=reason, request=None, acting=acting)
+    fetched = reidentification.run_fetch_originals(folder, document, out, signer)
     if json_out:
         emit_json({"originals": fetched})
     else:

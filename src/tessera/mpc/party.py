@@ -128,6 +128,7 @@ class PartyContext:
         self.field = self.secint.field
         self._checks: dict[str, Any] | None = None
         self._checks_read = False
+        self.history_short = False
 
     def input(self, alias: str) -> tuple[dict[str, Any], dict[str, list[str]], list[str]]:
         """Local shares (uint64), clear pseudonym keys and origins of input ``alias``."""
@@ -177,6 +178,9 @@ class PartyContext:
             common &= set(theirs)
         first = list(told[0][1])
         self._checks = {**spec, "history": [n for n in first if n in common]}
+        # a cohort this party holds that another does not is compared by nobody: fail
+        # closed (the release is held), else one custodian could switch differencing off
+        self.history_short = common != set(names)
         return self._checks
 
     def history(self, rows: int) -> list[np.ndarray | None]:

@@ -25,7 +25,7 @@ by default) so that custodians can run dominance checks (:mod:`tessera.mpc.discl
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -50,7 +50,7 @@ from tessera.mpc.plan import (
     group_labels,
 )
 
-__all__ = ["ORIGIN", "aggregate_key", "compile_sql"]
+__all__ = ["ORIGIN", "aggregate_key", "column_info", "compile_sql", "origin_info"]
 
 _EPOCH = _dt.date(1970, 1, 1)
 _AGG: dict[type[Any], str] = {
@@ -113,24 +113,14 @@ class _Compiler:
         src = srcs[0]
         if name.lower() == ORIGIN:
             ref = f"{src['alias']}.{ORIGIN}"
-            hospitals = tuple(src["hospitals"])
-            self.cols[ref] = ColumnInfo(ORIGIN, "origin", categories=hospitals, nullable=False)
+            self.cols[ref] = origin_info(src["hospitals"])
             self.encodings[ref] = ()
             return ref
         info = src["columns"].get(name.lower())
         if info is None:
             raise InputError(f"table {src['table']} has no column {name!r}")
         ref = f"{src['alias']}.{info['name']}"
-        self.cols[ref] = ColumnInfo(
-            name=str(info["name"]),
-            kind=str(info["kind"]),
-            min=int(info.get("min") or 0),
-            max=int(info.get("max") or 0),
-            scale=int(info.get("scale") or 0),
-            categories=tuple(info.get("categories") or ()),
-            nullable=bool(info.get("nullable", True)),
-            digits=int(info.get("digits") or 0),
-        )
+        self.cols[ref] = column_info(info)
         self.encodings[ref] = tuple(info.get("parts") or ())
         return ref
 
@@ -542,6 +532,25 @@ def _output_column(node: exp.Expression, expr: str, items: list[Item]) -> int | 
         if it.expr is not None and aggregate_key(it.expr) == key:
             return j
     return None
+
+
+def column_info(info: Mapping[str, Any]) -> ColumnInfo:
+    """What a plan says of a column, from its entry in a table manifest's ``columns``."""
+    return ColumnInfo(
+        name=str(info["name"]),
+        kind=str(info["kind"]),
+        min=int(info.get("min") or 0),
+        max=int(info.get("max") or 0),
+        scale=int(info.get("scale") or 0),
+        categories=tuple(info.get("categories") or ()),
+        nullable=bool(info.get("nullable", True)),
+        digits=int(info.get("digits") or 0),
+    )
+
+
+def origin_info(hospitals: Sequence[str]) -> ColumnInfo:
+    """What a plan says of the origin column (``hospital``) of a table from ``hospitals``."""
+    return ColumnInfo(ORIGIN, "origin", categories=tuple(hospitals), nullable=False)
 
 
 def compile_sql(

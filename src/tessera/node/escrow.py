@@ -6,11 +6,15 @@ Routes (JSON, mutual TLS like every node route)::
     PUT  /v1/escrow          {"deposits": [{"name", "digest", "share", "node"}]}
                              -> {"stored": N}; refused (403) if it would replace a
                              share this custodian holds
-    POST /v1/escrow/release  a signed re-identification request (SignedDocument JSON)
-                             -> {"node": I, "released": {name: [{"digest", "share"}]}}
-                             (an empty list for a name without a deposit: a legacy
-                             object); refused (403) unless the request is approved;
-                             every release and refusal is in this node's audit log
+    POST /v1/escrow/release  {"request": a signed re-identification request,
+                              "run": the requester's signed run document}
+                             -> {"node": I, "released": {name: [{"digest", "sealed"}]}}
+                             each share sealed to the run document's one-time receiver
+                             key, never in the clear (an empty list for a name without
+                             a deposit: a legacy object); refused (400/403) unless the
+                             request is approved and its requester signed the run
+                             document in the last 5 minutes; every release and refusal
+                             is in this node's audit log
 
 The :class:`~tessera.workflows.escrow.Escrow` behind them is made on first use, one per
 service, from the service's folder, pinned roster and audit log.

@@ -9,6 +9,7 @@ decision and collection, allowed or refused, is an event in the node's own audit
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from tessera.core.audit_sink import Action, AuditEvent
 from tessera.errors import TesseraError
 from tessera.keys.documents import SignedDocument
+from tessera.keys.ephemeral import seal_to
 from tessera.workflows.airlock import Airlock, reasons_of
 from tessera.workflows.custodian import Admission
 
@@ -48,20 +50,30 @@ class OutputDesk:
         cohort = folder / "cohort.npy"
         reasons = reasons_of(result.get("meta", {}).get("checks"), checks)
         if reasons:
-            self.airlock.hold(job, admission.requester, result, reasons, cohort)
+            read = [self.chunk_ids(str(item["table"])) for item in job["inputs"]]
+            self.airlock.hold(job, admission.requester, result, reasons, cohort, read)
             self._record_output(job, admission.requester, Action.OUTPUT_HOLD, "success", reasons)
             return {"party": self.party, "node": self.node_id, "held": True,
                     "job_id": job["job_id"], "reasons": reasons}  # fmt: skip
         if len(job["inputs"]) == 1 and cohort.exists():
-            item = job["inputs"][0]
-            chunks = [str(c) for c in item.get("chunks") or []]
-            table = str(item["table"])
+            table = str(job["inputs"][0]["table"])
+            chunks = self.chunk_ids(table)
             self.airlock.remember(admission.requester, table, chunks, cohort, str(job["job_id"]))
         return result
 
+    def chunk_ids(self, table: str) -> list[str]:
+        """The ids of the chunks of ``table`` this custodian holds, in order (the rows of
+        a cohort follow them; a job reads them all, see ``check_chunks``)."""
+        try:
+            manifest = self.service.store.manifest(table)
+        except TesseraError:
+            return []
+        return [str(c["id"]) for c in manifest.get("chunks", [])]
+
     def decide(self, job_id: str, document: SignedDocument) -> dict[str, Any]:
         """The steward's decision on a held release (``POST /v1/held/{job}/decision``)."""
-        tables = {str(t) for t in [document.body.get("table", "")]}
+        listing = {h["job_id"]: h for h in self.airlock.listing()}
+        tables = listing.get(job_id, {}).get("tables", [])
         policies = {t: self.custodian.table_policy(t) for t in tables}
         try:
             done = self.airlock.decide(job_id, document, self.custodian.roster(), policies)
@@ -71,12 +83,12 @@ class OutputDesk:
         released = self.airlock.release_cohort(job_id)
         if released is not None:
             self.airlock.remember(*released)
-        outcome = "success" if done["state"] == "released" else "denied"
+        outcome = "denied" if done["state"] == "withheld" else "success"
         why = [f"{done['state']} by {done['steward']}"]
         self._record_output(
             {"job_id": job_id}, done["requester"], Action.OUTPUT_RELEASE, outcome, why
         )
-        return {k: v for k, v in done.items() if k != "cohort"}
+        return done
 
     def collect(self, job_id: str, document: SignedDocument) -> dict[str, Any]:
         """This custodian's share of a held release for its steward or, once released,
@@ -92,7 +104,10 @@ class OutputDesk:
             self._record_output({"job_id": job_id}, "", Action.OUTPUT_RELEASE, "denied", [str(exc)])
             raise
         self._record_output({"job_id": job_id}, by, Action.OUTPUT_RELEASE, "success", [why])
-        return {**result, "party": self.party, "node": self.node_id}
+        shares = json.dumps(result.get("shares", [])).encode()
+        sealed = seal_to(document.body["receiver"], shares, label=f"held:{job_id}:{self.party}")
+        return {"party": self.party, "node": self.node_id, "params": result.get("params"),
+                "sealed": sealed}  # fmt: skip
 
     def _record_output(
         self, job: Mapping[str, Any], user: str, action: Action, outcome: str, why: list[str]

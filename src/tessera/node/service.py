@@ -289,10 +289,9 @@ class NodeService:
         doc: dict[str, Any] = {"version": 1, **admission.checks.to_dict(), "history": []}
         inputs = admission.job["inputs"]
         if admission.checks.differencing and len(inputs) == 1:
-            chunks = [str(c) for c in inputs[0].get("chunks") or []]
-            past = self.outputs.airlock.history(
-                admission.requester, str(inputs[0]["table"]), chunks
-            )
+            table = str(inputs[0]["table"])
+            chunks = self.outputs.chunk_ids(table)
+            past = self.outputs.airlock.history(admission.requester, table, chunks)
             for path in past:  # named by the job that released it (the parties agree on it)
                 name = f"history-{path.stem}.npy"
                 shutil.copyfile(path, folder / name)

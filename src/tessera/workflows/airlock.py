@@ -34,7 +34,7 @@ from tessera.dp.policy import OutputChecks, TablePolicy
 from tessera.errors import InputError, NotFoundError, PolicyError
 from tessera.keys.documents import SignedDocument, verified_signers
 from tessera.keys.people import Roster
-from tessera.workflows.approvals import COLLECT_CONTEXT, verified_decision
+from tessera.workflows.approvals import COLLECT_CONTEXT, is_time, verified_decision
 
 __all__ = ["HISTORY", "Airlock", "collect_body", "reasons_of"]
 
@@ -73,10 +73,18 @@ def reasons_of(found: Any, checks: OutputChecks) -> list[str]:
     return out
 
 
-def collect_body(job_id: str, by: str) -> dict[str, Any]:
-    """What a steward (review) or researcher (released) signs to collect a held result."""
+def collect_body(job_id: str, by: str, receiver: str) -> dict[str, Any]:
+    """What a steward (review) or researcher (released) signs to collect a held result;
+    ``receiver``: the public half of their one-time key (the shares are sealed to it)."""
     return {"format": "tessera-collect", "version": 1, "job": job_id, "by": by,
-            "issued_at": round(time.time(), 3)}  # fmt: skip
+            "receiver": receiver, "issued_at": round(time.time(), 3)}  # fmt: skip
+
+
+def _checked(tables: Sequence[str], policies: Mapping[str, TablePolicy | None]) -> list[str]:
+    """The tables among ``tables`` whose policy asks for output checks (all of them when
+    none does any more: then any of their stewards decides)."""
+    checked = [t for t in tables if (p := policies.get(t)) is not None and p.policy.output_checks]
+    return checked or list(tables)
 
 
 class Airlock:
@@ -91,7 +99,7 @@ class Airlock:
             "CREATE TABLE IF NOT EXISTS held (job_id TEXT PRIMARY KEY, requester TEXT NOT NULL, "
             "tables TEXT NOT NULL, reasons TEXT NOT NULL, params TEXT NOT NULL, result TEXT, "
             "state TEXT NOT NULL, held_at REAL NOT NULL, decided_by TEXT, reason TEXT, "
-            "cohort TEXT)"
+            "cohort TEXT, approved TEXT NOT NULL DEFAULT '[]')"
         )
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS cohorts (id INTEGER PRIMARY KEY AUTOINCREMENT, "
@@ -107,15 +115,17 @@ class Airlock:
         with self._lock:
             rows = self._db.execute(
                 "SELECT chunks, file FROM cohorts WHERE researcher = ? AND table_name = ? "
-                "ORDER BY id DESC LIMIT ?",
-                (researcher, table, HISTORY),
+                "ORDER BY id DESC",
+                (researcher, table),
             ).fetchall()
         out = []
-        for raw, file in rows:
+        for raw, file in rows:  # those that line up first, then the newest of them
             old = json.loads(raw)
             path = self.cohorts / file
             if list(chunks[: len(old)]) == old and path.exists():
                 out.append(path)
+                if len(out) == HISTORY:
+                    break
         return out
 
     def remember(
@@ -150,8 +160,10 @@ class Airlock:
         result: Mapping[str, Any],
         reasons: Sequence[str],
         cohort: Path | None,
+        chunks: Sequence[Sequence[str]],
     ) -> None:
-        """Keep this custodian's share of a release that failed a check."""
+        """Keep this custodian's share of a release that failed a check (``chunks``: the
+        chunk ids each input read, in order)."""
         job_id = str(job["job_id"])
         kept = None
         if cohort is not None and cohort.exists():
@@ -159,16 +171,17 @@ class Airlock:
             kept = f"held-{job_id}.npy"
             shutil.move(str(cohort), self.cohorts / kept)
         tables = sorted({str(item["table"]) for item in job["inputs"]})
-        chunks = [list(item.get("chunks") or []) for item in job["inputs"]]
+        read = [list(c) for c in chunks]
         with self._lock:
             self._db.execute(
-                "INSERT INTO held VALUES (?, ?, ?, ?, ?, ?, 'held', ?, NULL, NULL, ?)",
+                "INSERT INTO held (job_id, requester, tables, reasons, params, result, state, "
+                "held_at, cohort) VALUES (?, ?, ?, ?, ?, ?, 'held', ?, ?)",
                 (
                     job_id,
                     requester,
                     json.dumps(tables),
                     json.dumps(list(reasons)),
-                    json.dumps({"params": job["params"], "chunks": chunks}),
+                    json.dumps({"params": job["params"], "chunks": read}),
                     json.dumps(dict(result)),
                     time.time(),
                     kept,
@@ -218,8 +231,10 @@ class Airlock:
         roster: Roster,
         policies: Mapping[str, TablePolicy | None],
     ) -> dict[str, Any]:
-        """Release or withhold a held result on its table's steward's signed decision."""
-        requester, raw_tables, _, _, state, cohort = self._row(job_id)
+        """A steward's signed decision on a held result (``policies``: this custodian's
+        policy of each of its tables).  A refusal withholds it (its share is deleted); it
+        is released once the steward of every table whose checks held it approved."""
+        requester, raw_tables, _, _, _, cohort = self._row(job_id)
         tables = json.loads(raw_tables)
         table = str(document.body.get("table", ""))
         if table not in tables:
@@ -227,31 +242,39 @@ class Airlock:
         body = verified_decision(
             document, roster, policies.get(table), subject="output", target=job_id
         )
-        if state != "held":
-            raise PolicyError(f"the release was {state} already")
-        released = body["decision"] == "approve"
+        checked = _checked(tables, policies)
+        if table not in checked:
+            raise PolicyError(f"the steward of {', '.join(checked)} decides this release")
         with self._lock:
-            self._db.execute(
-                "UPDATE held SET state = ?, decided_by = ?, reason = ?, result = "
-                "CASE WHEN ? THEN result ELSE NULL END WHERE job_id = ?",
-                (
-                    "released" if released else "withheld",
-                    body["steward"],
-                    body["reason"],
-                    released,
-                    job_id,
-                ),
-            )
+            state, raw = self._db.execute(
+                "SELECT state, approved FROM held WHERE job_id = ?", (job_id,)
+            ).fetchone()
+            if state != "held":
+                raise PolicyError(f"the release was {state} already")
+            approved = set(json.loads(raw)) | {table}
+            if body["decision"] != "approve":
+                state = "withheld"
+            elif set(checked) <= approved:
+                state = "released"
+            done = self._db.execute(
+                "UPDATE held SET state = ?, approved = ?, decided_by = ?, reason = ?, "
+                "result = CASE WHEN ? = 'withheld' THEN NULL ELSE result END "
+                "WHERE job_id = ? AND state = 'held'",
+                (state, json.dumps(sorted(approved)), body["steward"], body["reason"], state,
+                 job_id),
+            )  # fmt: skip
+            if done.rowcount != 1:
+                raise PolicyError("the release was decided meanwhile")
             self._db.commit()
-        if cohort and not released:
+        if cohort and state == "withheld":
             (self.cohorts / cohort).unlink(missing_ok=True)
         return {
             "job_id": job_id,
-            "state": "released" if released else "withheld",
+            "state": state,
             "requester": requester,
             "tables": tables,
             "steward": body["steward"],
-            "cohort": cohort if released else None,
+            "waiting_for": [t for t in checked if t not in approved] if state == "held" else [],
         }
 
     def collect(
@@ -270,15 +293,18 @@ class Airlock:
         if body.get("format") != "tessera-collect" or body.get("job") != job_id:
             raise InputError("not a collect document for this release")
         by = body.get("by")
-        issued = body.get("issued_at")
-        if not isinstance(by, str) or not isinstance(issued, int | float):
-            raise InputError("a collect document names who collects and when")
+        issued: Any = body.get("issued_at")
+        if not isinstance(by, str) or not is_time(issued):
+            raise InputError("a collect document names who collects and when (unix seconds)")
+        if not isinstance(body.get("receiver"), str):
+            raise InputError("a collect document names the key its shares are sealed to")
         if abs(time.time() - float(issued)) > _COLLECT_WINDOW_S:
             raise PolicyError("the collect document is not fresh (check the clocks)")
         if by not in verified_signers(document, roster.keys(), context=COLLECT_CONTEXT):
             raise PolicyError(f"the collect document is not signed by {by}")
         requester, raw_tables, params, result, state, _ = self._row(job_id)
-        stewards = {p.steward for t in json.loads(raw_tables) if (p := policies.get(t))}
+        tables = json.loads(raw_tables)
+        stewards = {p.steward for t in _checked(tables, policies) if (p := policies.get(t))}
         if state == "released" and by == requester:
             why = "released"
         elif state == "held" and by in stewards:

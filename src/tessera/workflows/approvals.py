@@ -52,6 +52,7 @@ __all__ = [
     "check_approval",
     "decision_body",
     "digest",
+    "is_time",
     "parse_decision",
     "parse_request",
     "request_body",
@@ -130,8 +131,8 @@ def parse_request(body: Any) -> dict[str, Any]:
         or not (math.isfinite(eps) and eps > 0)
     ):
         raise InputError("a request's epsilon is a positive number or null")
-    if not isinstance(body.get("filed_at"), int | float):
-        raise InputError("a request states when it was filed")
+    if not is_time(body.get("filed_at")):
+        raise InputError("a request states when it was filed (unix seconds)")
     return body
 
 
@@ -183,10 +184,19 @@ def parse_decision(body: Any) -> dict[str, Any]:
     if not isinstance(body.get("digest"), str):
         raise InputError("a decision carries the request's digest")
     for key in ("decided_at", "expires_at"):
-        value = body.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InputError(f"a decision states {key}")
+        if not is_time(body.get(key)):
+            raise InputError(f"a decision states {key} (unix seconds)")
     return body
+
+
+def is_time(value: Any) -> bool:
+    """True for unix seconds: a finite int or float in (0, 1e11), not a bool."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and 0 < value < 1e11
+    )
 
 
 def verified_decision(
@@ -265,6 +275,8 @@ def check_approval(
             raise PolicyError(f"the decision on {table} approves another version of the request")
         if decided["decision"] != "approve":
             raise PolicyError(f"the steward of {table} refused the request: {decided['reason']}")
+        if decided["steward"] == requester:
+            raise PolicyError(f"{requester} cannot approve their own request on {table}")
         approved.add(table)
     missing = [t for t in needing if t not in approved]
     if missing:

@@ -42,8 +42,10 @@ from tessera.keys.documents import SignedDocument, verified_signers
 from tessera.keys.people import PRIVILEGED, ROSTER_CONTEXT, Roster, admit_roster
 from tessera.workflows.approvals import check_approval
 from tessera.workflows.job_checks import (
+    check_chunks,
     check_dp_job,
     check_exact_job,
+    check_sql_job,
     check_validate_job,
     columns_digest,
 )
@@ -319,6 +321,17 @@ class Custodian:
             if policy.grants is not None and requester not in policy.grants:
                 raise PolicyError(f"{requester} is not granted table {table}")
         combined = strictest(list(policies.values()))
+        if job["type"] == "sql":
+            check_sql_job(job, manifests)
+        else:
+            check_chunks(job, manifests)
+        checks = combined.output_checks if not combined.is_private else None
+        declared = job["params"].get("checks")
+        if declared != (None if checks is None else checks.to_dict()):
+            raise PolicyError(
+                f"the job's output checks are not those of {', '.join(tables)}'s policy held "
+                "by this custodian"
+            )
         release = None
         if combined.is_private:
             private = [t for t, p in policies.items() if p.is_private]
@@ -340,13 +353,6 @@ class Custodian:
                 default_epsilon=combined.default_epsilon if release is not None else None,
             )
             self._reserve_approval(approval, str(job["job_id"]))
-        checks = None if release is not None else combined.output_checks
-        declared = job["params"].get("checks")
-        if declared != (None if checks is None else checks.to_dict()):
-            raise PolicyError(
-                f"the job's output checks are not those of {', '.join(tables)}'s policy held "
-                "by this custodian"
-            )
         if release is None:
             return Admission(job, requester, tables, approval=approval, checks=checks)
         try:

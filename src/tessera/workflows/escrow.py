@@ -9,9 +9,10 @@ its node (``PUT /v1/escrow``, mutual TLS) and bound to the object's vault name a
 SHA-256 digest of its envelope.  The vault alone (the environment folder, k stores)
 therefore yields ciphertext only.
 
-A custodian releases its shares (``POST /v1/escrow/release``) only for a
-re-identification request (:class:`ReidentifyRequest`, a signed document under
-:data:`REIDENTIFY_CONTEXT`) that, checked on the node against its own pinned roster:
+A custodian releases its shares (``POST /v1/escrow/release``, body ``{"request": ...,
+"run": ...}``) only for a re-identification request (:class:`ReidentifyRequest`, a
+signed document under :data:`REIDENTIFY_CONTEXT`) that, checked on the node against its
+own pinned roster:
 
 * is signed by at least ``roster.reidentify_quorum`` (default 2) distinct stewards or
   officers (verified signatures only; researchers and strangers do not count), and by
@@ -19,7 +20,11 @@ re-identification request (:class:`ReidentifyRequest`, a signed document under
 * gives a non-empty reason;
 * was issued at most 7 days ago (and at most 5 minutes in the future);
 * carries a nonce this custodian never released for (each approved request releases
-  once; refused requests do not use up their nonce, so one can be co-signed later).
+  once; refused requests do not use up their nonce, so one can be co-signed later);
+* comes with a *run document* (:mod:`tessera.workflows.escrow_run`) signed by the
+  requester at most 5 minutes ago, naming a one-time receiver key: every share is
+  released sealed to that key, never in the clear, so a custodian replaying the request
+  to the others collects ciphertexts only.
 
 Every release and every refusal is an ``dicom.reidentify`` event in the custodian's own
 audit log (refs, verified signers, reason; never a share or an identity).
@@ -72,7 +77,9 @@ from tessera.errors import (
     TesseraError,
 )
 from tessera.keys.documents import SignedDocument, verified_signers
+from tessera.keys.ephemeral import seal_to
 from tessera.keys.people import PRIVILEGED, Roster, valid_name
+from tessera.workflows.escrow_run import RUN_CONTEXT, admit_run, share_label
 from tessera.workflows.nodes import NodeClient, _raise_refusals, each_node, ensure_nodes
 
 __all__ = [
@@ -81,6 +88,7 @@ __all__ = [
     "MAX_AGE_S",
     "REIDENTIFY_CONTEXT",
     "REQUEST_FORMAT",
+    "RUN_CONTEXT",
     "Depositor",
     "Escrow",
     "ReidentifyRequest",
@@ -410,34 +418,57 @@ class Escrow:
         )
         return 1
 
-    def _shares(self, refs: Sequence[str]) -> dict[str, list[dict[str, str]]]:
-        out: dict[str, list[dict[str, str]]] = {}
+    def _shares(
+        self, refs: Sequence[str], nonce: str, receiver: str
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The shares held for ``refs``, each sealed to ``receiver`` (never in the clear)."""
+        out: dict[str, list[dict[str, Any]]] = {}
         for name in refs:
             rows = self._db.execute(
                 "SELECT digest, share FROM deposits WHERE name = ? ORDER BY rowid", (name,)
             ).fetchall()
-            out[name] = [{"digest": str(d), "share": str(s)} for d, s in rows]
+            out[name] = [
+                {
+                    "digest": str(d),
+                    "sealed": seal_to(
+                        receiver, str(s).encode(), label=share_label(nonce, name, str(d))
+                    ),
+                }
+                for d, s in rows
+            ]
         return out
 
     # ----- releases ----------------------------------------------------------------------
+    def _admit(self, raw: Any, signers: set[str]) -> tuple[ReidentifyRequest, str]:
+        """The approved request in ``raw`` and its run document's receiver key; refuses
+        (raises) otherwise.  ``signers`` gets the request's verified signers."""
+        if not isinstance(raw, dict) or "request" not in raw:
+            raise InputError('a release carries {"request": signed request, "run": run document}')
+        document = SignedDocument.from_dict(raw["request"])
+        request = ReidentifyRequest.from_body(document.body)
+        roster = self.roster()
+        signers.update(verified_signers(document, roster.keys(), context=REIDENTIFY_CONTEXT))
+        now = self.clock()
+        admit_request(roster, request, signers, now)
+        receiver = admit_run(roster, request.nonce, request.requested_by, raw.get("run"), now)
+        return request, receiver
+
     def release(self, raw: Any) -> dict[str, Any]:
-        """This custodian's shares for the refs of a signed request, if people of its
-        roster approved it (see the module docstring); every outcome is audited."""
-        claimed = _claimed(raw)
+        """This custodian's shares for the refs of a signed request, sealed to the run
+        document's receiver key, if people of its roster approved the request and its
+        requester signed the run document (see the module docstring); every outcome is
+        audited."""
+        claimed = _claimed(raw.get("request", raw) if isinstance(raw, dict) else None)
         signers: set[str] = set()
         try:
-            document = SignedDocument.from_dict(raw)
-            request = ReidentifyRequest.from_body(document.body)
-            roster = self.roster()
-            signers = verified_signers(document, roster.keys(), context=REIDENTIFY_CONTEXT)
-            admit_request(roster, request, signers, self.clock())
+            request, receiver = self._admit(raw, signers)
             with self._lock:
                 used = self._db.execute(
                     "SELECT 1 FROM nonces WHERE nonce = ?", (request.nonce,)
                 ).fetchone()
                 if used is not None:
                     raise ReplayError("this re-identification request was used already")
-                released = self._shares(request.refs)
+                released = self._shares(request.refs, request.nonce, receiver)
                 count = sum(1 for v in released.values() if v)
                 # the trail first: nothing leaves that the log does not show
                 self._record(claimed, signers, None, count, user=request.requested_by)

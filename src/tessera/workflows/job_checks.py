@@ -23,12 +23,14 @@ from tessera.dp import Aggregate, Policy, ReleasePlan, plan_release
 from tessera.errors import InputError, PolicyError, UnsupportedError
 from tessera.mpc.knn_spec import KnnJob
 from tessera.mpc.plan import Measure, SqlPlan
+from tessera.mpc.sql import ORIGIN, column_info, origin_info
 
 __all__ = [
     "DP_FUNCS",
     "bound_aggregate",
     "check_dp_job",
     "check_exact_job",
+    "check_sql_job",
     "check_validate_job",
     "columns_digest",
     "dp_aggregates",
@@ -94,6 +96,50 @@ def check_exact_job(job: Mapping[str, Any], policy: Policy, tables: tuple[str, .
         raise PolicyError(
             f"minimum group size {asked} is below {', '.join(tables)}'s {policy.min_group_size}"
         )
+
+
+def check_sql_job(job: Mapping[str, Any], manifests: Mapping[str, Mapping[str, Any]]) -> None:
+    """A SQL job's plan must describe every column as this custodian's manifest does
+    (bounds, categories, digits: the minimum group, the output checks and the DP
+    sensitivities rest on them), measure 0 must be COUNT(*), and the job must read every
+    chunk of its tables once, in order (a repeated chunk counts its rows twice)."""
+    plan = _sql_plan(job)
+    aliases = {str(item["alias"]): str(item["table"]) for item in job["inputs"]}
+    if not plan.measures or plan.measures[0] != Measure("count", None):
+        raise PolicyError("the job's first measure is not COUNT(*)")
+    for ref, info in plan.cols.items():
+        alias, _, name = ref.partition(".")
+        table = aliases.get(alias)
+        if table is None or table not in manifests:
+            raise InputError(f"the plan reads {alias}, which is not one of the job's inputs")
+        manifest = manifests[table]
+        mine = (
+            origin_info(manifest.get("hospitals", []))
+            if name == ORIGIN
+            else column_info(_column(manifests, table, name))
+        )
+        if info != mine:
+            raise PolicyError(
+                f"the job's plan describes {table}.{name} otherwise than this custodian's copy "
+                "of the table"
+            )
+    check_chunks(job, manifests)
+
+
+def check_chunks(job: Mapping[str, Any], manifests: Mapping[str, Mapping[str, Any]]) -> None:
+    """Every input names all of its table's chunks this custodian holds, once, in order
+    (or none: then this custodian reads them all)."""
+    for item in job["inputs"]:
+        chunks = item.get("chunks")
+        manifest = manifests.get(str(item["table"]))
+        if chunks is None or manifest is None:
+            continue
+        held = [str(c["id"]) for c in manifest.get("chunks", [])]
+        if list(chunks) != held:
+            raise PolicyError(
+                f"the job reads other chunks of {item['table']} than this custodian holds "
+                "(repeated, missing or reordered): refresh the catalogue and ask again"
+            )
 
 
 def _sql_plan(job: Mapping[str, Any]) -> SqlPlan:

@@ -12,9 +12,16 @@ custodians.  Reading one back takes a *re-identification request*, a
 
 signed under :data:`REIDENTIFY_CONTEXT` by the requester and co-signed until it carries
 the signatures of the roster's ``reidentify_quorum`` (default 2) distinct stewards or
-officers.  Every custodian checks it on its own against its pinned roster (signatures,
-reason, at most 7 days old, nonce never released for) and releases its key shares once;
-``t + 1`` custodians' shares open the objects here.  Each custodian logs every release
+officers.  Only the requester runs it: each run makes a fresh one-time
+:class:`~tessera.keys.ephemeral.Receiver` and a *run document* signed by the requester
+under :data:`~tessera.workflows.escrow_run.RUN_CONTEXT` (the request's nonce, the
+receiver's public key, issued now).  Every custodian checks both on its own against its
+pinned roster (signatures, reason, request at most 7 days old, nonce never released
+for, run document by the requester and at most 5 minutes old) and releases its key
+shares once, each sealed to the receiver key; ``t + 1`` custodians' shares, opened
+with the receiver's private half (in memory only), open the objects here.  A custodian
+that replays the approved request to the others gets refusals or ciphertexts it
+cannot open.  Each custodian logs every release
 and refusal in its own audit log; this side logs one ``dicom.reidentify`` event per
 object in the gateway log.
 
@@ -30,9 +37,12 @@ The API (``tessera dicom reidentify|original`` and ``tessera request`` use it)::
     cosign(document: SignedDocument, signer: Signer) -> SignedDocument
         # one more signature (an approver's); replaces an earlier one of theirs
     load_request(path: Path) -> SignedDocument      # a file of SignedDocument.to_dict()
-    run_reidentify(home: Path, document: SignedDocument) -> dict[str, dict[str, str]]
-        # pseudonym -> identity; every ref must be an identity object
-    run_fetch_originals(home: Path, document: SignedDocument, out: Path) -> list[dict]
+    run_reidentify(home: Path, document: SignedDocument, signer: Signer)
+        -> dict[str, dict[str, str]]
+        # pseudonym -> identity; every ref must be an identity object; signer must be
+        # the request's requested_by (PolicyError otherwise)
+    run_fetch_originals(home: Path, document: SignedDocument, out: Path, signer: Signer)
+        -> list[dict]
         # [{"name", "pseudonym", "path"}]; every ref must be a kept original; one is
         # written to the file ``out`` (into it as <uid>.dcm if ``out`` is a folder),
         # several into the folder ``out`` as <uid>.dcm (mode 0600)
@@ -66,11 +76,13 @@ from tessera.core.audit_sink import Action, AuditEvent
 from tessera.errors import (
     InputError,
     InsufficientSharesError,
+    IntegrityError,
     PolicyError,
     TesseraError,
     UsageError,
 )
 from tessera.keys.documents import SignedDocument
+from tessera.keys.ephemeral import Receiver, open_sealed
 from tessera.keys.people import valid_name
 from tessera.vault import Vault
 from tessera.workflows import audit
@@ -83,6 +95,7 @@ from tessera.workflows.escrow import (
     is_sealed,
     open_with_shares,
 )
+from tessera.workflows.escrow_run import RUN_CONTEXT, run_body, share_label
 from tessera.workflows.nodes import NodeClient, _raise_refusals, each_node, ensure_nodes
 from tessera.workflows.people import Signer
 
@@ -178,7 +191,19 @@ def _hint(refs: Sequence[str]) -> str:
     return f"file it for a second person: tessera request file --reidentify {ref} --purpose ..."
 
 
-def _parse_released(answer: Any, refs: Sequence[str]) -> dict[str, list[dict[str, str]]]:
+def _opened(item: dict[str, Any], name: str, nonce: str, receiver: Receiver) -> dict[str, str]:
+    """A released share opened with ``receiver``; IntegrityError if it does not open."""
+    digest = str(item.get("digest", ""))
+    share = open_sealed(receiver, item.get("sealed"), label=share_label(nonce, name, digest))
+    try:
+        return {"digest": digest, "share": share.decode("ascii")}
+    except UnicodeDecodeError:
+        raise IntegrityError("a custodian released a malformed key share") from None
+
+
+def _parse_released(
+    answer: Any, refs: Sequence[str], nonce: str, receiver: Receiver
+) -> dict[str, list[dict[str, str]]]:
     released = answer.get("released") if isinstance(answer, dict) else None
     if not isinstance(released, dict):
         raise InputError("a custodian answered the release without shares")
@@ -186,17 +211,29 @@ def _parse_released(answer: Any, refs: Sequence[str]) -> dict[str, list[dict[str
     for name in refs:
         items = released.get(name, [])
         out[name] = [
-            {"digest": str(i.get("digest", "")), "share": str(i.get("share", ""))}
+            _opened(i, name, nonce, receiver)
             for i in (items if isinstance(items, list) else [])
             if isinstance(i, dict)
         ]
     return out
 
 
-def _release(env: Environment, document: SignedDocument, refs: Sequence[str]) -> Released:
-    """Every custodian's shares for ``refs``; the refusal when fewer than t+1 approve."""
+def _run_document(request: ReidentifyRequest, signer: Signer, receiver: Receiver) -> SignedDocument:
+    """The requester's signed run document: the custodians seal to ``receiver``."""
+    body = run_body(request.nonce, receiver.public)
+    return signer.sign(SignedDocument(body), context=RUN_CONTEXT)
+
+
+def _release(
+    env: Environment, document: SignedDocument, refs: Sequence[str], signer: Signer
+) -> Released:
+    """Every custodian's shares for ``refs``, opened; the refusal when fewer than t+1
+    approve."""
+    request = ReidentifyRequest.from_body(document.body)
+    receiver = Receiver.new()  # one-time: the custodians seal their shares to it
+    run = _run_document(request, signer, receiver)
+    payload = {"request": document.to_dict(), "run": run.to_dict()}
     clients = ensure_nodes(env)
-    payload = document.to_dict()
 
     def ask(_: int, client: NodeClient) -> Any:
         return client.request("POST", "/v1/escrow/release", json=payload)
@@ -214,7 +251,7 @@ def _release(env: Environment, document: SignedDocument, refs: Sequence[str]) ->
                 raise type(exc)(f"{exc} ({_hint(refs)})") from None
             raise
         raise PolicyError("too few custodians approved the request")
-    return {i: _parse_released(r, refs) for i, r in results.items()}
+    return {i: _parse_released(r, refs, request.nonce, receiver) for i, r in results.items()}
 
 
 def _open(vault: Vault, name: str, released: Released, t: int) -> bytes:
@@ -271,9 +308,10 @@ def _record_refusal(
 
 
 def _approved(
-    home: Path, document: SignedDocument, kind: str
+    home: Path, document: SignedDocument, kind: str, signer: Signer
 ) -> tuple[Environment, Vault, Released]:
-    """The environment, its vault and the custodians' releases for ``document``."""
+    """The environment, its vault and the custodians' releases for ``document``, run by
+    ``signer``."""
     from tessera.workflows.dicom import _vault
 
     opened = _vault(home, write=False)
@@ -282,29 +320,39 @@ def _approved(
     env, vault, _ = opened
     refs = [str(r) for r in document.body.get("refs", [])]
     try:
-        released = _release(env, document, refs)
+        released = _release(env, document, refs, signer)
     except TesseraError as exc:
         _record_refusal(home, document, refs, kind, exc)
         raise
     return env, vault, released
 
 
-def _requested(document: SignedDocument) -> ReidentifyRequest:
+def _requested(document: SignedDocument, signer: Signer) -> ReidentifyRequest:
+    """The request in ``document``; PolicyError unless ``signer`` filed it."""
     try:
-        return ReidentifyRequest.from_body(document.body)
+        request = ReidentifyRequest.from_body(document.body)
     except InputError as exc:
         raise UsageError(str(exc)) from None
+    if signer.name != request.requested_by:
+        raise PolicyError(
+            f"only {request.requested_by}, who filed the re-identification request, may run "
+            f"it (not {signer.name})"
+        )
+    return request
 
 
 # ----- the use cases ----------------------------------------------------------------------
-def run_reidentify(home: Path, document: SignedDocument) -> dict[str, dict[str, str]]:
+def run_reidentify(
+    home: Path, document: SignedDocument, signer: Signer
+) -> dict[str, dict[str, str]]:
     """The identities behind the request's refs (``dicom-identity/<pseudonym>`` each),
-    by pseudonym, once the custodians approved ``document``."""
+    by pseudonym, once the custodians approved ``document``; ``signer`` is its requester
+    (``requested_by``), who signs the run document (PolicyError for anyone else)."""
     from tessera.workflows.dicom import _audited_reidentify, identity_pseudonym, parse_identity
 
-    request = _requested(document)
+    request = _requested(document, signer)
     pseudonyms = {ref: identity_pseudonym(ref) for ref in request.refs}
-    env, vault, released = _approved(home, document, "identity")
+    env, vault, released = _approved(home, document, "identity", signer)
     found: dict[str, dict[str, str]] = {}
     for ref, pseudonym in pseudonyms.items():
         with _audited_reidentify(
@@ -332,16 +380,19 @@ def _write_private(target: Path, data: bytes) -> None:
         raise
 
 
-def run_fetch_originals(home: Path, document: SignedDocument, out: Path) -> list[dict[str, str]]:
+def run_fetch_originals(
+    home: Path, document: SignedDocument, out: Path, signer: Signer
+) -> list[dict[str, str]]:
     """Restore the kept originals the request names into ``out``, once the custodians
-    approved ``document``; ``[{"name", "pseudonym", "path"}]``."""
+    approved ``document``; ``[{"name", "pseudonym", "path"}]``.  ``signer`` is the
+    request's requester (PolicyError for anyone else)."""
     from tessera.workflows.dicom import ORIGINAL_PREFIX, _audited_reidentify, matches_original
 
-    request = _requested(document)
+    request = _requested(document, signer)
     for ref in request.refs:
         if not matches_original(ref, ref):
             raise UsageError(f"not a kept original: {ref[:80]}")
-    env, vault, released = _approved(home, document, "dicom-original")
+    env, vault, released = _approved(home, document, "dicom-original", signer)
     many = len(request.refs) > 1 or out.is_dir()
     if many:
         out.mkdir(parents=True, exist_ok=True)

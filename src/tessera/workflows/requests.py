@@ -44,6 +44,7 @@ from tessera.errors import (
     UsageError,
 )
 from tessera.keys.documents import SignedDocument
+from tessera.keys.ephemeral import Receiver, open_sealed
 from tessera.mpc.jobs import result_shares
 from tessera.mpc.plan import SqlPlan
 from tessera.mpc.result import decode_result
@@ -334,6 +335,8 @@ def _decide_request(
 ) -> None:
     if record["state"] not in ("pending", "approved"):
         raise PolicyError(f"the request is {record['state']} already")
+    if signer.name == record["researcher"]:
+        raise PolicyError(f"{signer.name} cannot approve or refuse their own request")
     mine = _stewarded(env, record["tables"], signer.name)
     if not mine:
         raise PolicyError(
@@ -378,19 +381,27 @@ def _decide_output(
     mine = _stewarded(env, record["tables"], signer.name)
     if not mine:
         raise PolicyError(f"{signer.name} is not the steward of {', '.join(record['tables'])}")
-    table = sorted(mine)[0]
-    decision = decision_body(
-        subject="output",
-        target=str(record["job_id"]),
-        table=table,
-        approve=approve,
-        reason=reason,
-        steward=signer.name,
-    )
-    signed = signer.sign(SignedDocument(decision), context=DECISION_CONTEXT)
-    broadcast(env, "POST", f"/v1/held/{record['job_id']}/decision", json=signed.to_dict())
-    record["state"] = "released" if approve else "withheld"
-    record["decisions"].append(signed.to_dict())
+    checked = sorted(t for t, p in mine.items() if p.policy.output_checks is not None)
+    state = "held"
+    for table in checked or sorted(mine)[:1]:  # every table whose checks held it
+        decision = decision_body(
+            subject="output",
+            target=str(record["job_id"]),
+            table=table,
+            approve=approve,
+            reason=reason,
+            steward=signer.name,
+        )
+        signed = signer.sign(SignedDocument(decision), context=DECISION_CONTEXT)
+        answers = broadcast(
+            env, "POST", f"/v1/held/{record['job_id']}/decision", json=signed.to_dict()
+        )
+        record["decisions"].append(signed.to_dict())
+        states = {str(a.get("state")) for a in answers.values()}
+        state = states.pop() if len(states) == 1 else "held"
+        if state != "held":
+            break
+    record["state"] = state
 
 
 def _cosign(record: dict[str, Any], signer: Signer, *, approve: bool, reason: str) -> None:
@@ -434,10 +445,10 @@ def run_request(
         if refs and all(r.startswith("dicom-original/") for r in refs):
             if out is None:
                 raise UsageError("say where the originals go (--out PATH)")
-            originals = reid.run_fetch_originals(env.home, document, out)
+            originals = reid.run_fetch_originals(env.home, document, out, signer)
             _set_state(env, record["id"], "done")
             return {"originals": originals}
-        identities = reid.run_reidentify(env.home, document)
+        identities = reid.run_reidentify(env.home, document, signer)
         _set_state(env, record["id"], "done")
         return {"identities": identities}
     approval = {
@@ -525,16 +536,20 @@ def request_result(env: Environment, request_id: str, signer: Signer) -> dict[st
     if record["kind"] != "output":
         return None
     job_id = str(record["job_id"])
-    document = signer.sign(
-        SignedDocument(collect_body(job_id, signer.name)), context=COLLECT_CONTEXT
-    )
+    receiver = Receiver.new()  # the custodians seal their shares to it
+    body = collect_body(job_id, signer.name, receiver.public)
+    document = signer.sign(SignedDocument(body), context=COLLECT_CONTEXT)
     answers = broadcast(env, "POST", f"/v1/held/{job_id}/collect", json=document.to_dict())
     shares = {}
-    plan = None
+    plans = []
     for node, answer in answers.items():
-        shares[node - 1] = np.array(result_shares(answer, node - 1), dtype=object)
-        plan = answer.get("params", {}).get("plan")
-    if plan is None or len({s.shape for s in shares.values()}) != 1:
+        label = f"held:{job_id}:{node - 1}"
+        opened = json.loads(open_sealed(receiver, answer.get("sealed"), label=label))
+        own = {"party": answer.get("party"), "shares": opened}
+        shares[node - 1] = np.array(result_shares(own, node - 1), dtype=object)
+        plans.append(json.dumps(answer.get("params", {}).get("plan"), sort_keys=True))
+    plan = json.loads(plans[0]) if plans else None
+    if plan is None or len(set(plans)) != 1 or len({s.shape for s in shares.values()}) != 1:
         raise IntegrityError("the custodians returned different held results")
     try:
         values = reconstruct_array(shares, t=env.mpc_threshold, p=PRIME, check=True)

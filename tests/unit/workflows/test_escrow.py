@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,12 @@ from tessera.errors import (
 )
 from tessera.keys import generate
 from tessera.keys.documents import SignedDocument
+from tessera.keys.ephemeral import Receiver
+from tessera.keys.ephemeral import open_sealed as open_to
 from tessera.keys.people import ROSTER_CONTEXT, Person, Roster, admit_roster
 from tessera.workflows.escrow import (
     REIDENTIFY_CONTEXT,
+    RUN_CONTEXT,
     Escrow,
     combine_key,
     encode_share,
@@ -31,6 +35,7 @@ from tessera.workflows.escrow import (
     open_with_shares,
     seal,
 )
+from tessera.workflows.escrow_run import run_body, share_label
 from tessera.workflows.people import Signer
 from tessera.workflows.reidentify import cosign, reidentify_body, sign_reidentify
 
@@ -48,6 +53,9 @@ SECRET = b'{"PatientName": "Doe^Jane", "PatientID": "ID-4711"}'
 def roster(quorum: int = 2) -> Roster:
     people = tuple(Person(n, frozenset(ROLES[n]), s.key.verify_key) for n, s in PEOPLE.items())
     return Roster(1, people, quorum)
+
+
+RECEIVER = Receiver.new()  # the requester's one-time key
 
 
 class World:
@@ -69,6 +77,38 @@ class World:
 
     def outcomes(self) -> list[str]:
         return [e.outcome for e in self.audit.events]
+
+    def run(
+        self, req: dict[str, Any], by: str = "", receiver: Any = RECEIVER, **changes: Any
+    ) -> dict[str, Any]:
+        """A run document for ``req`` signed by ``by`` (its requester unless named)."""
+        body = req.get("body", {})
+        run = run_body(str(body.get("nonce", "0" * 32)), RECEIVER.public, now=self.now)
+        run["receiver"] = receiver.public if isinstance(receiver, Receiver) else receiver
+        run.update(changes)
+        signer = PEOPLE[by or str(body.get("requested_by", "stella"))]
+        return signer.sign(SignedDocument(run), context=RUN_CONTEXT).to_dict()
+
+    def release(self, req: dict[str, Any], **run: Any) -> dict[str, Any]:
+        """``escrow.release`` of ``req`` with its requester's run document."""
+        return self.escrow.release({"request": req, "run": self.run(req, **run)})
+
+
+def opened(answer: dict[str, Any], req: dict[str, Any], receiver: Receiver = RECEIVER) -> Any:
+    """The released shares, opened with ``receiver``: {name: [{"digest", "share"}]}."""
+    nonce = req["body"]["nonce"]
+    return {
+        name: [
+            {
+                "digest": i["digest"],
+                "share": open_to(
+                    receiver, i["sealed"], label=share_label(nonce, name, i["digest"])
+                ).decode(),
+            }
+            for i in items
+        ]
+        for name, items in answer["released"].items()
+    }
 
 
 @pytest.fixture
@@ -129,18 +169,21 @@ def test_deposits_are_never_replaced(world: World) -> None:
     again = seal(REF, SECRET, parties=3, t=1)
     item = {"name": REF, "digest": again.digest, "share": encode_share(again.shares[0]), "node": 1}
     assert world.escrow.deposit({"deposits": [item]}) == 1
-    released = world.escrow.release(request("stella", "otto"))["released"][REF]
+    req = request("stella", "otto")
+    released = opened(world.release(req), req)[REF]
     assert [r["digest"] for r in released] == [world.sealed.digest, again.digest]
+    assert released[0]["share"] == encode_share(world.sealed.shares[0])
 
 
 def test_two_privileged_signers_release_once(world: World) -> None:
     doc = request("stella", "otto")
-    answer = world.escrow.release(doc)
-    assert answer["released"][REF] == [
+    answer = world.release(doc)
+    assert opened(answer, doc)[REF] == [
         {"digest": world.sealed.digest, "share": encode_share(world.sealed.shares[0])}
     ]
+    assert encode_share(world.sealed.shares[0]) not in json.dumps(answer)  # sealed only
     with pytest.raises(ReplayError, match="used already"):
-        world.escrow.release(doc)
+        world.release(doc)
     assert world.outcomes() == ["success", "denied"]
     event = world.audit.events[0]
     assert event.action == "dicom.reidentify" and event.source == "node-1"
@@ -164,7 +207,7 @@ def test_too_few_privileged_signers_refused(
     with pytest.raises(
         PolicyError, match=f"needs 2 signatures of stewards or officers; this request has {has}"
     ):
-        world.escrow.release(request(*signers))
+        world.release(request(*signers))
     assert world.outcomes() == ["denied"]
     assert world.audit.events[0].detail["released"] == 0
 
@@ -173,7 +216,7 @@ def test_the_same_person_twice_counts_once(world: World) -> None:
     doc = request("stella")
     doc["signatures"].append(dict(doc["signatures"][0]))
     with pytest.raises(PolicyError, match="this request has 1"):
-        world.escrow.release(doc)
+        world.release(doc)
 
 
 def test_strangers_and_forgeries_do_not_count(world: World) -> None:
@@ -183,59 +226,59 @@ def test_strangers_and_forgeries_do_not_count(world: World) -> None:
     stranger = Signer("zed", generate()).sign(doc, context=REIDENTIFY_CONTEXT)
     for attempt in (forged, stranger):
         with pytest.raises(PolicyError, match="this request has 1"):
-            world.escrow.release(attempt.to_dict())
+            world.release(attempt.to_dict())
     # a signature under another context (a roster's) does not count either
     other = PEOPLE["otto"].sign(doc, context=ROSTER_CONTEXT)
     with pytest.raises(PolicyError, match="this request has 1"):
-        world.escrow.release(other.to_dict())
+        world.release(other.to_dict())
     # the body changed after signing: nobody's signature holds
     tampered = cosign(SignedDocument.from_dict(doc.to_dict()), PEOPLE["otto"]).to_dict()
     tampered["body"]["refs"] = ["dicom-identity/TS0000000000000000000A"]
     with pytest.raises(PolicyError, match="this request has 0"):
-        world.escrow.release(tampered)
+        world.release(tampered)
 
 
 def test_reason_age_and_requester_checked(world: World) -> None:
     with pytest.raises(PolicyError, match="needs a reason"):
-        world.escrow.release(request("stella", "otto", reason="  "))
+        world.release(request("stella", "otto", reason="  "))
     with pytest.raises(ReplayError, match=r"8\.0 days ago"):
-        world.escrow.release(request("stella", "otto", issued_at=int(world.now) - 8 * 86400))
+        world.release(request("stella", "otto", issued_at=int(world.now) - 8 * 86400))
     with pytest.raises(ReplayError, match="future"):
-        world.escrow.release(request("stella", "otto", issued_at=int(world.now) + 3600))
+        world.release(request("stella", "otto", issued_at=int(world.now) + 3600))
     with pytest.raises(PolicyError, match="not signed by the person it names"):
-        world.escrow.release(request("otto", "olga", requested_by="stella"))
+        world.release(request("otto", "olga", requested_by="stella"))
     with pytest.raises(InputError):
-        world.escrow.release(request("stella", "otto", nonce="not-hex"))
+        world.release(request("stella", "otto", nonce="not-hex"))
     with pytest.raises(IntegrityError, match="unsigned"):
-        world.escrow.release({"body": {"format": "tessera-reidentify"}, "signatures": []})
+        world.release({"body": {"format": "tessera-reidentify"}, "signatures": []})
     assert set(world.outcomes()) == {"denied"} and len(world.outcomes()) == 6
     # six days old is still fine
-    world.escrow.release(request("stella", "otto", issued_at=int(world.now) - 6 * 86400))
+    world.release(request("stella", "otto", issued_at=int(world.now) - 6 * 86400))
 
 
 def test_a_refused_request_can_be_cosigned_later(world: World) -> None:
     body = reidentify_body([REF], "complaint", "stella")
     alone = sign_reidentify(body, PEOPLE["stella"])
     with pytest.raises(PolicyError):
-        world.escrow.release(alone.to_dict())
+        world.release(alone.to_dict())
     both = cosign(alone, PEOPLE["olga"])
-    assert world.escrow.release(both.to_dict())["released"][REF]
+    assert world.release(both.to_dict())["released"][REF]
 
 
 def test_legacy_names_are_approved_with_nothing_released(world: World) -> None:
     legacy = "dicom-identity/TS00000000000000000001"
     doc = request("stella", "otto", refs=[legacy])
-    assert world.escrow.release(doc)["released"] == {legacy: []}
+    assert world.release(doc)["released"] == {legacy: []}
     assert world.outcomes() == ["success"]
 
 
 def test_the_rosters_quorum_applies(tmp_path: Path) -> None:
     one = World(tmp_path / "one", quorum=1)
-    assert one.escrow.release(request("stella"))["released"][REF]
+    assert one.release(request("stella"))["released"][REF]
     three = World(tmp_path / "three", quorum=3)
     with pytest.raises(PolicyError, match="needs 3 signatures"):
-        three.escrow.release(request("stella", "otto"))
-    assert three.escrow.release(request("stella", "otto", "olga"))["released"][REF]
+        three.release(request("stella", "otto"))
+    assert three.release(request("stella", "otto", "olga"))["released"][REF]
 
 
 def test_lowering_the_quorum_needs_two_privileged_signers() -> None:
@@ -267,3 +310,83 @@ def test_client_helpers_validate() -> None:
     assert body["refs"] == [REF] and len(body["nonce"]) == 32
     with pytest.raises(UsageError, match="requester"):
         sign_reidentify(body, PEOPLE["otto"])
+
+
+# ----- the run document: shares only for the requester, sealed to their one-time key -----
+def test_shares_open_only_with_the_runners_receiver(world: World) -> None:
+    req = request("stella", "otto")
+    answer = world.release(req)
+    share = encode_share(world.sealed.shares[0])
+    assert share not in json.dumps(answer) and "share" not in answer["released"][REF][0]
+    assert opened(answer, req)[REF][0]["share"] == share
+    with pytest.raises(IntegrityError):
+        opened(answer, req, Receiver.new())
+    sealed = answer["released"][REF][0]["sealed"]
+    with pytest.raises(IntegrityError):  # bound to the request, the object and the digest
+        open_to(RECEIVER, sealed, label=share_label("0" * 32, REF, world.sealed.digest))
+
+
+def test_a_custodian_replaying_the_request_gets_nothing_it_can_open(world: World) -> None:
+    """otto co-signed (and runs a custodian): he replays stella's approved request."""
+    req = request("stella", "otto")
+    mine = Receiver.new()
+    with pytest.raises(InputError, match="run document"):
+        world.escrow.release({"request": req})  # no run document
+    with pytest.raises(InputError, match="run document"):
+        world.escrow.release({"request": req, "run": None})
+    with pytest.raises(InputError):
+        world.escrow.release(req)  # the bare request, as before the run document
+    with pytest.raises(
+        PolicyError, match=r"not signed by the person who filed the request \(stella\)"
+    ):
+        world.release(req, by="otto", receiver=mine)  # his own run document
+    stranger = Signer("stella", generate())  # her name, another key
+    forged = stranger.sign(SignedDocument(run_body(req["body"]["nonce"], mine.public, world.now)),
+                           context=RUN_CONTEXT)  # fmt: skip
+    with pytest.raises(PolicyError, match="not signed by the person"):
+        world.escrow.release({"request": req, "run": forged.to_dict()})
+    hers = world.run(req)  # stella's run document, seen by otto: his own key swapped in
+    hers["body"]["receiver"] = mine.public
+    with pytest.raises(PolicyError, match="not signed by the person"):
+        world.escrow.release({"request": req, "run": hers})
+    with pytest.raises(PolicyError, match="another re-identification request"):
+        world.release(req, nonce="f" * 32)
+    assert world.outcomes() == ["denied"] * 7
+    assert all(e.detail["released"] == 0 for e in world.audit.events)
+    # her run document as it is: only ciphertexts for her key
+    answer = world.escrow.release({"request": req, "run": world.run(req)})
+    assert encode_share(world.sealed.shares[0]) not in json.dumps(answer)
+    with pytest.raises(IntegrityError):
+        opened(answer, req, mine)
+    recorded = json.dumps([[str(v) for v in e.detail.values()] for e in world.audit.events])
+    assert encode_share(world.sealed.shares[0]) not in recorded
+
+
+def test_the_run_document_is_fresh(world: World) -> None:
+    req = request("stella", "otto")
+    with pytest.raises(ReplayError, match="600 s ago"):
+        world.release(req, issued_at=world.now - 600)
+    with pytest.raises(ReplayError, match="future"):
+        world.release(req, issued_at=world.now + 600)
+    assert opened(world.release(req, issued_at=int(world.now) - 290), req)[REF]
+
+
+@pytest.mark.parametrize("issued", [1e300, math.nan, math.inf, -math.inf, -1, 10**400, True, "1"])
+def test_a_malformed_run_issued_at_is_an_input_error(world: World, issued: Any) -> None:
+    req = request("stella", "otto")
+    with pytest.raises(InputError, match="issued_at") as caught:
+        world.release(req, issued_at=issued)
+    assert "\n" not in str(caught.value)
+    assert world.outcomes() == ["denied"]
+
+
+ZERO_KEY = "A" * 43 + "="  # 32 zero bytes: a low-order X25519 point
+
+
+@pytest.mark.parametrize("receiver", ["", "not base64!", "AAAA", ZERO_KEY, None, 7, "x" * 5000])
+def test_a_malformed_receiver_key_is_refused(world: World, receiver: Any) -> None:
+    req = request("stella", "otto")
+    with pytest.raises(InputError, match="receiver"):
+        world.release(req, receiver=receiver)
+    assert world.outcomes() == ["denied"]
+    assert opened(world.release(req), req)[REF]  # the nonce was not used up

@@ -36,8 +36,8 @@ tessera request run "$rid" --as alice
 echo "-- an approval runs once (exit 1)"
 if tessera request run "$rid" --as alice 2>again.err; then echo "unexpected success"; exit 1; fi
 sed 's/^/   /' again.err
-echo "-- a second request: regimens of patients over 85 (small cells)"
-rid2=$(tessera request file --sql "SELECT regimen, COUNT(*) FROM registry WHERE age > 85
+echo "-- a second request: regimens of patients over 75 (small cells)"
+rid2=$(tessera request file --sql "SELECT regimen, COUNT(*) FROM registry WHERE age > 75
   GROUP BY regimen" --purpose "the oldest patients" --as alice --json | id_of)
 tessera request approve "$rid2" --reason "approved; outputs are checked" --as owner >/dev/null
 echo "-- the custodians check the output inside the MPC and hold it back (exit 1)"
@@ -46,13 +46,29 @@ sed 's/^/   /' held.err
 out=$(tessera request ls --json | "$PY" -c '
 import json, sys
 print(next(r["id"] for r in json.load(sys.stdin) if r["kind"] == "output"))')
-echo "-- alice cannot see it; the steward reviews the held result and withholds it"
+echo "-- alice cannot see it; the steward reviews the held result (groups under 5 stay"
+echo "   suppressed inside the MPC) and releases it with a reason"
 if tessera request show "$out" --result --as alice 2>peek.err >/dev/null; then
   echo "unexpected success"; exit 1
 fi
 sed 's/^/   /' peek.err
 tessera request show "$out" --result --as owner | sed 's/^/   /'
-tessera request refuse "$out" --reason "cells under 10 patients" --as owner
+tessera request approve "$out" --reason "reviewed: no cell under 5 is shown" --as owner
+echo "-- now alice collects it: each custodian seals its share to her one-time key"
+tessera request show "$out" --result --as alice --json 2>/dev/null | "$PY" -c '
+import json, sys
+doc = json.load(sys.stdin)
+print("   state:", doc["state"], " rows:", doc["result"]["rows"])'
+echo "-- two releases whose cohorts differ by a single patient: the second is held"
+rid3=$(tessera request file --sql "SELECT COUNT(*) FROM registry WHERE age > 60" \
+  --purpose "one more" --as alice --json | id_of)
+tessera request approve "$rid3" --reason "ok" --as owner >/dev/null
+tessera request run "$rid3" --as alice | sed 's/^/   /'
+rid4=$(tessera request file --sql "SELECT COUNT(*) FROM registry WHERE age > 60 AND age <> 84" \
+  --purpose "and again" --as alice --json | id_of)
+tessera request approve "$rid4" --reason "ok" --as owner >/dev/null
+if tessera request run "$rid4" --as alice 2>diff.err; then echo "unexpected success"; exit 1; fi
+sed 's/^/   /' diff.err
 echo "-- every step is in the audit trail: the gateway's log, and each custodian's own"
 "$PY" - <<'PY'
 import os

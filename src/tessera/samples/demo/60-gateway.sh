@@ -26,7 +26,9 @@ tessera serve --port 0 --home "$H" >gateway.out 2>gateway.err &
 gw=$!
 for _ in $(seq 100); do grep -q listening gateway.out 2>/dev/null && break; sleep 0.1; done
 URL=$(sed -n 's/^gateway listening on //p' gateway.out)
-echo "-- $URL serves the API and the web console (open it in a browser, paste a token)"
+echo "-- $URL serves the API and the web console (open it in a browser, paste a token):"
+echo "   researchers file requests and see charts, stewards an inbox of requests and held"
+echo "   outputs, budget gauges, the vault's health grid and upload; officers the alerts"
 export URL RITA OSCAR
 "$PY" - <<'PY'
 import json, os
@@ -52,7 +54,8 @@ print("-- rita may not read the audit trail; the security officer may")
 status, doc = call("GET", "api/v1/audit/verify", os.environ["RITA"])
 print(f"   rita:  HTTP {status}: {doc['message']}")
 status, doc = call("GET", "api/v1/audit/verify", os.environ["OSCAR"])
-print(f"   oscar: HTTP {status}: log verified {doc['ok']}, {doc['entries']} entries")
+print(f"   oscar: HTTP {status}: log verified {doc['ok']}, {doc['entries']} entries, "
+      f"verified against {doc.get('vouched', 0)} of {doc.get('nodes', 0)} custodians")
 status, events = call("GET", "api/v1/audit/events?limit=6", os.environ["OSCAR"])
 for e in events:
     print(f"   #{e['seq']:<4} {e['action']:14} {e['outcome']:8} {e['user'] or '-':6} "
