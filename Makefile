@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 APT_PACKAGES := openssh-server dcmtk dicom3tools chromium chromium-driver faketime
 APT_STAMP := $(VENV)/.apt-installed
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install demo test lint typecheck unit bench clean docs
 
 install: $(STAMP) $(APT_STAMP)
 
@@ -40,8 +40,18 @@ lint: install
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy src
 
-test: lint
+test: lint docs
 	$(VENV)/bin/pytest -q -n 2 --dist loadgroup -m "not slow"
+
+# The documentation site (mkdocs.yml), offline, into site/: the API reference must match
+# the gateway's OpenAPI schema (docs/gen_api.py), any warning fails the build, and no
+# page may load a font, script, style or image from another host.
+docs: install
+	$(PY) docs/gen_api.py --check
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
+	@! grep -rlE 'fonts\.(googleapis|gstatic)\.com' site || { echo "site/ uses web fonts"; false; }
+	@! grep -rlE '<(script|link|img|iframe|source)[^>]* (src|href)="(https?:)?//|url\(.?(https?:)?//|@import' \
+	  site --include='*.html' --include='*.css' || { echo "site/ loads from another host"; false; }
 
 bench: install
 	$(PY) bench/sharing.py

@@ -7,14 +7,17 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tessera.dp import Policy
 from tessera.workflows.environment import init_environment
 from tessera.workflows.nodes import stop_nodes
 from tessera.workflows.people import add_person, unlock
+from tessera.workflows.policies import set_policy
 from tessera.workflows.tables import import_csv
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("request-cli")]
@@ -36,6 +39,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         owner = unlock(env, "owner", PASSPHRASE.encode(), record=False)
         add_person(env, "rita", ["researcher"], PASSPHRASE.encode(), [owner])
         add_person(env, "otto", ["officer"], PASSPHRASE.encode(), [owner])
+        # the owner stewards 'cohort' whichever test runs first (the CLI sets it again)
+        set_policy(env, "cohort", replace(Policy.none(), approval_required=True), steward=owner)
         yield env.home
     finally:
         stop_nodes(env)

@@ -459,8 +459,26 @@ class AuditLog:
         ``witnessed`` are heads of this log that other parties kept, which catch a
         truncation even when the attacker also removed the local heads.  ``workers``
         processes check the records (default: one per CPU for logs over 64 MiB).
+
+        Writers are held off meanwhile (the lock every append takes), so a live log is
+        read between two appends, never halfway through one; a folder where the lock
+        cannot be taken (read-only) is read as it is.
         """
-        return verify_log(self, trusted_key, witnessed, workers)
+        with self._mutex, self._reading():
+            return verify_log(self, trusted_key, witnessed, workers)
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        try:
+            locked = self._locked()
+            locked.__enter__()
+        except OSError:
+            yield
+            return
+        try:
+            yield
+        finally:
+            locked.__exit__(None, None, None)
 
 
 def _identity(path: Path) -> tuple[int, int, int]:

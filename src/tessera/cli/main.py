@@ -6,6 +6,7 @@ traceback); 2 a usage error.  Set ``TESSERA_DEBUG=1`` to see tracebacks.
 
 from __future__ import annotations
 
+import enum
 import importlib
 import inspect
 import os
@@ -57,15 +58,58 @@ def _unwrap(text: str | None) -> str | None:
     return "\n\n".join(p if p.startswith("\b") else " ".join(p.split()) for p in paragraphs)
 
 
+#: What a value option's placeholder says, where its name alone would not.
+_METAVARS = {
+    "--as": "NAME",
+    "--researcher": "NAME",
+    "--cosign": "NAME",
+    "--grant": "NAME",
+    "--home": "DIR",
+    "--dir": "DIR",
+    "--out": "PATH",
+    "--schema": "FILE",
+    "--key-file": "FILE",
+    "--patient": "FILE",
+    "--purpose": "TEXT",
+    "--reason": "TEXT",
+}
+
+
+def _metavar(param: Any) -> str | None:
+    """A placeholder people read (``--as NAME``, ``--epsilon NUMBER``, ``NAME``) instead
+    of the Python type typer shows (``<str>``, ``<list[str]>``); None keeps typer's
+    (an enum lists its values)."""
+    if getattr(param, "param_type_name", "") == "argument":
+        return str(param.name or "value").upper()
+    opts = list(getattr(param, "opts", ()) or ())
+    for opt in opts:
+        if opt in _METAVARS:
+            return _METAVARS[opt]
+    kind = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return None
+    text = str(kind)
+    if "Path" in text:
+        return "PATH"
+    if "float" in text:
+        return "NUMBER"
+    if "int" in text:
+        return "N"
+    return max(opts, key=len).lstrip("-").upper() if opts else None
+
+
 def _tidy_help(command: TyperCommand | TyperGroup) -> None:
-    """No ``<bool>`` placeholder after a flag (``--json``, ``--help``), and no sentence
-    broken where the docstring's line ended; the whole tree under ``command``."""
+    """No ``<bool>`` placeholder after a flag (``--json``, ``--help``), a readable one
+    after a value option (``--as NAME``, not ``<str>``), and no sentence broken where
+    the docstring's line ended; the whole tree under ``command``."""
     command.help = _unwrap(command.help)
     command.short_help = _unwrap(command.short_help)
     help_option = command.get_help_option(typer.Context(command))
     for param in [*command.params, *([help_option] if help_option else [])]:
         if getattr(param, "is_flag", False):
             param.metavar = ""  # typer shows the type of a flag, <bool>, unless given one
+        elif param.metavar is None:
+            param.metavar = _metavar(param)
         if getattr(param, "help", None):
             param.help = _unwrap(param.help)  # type: ignore[attr-defined]
     for sub in getattr(command, "commands", {}).values():

@@ -49,6 +49,14 @@ def serve(
             "(default: max_queries in the \\[gateway] table of tessera.toml, else 4).",
         ),
     ] = None,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="One line per request on standard error: time, address, user, method, "
+            "path, status, milliseconds (never a token or a query string).",
+        ),
+    ] = True,
     home: HomeOption = None,
 ) -> None:
     """Serve the REST API and the web console for researchers, stewards and security
@@ -60,6 +68,8 @@ def serve(
     args += ["--trusted-proxies", trusted_proxies]
     if max_queries is not None:
         args += ["--max-queries", str(max_queries)]
+    if not access_log:
+        args.append("--no-access-log")
     if tls_cert is not None:
         args += ["--tls-cert", str(tls_cert)]
     if tls_key is not None:

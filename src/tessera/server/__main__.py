@@ -1,6 +1,7 @@
 """Run the gateway: ``python -m tessera.server --home HOME [--host H] [--port P]
-[--tls-cert FILE --tls-key FILE] [--trusted-proxies IPS] [--max-queries N]`` (what
-``tessera serve`` starts).
+[--tls-cert FILE --tls-key FILE] [--trusted-proxies IPS] [--max-queries N]
+[--no-access-log]`` (what ``tessera serve`` starts).  One line per request goes to
+standard error (:mod:`tessera.server.access`) unless ``--no-access-log``.
 
 Binds loopback by default; any other address needs TLS (tokens must never cross a
 network in the clear).  ``--port 0`` binds a free port.  The first line on stdout is
@@ -35,6 +36,7 @@ import uvicorn
 from tessera.config import Environment
 from tessera.core.audit_sink import AuditEvent
 from tessera.errors import ConfigError, TesseraError, UsageError
+from tessera.server.access import log_to_stderr
 from tessera.server.app import CLIENT, DEFAULT_MAX_QUERIES, create_app
 from tessera.workflows import audit
 
@@ -201,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-failed-logins", type=int, default=20)
     parser.add_argument("--trusted-proxies", default="")
     parser.add_argument("--max-queries", type=int, default=None)
+    parser.add_argument("--no-access-log", action="store_true")
     args = parser.parse_args(argv)
+    if not args.no_access_log:
+        log_to_stderr()
     try:
         serve(
             args.home.resolve(),

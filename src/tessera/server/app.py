@@ -42,6 +42,7 @@ from fastapi.responses import Response
 
 from tessera.config import Environment
 from tessera.errors import TesseraError
+from tessera.server.access import AccessLog
 from tessera.server.auth import CLIENT, Gate
 from tessera.server.console_routes import UPLOAD_MAX, UPLOAD_PATH, BodyLimits, console_router
 from tessera.server.guard import SECURITY_HEADERS, install_handlers
@@ -120,6 +121,7 @@ def create_app(
 
     install_handlers(app, on_invalid)
     app.add_middleware(BodyLimits, max_body=MAX_BODY, larger={UPLOAD_PATH: UPLOAD_MAX})
+    app.add_middleware(AccessLog)  # outermost: one line per request, refused ones too
     app.include_router(api_router(gate))
     app.include_router(console_router(gate))
     app.include_router(request_router(gate))

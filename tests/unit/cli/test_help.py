@@ -58,3 +58,7 @@ def test_no_flag_shows_a_bool_placeholder(capsys: pytest.CaptureFixture[str]) ->
         out = capsys.readouterr().out
         assert "--help" in out, path
         assert "<bool>" not in out, (path, out)
+        # a value option shows a placeholder people read, not a Python type
+        options = out.split("Options", 1)[-1]
+        for typed in ("<str>", "<int>", "<float>", "<path>", "<list[str]>"):
+            assert typed not in options, (path, typed, out)
