@@ -295,8 +295,12 @@ def node_status(env: Environment) -> list[dict[str, Any]]:
 
 
 def stop_nodes(env: Environment, *, timeout: float = 10.0) -> list[int]:
-    """Stop the local nodes this environment started; the ids stopped."""
-    stopped = []
+    """Stop the local nodes this environment started; the ids stopped.
+
+    Every node is asked to stop first, then each is waited for (``timeout`` seconds in
+    all, then killed): they shut down side by side, not one after the other.
+    """
+    stopping: list[tuple[int, subprocess.Popen[bytes] | None, int]] = []
     for node in env.nodes:
         info = _known(env, node.id)
         if info is None:
@@ -305,24 +309,29 @@ def stop_nodes(env: Environment, *, timeout: float = 10.0) -> list[int]:
         child = _CHILDREN.pop(pid, None)
         if child is not None:
             child.terminate()
+            stopping.append((node.id, child, pid))
+        elif pid > 0 and _pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            stopping.append((node.id, None, pid))
+        else:
+            _run_file(env, node.id).unlink(missing_ok=True)
+    deadline = time.monotonic() + timeout
+    for node_id, child, pid in stopping:
+        if child is not None:
             try:
-                child.wait(timeout)
+                child.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
-            stopped.append(node.id)
-        elif pid > 0 and _pid_alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
+        else:
             while _pid_alive(pid) and time.monotonic() < deadline:
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, os.WNOHANG)
                 time.sleep(0.05)
             if _pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
-            stopped.append(node.id)
-        _run_file(env, node.id).unlink(missing_ok=True)
-    return stopped
+        _run_file(env, node_id).unlink(missing_ok=True)
+    return [node_id for node_id, _, _ in stopping]
 
 
 def sign_job(job: dict[str, Any], signer: Signer) -> dict[str, Any]:
