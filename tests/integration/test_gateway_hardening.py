@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from gateway_fixtures import serve
 
 from tessera.core.audit_sink import AuditEvent
 from tessera.workflows import audit
@@ -28,22 +29,6 @@ SECURITY_HEADERS = {  # docs/gateway.md: on every answer, errors included
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-
-
-def _serve(home: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
-    """Start ``tessera serve --port 0`` on ``home``; the process and its URL."""
-    log = home / f"serve-{len(list(home.glob('serve-*.err')))}.err"
-    with log.open("w") as err:
-        proc = subprocess.Popen(
-            [str(BIN), "serve", "--port", "0", *extra, "--home", str(home)],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-        )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("gateway listening on "), line + log.read_text()
-    return proc, line.split(" on ", 1)[1].strip()
 
 
 def _newest(home: Path, n: int = 1) -> list[AuditEvent]:
@@ -70,7 +55,7 @@ def _stop(proc: subprocess.Popen[str]) -> int:
 
 @pytest.fixture
 def server(home: Path) -> Iterator[str]:
-    proc, url = _serve(home)
+    proc, url = serve(home)
     try:
         yield url
     finally:
@@ -108,7 +93,7 @@ def test_forwarded_for_is_ignored_by_default(server: str, home: Path) -> None:
 
 
 def test_25_wrong_tokens_from_forged_addresses_are_locked_out(home: Path, token: str) -> None:
-    proc, url = _serve(home)
+    proc, url = serve(home)
     try:
         statuses = [
             httpx.get(
@@ -133,7 +118,7 @@ def test_25_wrong_tokens_from_forged_addresses_are_locked_out(home: Path, token:
 
 
 def test_a_trusted_proxy_is_believed_and_a_token_is_locked_everywhere(home: Path) -> None:
-    proc, url = _serve(home, "--trusted-proxies", "127.0.0.1", "--max-failed-logins", "3")
+    proc, url = serve(home, "--trusted-proxies", "127.0.0.1", "--max-failed-logins", "3")
     try:
         for i in range(3):
             headers = {"Authorization": "Bearer stolen", "X-Forwarded-For": f"198.51.100.{i}"}
@@ -147,7 +132,7 @@ def test_a_trusted_proxy_is_believed_and_a_token_is_locked_everywhere(home: Path
 
 
 def test_sigterm_stops_the_server(home: Path) -> None:
-    proc, url = _serve(home)
+    proc, url = serve(home)
     assert httpx.get(url + "api/v1/health").status_code == 200
     assert _stop(proc) == 0
     assert not (home / "run" / "gateway.json").exists()

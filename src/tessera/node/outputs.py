@@ -72,8 +72,7 @@ class OutputDesk:
 
     def decide(self, job_id: str, document: SignedDocument) -> dict[str, Any]:
         """The steward's decision on a held release (``POST /v1/held/{job}/decision``)."""
-        listing = {h["job_id"]: h for h in self.airlock.listing()}
-        tables = listing.get(job_id, {}).get("tables", [])
+        tables = self.airlock.tables_of(job_id)
         policies = {t: self.custodian.table_policy(t) for t in tables}
         try:
             done = self.airlock.decide(job_id, document, self.custodian.roster(), policies)
@@ -93,8 +92,7 @@ class OutputDesk:
     def collect(self, job_id: str, document: SignedDocument) -> dict[str, Any]:
         """This custodian's share of a held release for its steward or, once released,
         its researcher (``POST /v1/held/{job}/collect``)."""
-        listing = {h["job_id"]: h for h in self.airlock.listing()}
-        tables = listing.get(job_id, {}).get("tables", [])
+        tables = self.airlock.tables_of(job_id)
         policies = {t: self.custodian.table_policy(t) for t in tables}
         try:
             result, by, why = self.airlock.collect(

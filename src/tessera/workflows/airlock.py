@@ -213,6 +213,12 @@ class Airlock:
             for r in rows
         ]
 
+    def tables_of(self, job_id: str) -> list[str]:
+        """The tables of held release ``job_id`` (empty when there is none)."""
+        with self._lock:
+            row = self._db.execute("SELECT tables FROM held WHERE job_id = ?", (job_id,)).fetchone()
+        return [] if row is None else list(json.loads(row[0]))
+
     def _row(self, job_id: str) -> tuple[Any, ...]:
         with self._lock:
             row = self._db.execute(

@@ -26,7 +26,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -291,14 +291,14 @@ def show_request(env: Environment, request_id: str) -> Request:
 
 
 # ----- deciding ----------------------------------------------------------------------
-def _stewarded(env: Environment, tables: Sequence[str], name: str) -> dict[str, TablePolicy]:
-    """The tables among ``tables`` whose installed policy names ``name`` as steward."""
-    out = {}
-    for table in tables:
-        policy = installed_policy(env, table)
-        if policy is not None and policy.steward == name:
-            out[table] = policy
-    return out
+def _installed(env: Environment, tables: Sequence[str]) -> dict[str, TablePolicy | None]:
+    """Each table's policy as the custodians hold it (asked once per table)."""
+    return {table: installed_policy(env, table) for table in tables}
+
+
+def _stewarded(policies: Mapping[str, TablePolicy | None], name: str) -> dict[str, TablePolicy]:
+    """The tables whose policy names ``name`` as steward."""
+    return {t: p for t, p in policies.items() if p is not None and p.steward == name}
 
 
 def decide(
@@ -337,7 +337,8 @@ def _decide_request(
         raise PolicyError(f"the request is {record['state']} already")
     if signer.name == record["researcher"]:
         raise PolicyError(f"{signer.name} cannot approve or refuse their own request")
-    mine = _stewarded(env, record["tables"], signer.name)
+    policies = _installed(env, record["tables"])
+    mine = _stewarded(policies, signer.name)
     if not mine:
         raise PolicyError(
             f"{signer.name} is not the steward of {', '.join(record['tables'])} "
@@ -361,11 +362,7 @@ def _decide_request(
     if not approve:
         record["state"] = "refused"
         return
-    needing = [
-        t
-        for t in record["tables"]
-        if (p := installed_policy(env, t)) is not None and p.policy.approval_required
-    ]
+    needing = [t for t, p in policies.items() if p is not None and p.policy.approval_required]
     approved = {
         d["body"]["table"] for d in record["decisions"] if d["body"]["decision"] == "approve"
     }
@@ -378,7 +375,7 @@ def _decide_output(
 ) -> None:
     if record["state"] != "held":
         raise PolicyError(f"the output is {record['state']} already")
-    mine = _stewarded(env, record["tables"], signer.name)
+    mine = _stewarded(_installed(env, record["tables"]), signer.name)
     if not mine:
         raise PolicyError(f"{signer.name} is not the steward of {', '.join(record['tables'])}")
     checked = sorted(t for t, p in mine.items() if p.policy.output_checks is not None)
