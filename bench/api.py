@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
-import json
 import os
 import shutil
 import socket
@@ -48,6 +47,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from envelope import Run, emit, figure, progress_to_stderr, result
 
 PASSPHRASE = b"bench api passphrase"
 SQL = "SELECT COUNT(*) FROM patients"
@@ -484,15 +485,95 @@ def _print_niced(report: dict[str, Any]) -> None:
     )
 
 
-def _finite(value: Any) -> Any:
-    """``value`` with NaN (no sample) as null, for strict JSON."""
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+def results(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of the common JSON shape (targets of issue 17)."""
+    rows = []
+    for c, ours in report["ours"].items():
+        base = report["baseline"][c]
+        at_200 = c == "200"
+        rows.append(
+            result(
+                f"GET /api/v1/tables, {c} clients: throughput",
+                figure("gateway", ours["rps"], "req/s", {"errors": ours["errors"]}),
+                figure("minimal FastAPI app", base["rps"], "req/s", {"errors": base["errors"]}),
+                group="metadata route",
+                target=f">= {TARGETS['rps_200']:,.0f} req/s" if at_200 else None,
+                met=ours["rps"] >= TARGETS["rps_200"] if at_200 else None,
+            )
+        )
+        rows.append(
+            result(
+                f"GET /api/v1/tables, {c} clients: p95 latency",
+                figure(
+                    "gateway",
+                    ours["p95_ms"],
+                    "ms",
+                    {"p50 ms": ours["p50_ms"], "p99 ms": ours["p99_ms"]},
+                ),
+                figure(
+                    "minimal FastAPI app",
+                    base["p95_ms"],
+                    "ms",
+                    {"p50 ms": base["p50_ms"], "p99 ms": base["p99_ms"]},
+                ),
+                group="metadata route",
+                target=f"<= {TARGETS['p95_200_ms']:.0f} ms" if at_200 else None,
+                met=ours["p95_ms"] <= TARGETS["p95_200_ms"] if at_200 else None,
+            )
+        )
+    rows += _mixed_rows(report["mixed"], "")
+    if report.get("mixed_nodes_niced"):
+        rows += _mixed_rows(report["mixed_nodes_niced"], ", custodian nodes reniced")
+    return rows
+
+
+def _mixed_rows(mixed: dict[str, Any], how: str) -> list[dict[str, Any]]:
+    """The rows of one mixed phase: metadata latency and what became of the queries."""
+    meta, q = mixed["metadata"], mixed["queries"]
+    group = f"{meta['clients']} metadata clients with {q['clients']} query clients{how}"
+    return [
+        result(
+            "metadata p95 latency",
+            figure(
+                "gateway",
+                meta["p95_ms"],
+                "ms",
+                {"p50 ms": meta["p50_ms"], "req/s": meta["rps"], "errors": meta["errors"]},
+            ),
+            group=group,
+            target=f"<= {TARGETS['mixed_p95_ms']:.0f} ms",
+            met=meta["p95_ms"] <= TARGETS["mixed_p95_ms"],
+        ),
+        result(
+            "secure queries answered",
+            figure("answered", q["answered"], "queries", {"p50 s": q["answer_p50_s"]}),
+            group=group,
+        ),
+        result(
+            "excess queries refused with 503 and Retry-After",
+            figure(
+                "refused",
+                q["refused"],
+                "queries",
+                {"without Retry-After": q["refused_without_retry_after"]},
+            ),
+            group=group,
+            target="> 0, all with Retry-After",
+            met=q["refused"] > 0 and q["refused_without_retry_after"] == 0,
+        ),
+        result(
+            "queries timed out or failed otherwise",
+            figure(
+                "timed out",
+                q["timeouts"],
+                "queries",
+                {"other failures": sum(q["other"].values())},
+            ),
+            group=group,
+            target="0",
+            met=q["timeouts"] == 0 and not q["other"],
+        ),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -511,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
         help="then the mixed phase again with the nodes at this nice value",
     )
     parser.add_argument("--quick", action="store_true", help="a smoke test (seconds)")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     parser.add_argument("--dir", type=Path, default=None)
     parser.add_argument("--serve-baseline", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -525,14 +606,21 @@ def main(argv: list[str] | None = None) -> int:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    names = ("clients", "seconds", "warm_s", "queries", "max_queries", "meta_clients", "rows")
+    run = Run("api", __doc__, {n: getattr(args, n) for n in (*names, "nodes_nice", "quick")})
     work = Path(tempfile.mkdtemp(prefix="tessera-bench-api-", dir=args.dir))
     try:
-        report = _measure(work, args)
+        with progress_to_stderr(args.json):
+            report = _measure(work, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report["verdict"] = _verdict(report)
     if args.json:
-        print(json.dumps(_finite(report), indent=2, allow_nan=False))
+        notes = [
+            f"baseline: {report['setup']['baseline']}",
+            f"load generator: {report['setup']['generator']}",
+        ]
+        emit(run.document(results(report), notes, **report))
     else:
         _print(report)
     return 0

@@ -10,6 +10,8 @@ in bytes the log grows per event.
 * verify baseline (same run): reading and SHA-256 hashing the record file once, the
   floor any verifier pays; the ratio shows what checking sequence numbers, leaf hashes,
   the Merkle tree and every signed head adds.
+
+``--json`` prints one JSON document (bench/envelope.py) on stdout instead of the text.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+from envelope import Run, emit, figure, progress_to_stderr, result
 from tessera.audit import AuditLog, MldsaSigner
 from tessera.core.audit_sink import AuditEvent
 
@@ -82,8 +86,9 @@ def bench_per_event(
     return n / took, (after - before) / n
 
 
-def per_event_report(scratch: Path, signer: MldsaSigner, n: int) -> None:
-    """Print the issue-17 comparison: a head per event vs one per 256 events."""
+def per_event_report(scratch: Path, signer: MldsaSigner, n: int) -> list[dict[str, Any]]:
+    """Print the issue-17 comparison: a head per event vs one per 256 events; its rows."""
+    rows = []
     for durable in (True, False):
         mode = "durable (fdatasync each)" if durable else "page cache only       "
         tag = "d" if durable else "c"
@@ -98,6 +103,25 @@ def per_event_report(scratch: Path, signer: MldsaSigner, n: int) -> None:
             f"{our_bytes:6,.0f} bytes/event"
         )
         print(f"  ratio: x{ours / base:.1f} events/s, x{base_bytes / our_bytes:.1f} fewer bytes")
+        group = f"{n:,} events, one append call each, " + (
+            "durable (fdatasync per append)" if durable else "page cache only"
+        )
+        rows += [
+            result(
+                "append rate",
+                figure("signed head per 256 events", ours, "events/s"),
+                figure("signed head per event", base, "events/s"),
+                group=group,
+            ),
+            result(
+                "log growth per event",
+                figure("signed head per 256 events", our_bytes, "bytes"),
+                figure("signed head per event", base_bytes, "bytes"),
+                ratio_of="baseline / ours",
+                group=group,
+            ),
+        ]
+    return rows
 
 
 def main() -> int:
@@ -111,13 +135,76 @@ def main() -> int:
         help="only the one-event-per-append comparison (head per event vs per 256)",
     )
     parser.add_argument("--per-event", type=int, default=5000, help="events for that comparison")
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     args = parser.parse_args()
+    names = ("events", "batch", "per_event_only", "per_event")
+    run = Run("audit", __doc__, {n: getattr(args, n) for n in names})
+    with progress_to_stderr(args.json):
+        rows = measure(args)
+    if args.json:
+        emit(run.document(rows))
+    return 0
+
+
+def verify_report(folder: Path, signer: MldsaSigner, n: int) -> list[dict[str, Any]]:
+    """Build an ``n``-event log, verify it against reading and hashing its records; print
+    the figures, return the rows."""
+    log = AuditLog.create(folder, "bench", signer.public_key, signer=signer)
+    start = time.perf_counter()
+    chunk = 20_000
+    for i in range(0, n, chunk):
+        log.append(events(min(chunk, n - i), i))
+    built = time.perf_counter() - start
+    size = (log.folder / "records.jsonl").stat().st_size
+    heads = len(log.heads())
+    print(
+        f"built a {n:,}-event log ({size / 1e9:.2f} GB, "
+        f"{heads} signed heads) in {built:.1f} s "
+        f"({n / built:,.0f} events/s)"
+    )
+
+    start = time.perf_counter()
+    digest = hashlib.sha256()
+    with open(log.folder / "records.jsonl", "rb") as fh:
+        while block := fh.read(32 << 20):
+            digest.update(block)
+    floor = time.perf_counter() - start
+    start = time.perf_counter()
+    report = log.verify()
+    took = time.perf_counter() - start
+    assert report.ok and report.entries == n, report
+    print(f"read + SHA-256 of the records (baseline floor): {floor:6.2f} s")
+    print(
+        f"verify {n:,} events:                 {took:6.2f} s "
+        f"(x{took / floor:.1f} the floor; {n / took:,.0f} events/s; "
+        f"target <= 30 s for 1M: {'ok' if took * 1_000_000 / n <= 30 else 'MISSED'})"
+    )
+    per_million = took * 1_000_000 / n
+    return [
+        result(
+            f"build a {n:,}-event log ({chunk:,} events per append)",
+            figure("append", n / built, "events/s", {"GB": size / 1e9}),
+            group="batched appends and verification",
+        ),
+        result(
+            f"verify {n:,} events",
+            figure("AuditLog.verify", took, "s", {"s per million": per_million}),
+            figure("read + SHA-256 of the records", floor, "s"),
+            group="batched appends and verification",
+            target="<= 30 s per 1,000,000",
+            met=per_million <= 30,
+        ),
+    ]
+
+
+def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Print the figures as measured; the rows of the JSON document."""
     scratch = Path(tempfile.mkdtemp(prefix="tessera-bench-audit-", dir=args.dir))
     signer = MldsaSigner.generate()
     try:
-        per_event_report(scratch, signer, args.per_event)
+        rows = per_event_report(scratch, signer, args.per_event)
         if args.per_event_only:
-            return 0
+            return rows
         base = bench_append(scratch / "one", signer, 300, 1)
         ours = bench_append(scratch / "batched", signer, 50_000, args.batch)
         print(f"append, one signed head per event (baseline): {base:10,.0f} events/s")
@@ -125,39 +212,20 @@ def main() -> int:
             f"append, one head per {args.batch} events:       {ours:10,.0f} events/s "
             f"(x{ours / base:.1f}; target >= 5,000: {'ok' if ours >= 5000 else 'MISSED'})"
         )
-
-        log = AuditLog.create(scratch / "big", "bench", signer.public_key, signer=signer)
-        start = time.perf_counter()
-        chunk = 20_000
-        for i in range(0, args.events, chunk):
-            log.append(events(min(chunk, args.events - i), i))
-        built = time.perf_counter() - start
-        size = (log.folder / "records.jsonl").stat().st_size
-        print(
-            f"built a {args.events:,}-event log ({size / 1e9:.2f} GB, "
-            f"{len(log.heads())} signed heads) in {built:.1f} s "
-            f"({args.events / built:,.0f} events/s)"
+        rows.append(
+            result(
+                f"append in batches of {args.batch:,} (50,000 events; baseline 300)",
+                figure(f"signed head per {args.batch:,} events", ours, "events/s"),
+                figure("signed head per event", base, "events/s"),
+                group="batched appends and verification",
+                target=">= 5,000 events/s",
+                met=ours >= 5000,
+            )
         )
 
-        start = time.perf_counter()
-        digest = hashlib.sha256()
-        with open(log.folder / "records.jsonl", "rb") as fh:
-            while block := fh.read(32 << 20):
-                digest.update(block)
-        floor = time.perf_counter() - start
-        start = time.perf_counter()
-        report = log.verify()
-        took = time.perf_counter() - start
-        assert report.ok and report.entries == args.events, report
-        print(f"read + SHA-256 of the records (baseline floor): {floor:6.2f} s")
-        print(
-            f"verify {args.events:,} events:                 {took:6.2f} s "
-            f"(x{took / floor:.1f} the floor; {args.events / took:,.0f} events/s; "
-            f"target <= 30 s for 1M: {'ok' if took * 1_000_000 / args.events <= 30 else 'MISSED'})"
-        )
+        return rows + verify_report(scratch / "big", signer, args.events)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":

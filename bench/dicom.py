@@ -6,7 +6,7 @@ file from bytes in memory, single process; the best of ``--repeat`` passes count
 Tessera runs with --keep-burned-in semantics (no quarantine shortcut) under the basic
 profile.  A last line measures the CLI's process pool over the CT series on disk.
 
-    python bench/dicom.py [--repeat 3] [--slices 300]
+    python bench/dicom.py [--repeat 3] [--slices 300] [--json]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.uid import ExplicitVRLittleEndian
 
+from envelope import Run, emit, figure, progress_to_stderr, result
 from tessera.dicom import BatchSettings, Profile, Pseudonymizer, deidentify_bytes, run_batch
 from tessera.dicom.stores import FolderIdentityStore, FolderSink
 
@@ -128,21 +129,46 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     args = parser.parse_args()
+    run = Run("dicom", __doc__, {"repeat": args.repeat, "slices": args.slices})
+    with progress_to_stderr(args.json):
+        rows = measure(args)
+    if args.json:
+        emit(run.document(rows))
+
+
+def measure(args: argparse.Namespace) -> list[dict[str, object]]:
+    """Print the table as measured; the rows of the JSON document."""
     warnings.simplefilter("ignore")
     corpora = {
         "pydicom test files": pydicom_corpus(),
         f"CT series ({args.slices} x 512x512)": ct_series(args.slices),
     }
+    rows = []
     print(f"{'corpus':32} {'files':>6} {'dicognito/s':>12} {'tessera/s':>10} {'ratio':>6}")
     for label, blobs in corpora.items():
         theirs = best_rate(dicognito_pass, blobs, args.repeat)
         ours = best_rate(tessera_pass, blobs, args.repeat)
         print(f"{label:32} {len(blobs):6d} {theirs:12.1f} {ours:10.1f} {ours / theirs:6.2f}")
+        rows.append(
+            result(
+                f"{label}, {len(blobs)} files, in memory, one process",
+                figure("Tessera", ours, "files/s"),
+                figure("dicognito", theirs, "files/s"),
+            )
+        )
     rate, workers = pool_rate(corpora[f"CT series ({args.slices} x 512x512)"], args.repeat)
     print(
         f"tessera batch, {workers} worker processes, files on disk (read+write): {rate:.1f} files/s"
     )
+    rows.append(
+        result(
+            f"CT series through the batch process pool ({workers} workers, read + write)",
+            figure("Tessera run_batch", rate, "files/s"),
+        )
+    )
+    return rows
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Ours: everything the DP layer does for one GROUP BY query with COUNT/AVG/STDDEV 
 groups on 3 custodians: plan_release, reserve + commit in the SQLite ledger, three
 custodians' sample_noise_share (in-process, serial), postprocess.
 
-Run: .venv/bin/python bench/dp.py [--repeat N]
+Run: .venv/bin/python bench/dp.py [--repeat N] [--json]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from envelope import Run, emit, figure, progress_to_stderr, result
 from tessera.dp import Aggregate, Ledger, Policy, plan_release, postprocess, sample_noise_share
 
 MPC_PROGRAM = """
@@ -74,10 +75,12 @@ def dp_layer_seconds(ledger: Ledger) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    run = Run("dp", __doc__, {"repeat": args.repeat})
+    with progress_to_stderr(args.json), tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         ledger = Ledger(folder / "ledger.sqlite3")
         ledger.set_policy("cohort", Policy.dp(total_epsilon=1e6, default_epsilon=1.0))
@@ -85,6 +88,18 @@ def main() -> None:
         ours = [dp_layer_seconds(ledger) for _ in range(args.repeat)]
         base = [secure_sum_seconds(folder) for _ in range(args.repeat)]
     b, o = statistics.median(base), statistics.median(ours)
+    if args.json:
+        row = result(
+            "DP layer of one COUNT/AVG/STDDEV x 4-group query against a minimal secure query",
+            figure("DP layer", o, "s", {"first call s": first}),
+            figure("3-party MPyC secure sum of 30,000 values", b, "s"),
+        )
+        notes = [
+            f"medians of {args.repeat}; the first call of the DP layer, importing OpenDP, "
+            f"took {first * 1e3:.0f} ms"
+        ]
+        emit(run.document([row], notes))
+        return
     print(f"baseline: 3-party MPyC secure sum of 30,000 values, median {b:.3f} s")
     print(
         f"ours:     DP layer for one COUNT/AVG/STDDEV x 4-group query, median {o * 1e3:.1f} ms"

@@ -9,7 +9,7 @@ Prints, in one run:
   one-off conversion is timed and printed separately) and doing its own grouping, and
   the ratio pycanon / tessera (target >= 10x).
 
-Usage: .venv/bin/python bench/risk.py [--rows N] [--pycanon-rows N] [--repeat R]
+Usage: .venv/bin/python bench/risk.py [--rows N] [--pycanon-rows N] [--repeat R] [--json]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import pandas as pd
 import polars as pl
 from pycanon import anonymity as pc
 
+from envelope import Run, emit, figure, progress_to_stderr, result
 from tessera.risk import assess, build_classes
 from tessera.risk.privacy import (
     class_entropy,
@@ -118,19 +119,19 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--pycanon-rows", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", action="store_true", help="one JSON document on stdout")
     args = ap.parse_args()
+    params = {"rows": args.rows, "pycanon_rows": args.pycanon_rows, "repeat": args.repeat}
+    run = Run("risk", __doc__, params)
+    with progress_to_stderr(args.json):
+        rows, notes = measure(args)
+    if args.json:
+        emit(run.document(rows, notes))
 
-    big = synthetic(args.rows)
-    t_full, report = best_of(
-        lambda: assess(big, QI8, "diagnosis", population=50 * args.rows), args.repeat
-    )
-    print(f"full assessment: {args.rows:,} rows x {len(QI8)} QIs: {t_full:.2f} s (target <= 10 s)")
-    print(
-        f"  k={report.k_anonymity} classes={report.classes:,} l={report.l_diversity} "
-        f"t={report.t_closeness:.4f} uniques={report.sample_uniques:,} "
-        f"population model={report.uniqueness.dankar_model if report.uniqueness else '-'}"
-    )
 
+def _against_pycanon(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
+    """Each metric next to pycanon's on the same rows: printed; the rows and notes."""
+    rows: list[dict[str, Any]] = []
     data = coarse(args.pycanon_rows)
     qi = ["age_band", "sex", "region", "year"]
     t_conv, frame = best_of(lambda: pl.from_pandas(data), args.repeat)
@@ -144,6 +145,7 @@ def main() -> None:
         ("diagnosis", ("k", "l", "entropy_l", "recursive_cl", "t", "delta")),
         ("severity", ("l", "t", "delta")),  # ordered: t is the ordered-distance EMD
     ]
+    group = f"each metric on {args.pycanon_rows:,} rows against pycanon"
     for sa, metrics in plan:
         for metric in metrics:
             t_theirs, ref = best_of(lambda m=metric, s=sa: theirs(data, qi, s, m), 1)
@@ -157,8 +159,50 @@ def main() -> None:
             ratio = t_theirs / t_ours
             worst = min(worst, ratio)
             print(f"{metric:<22}{sa:<11}{t_theirs:>11.3f}{t_ours:>11.4f}{ratio:>8.0f}x  {agree}")
+            rows.append(
+                result(
+                    f"{metric}, sensitive attribute {sa}",
+                    figure("tessera", t_ours, "s"),
+                    figure("pycanon", t_theirs, "s"),
+                    ratio_of="baseline / ours",
+                    group=group,
+                    target=">= 10, same value",
+                    met=ratio >= 10 and agree,
+                )
+            )
     print(f"\nsmallest ratio: {worst:.0f}x (target >= 10x)")
     print(f"(pandas -> polars conversion of the 100,000 rows, once: {t_conv:.3f} s)")
+    notes = [
+        f"QIs {', '.join(qi)} ({data.groupby(qi).ngroups:,} classes); best of {args.repeat} "
+        "for tessera, 1 for pycanon; each library starts from its own in-memory frame",
+        f"pandas to polars conversion of the {args.pycanon_rows:,} rows, once: {t_conv:.3f} s",
+    ]
+    return rows, notes
+
+
+def measure(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
+    """Print the figures as measured; the rows and notes of the JSON document."""
+    big = synthetic(args.rows)
+    t_full, report = best_of(
+        lambda: assess(big, QI8, "diagnosis", population=50 * args.rows), args.repeat
+    )
+    print(f"full assessment: {args.rows:,} rows x {len(QI8)} QIs: {t_full:.2f} s (target <= 10 s)")
+    print(
+        f"  k={report.k_anonymity} classes={report.classes:,} l={report.l_diversity} "
+        f"t={report.t_closeness:.4f} uniques={report.sample_uniques:,} "
+        f"population model={report.uniqueness.dankar_model if report.uniqueness else '-'}"
+    )
+    rows = [
+        result(
+            f"full assessment of {args.rows:,} rows x {len(QI8)} quasi-identifiers",
+            figure("tessera.risk.assess", t_full, "s", {"classes": report.classes}),
+            target="<= 10 s" if args.rows == 1_000_000 else None,  # issue 8's size
+            met=t_full <= 10 if args.rows == 1_000_000 else None,
+        )
+    ]
+
+    more, notes = _against_pycanon(args)
+    return rows + more, notes
 
 
 if __name__ == "__main__":

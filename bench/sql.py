@@ -5,6 +5,7 @@ TLS -> reconstructed answer at the requester) and DuckDB's time on the plaintext
 of the same CSVs, measured in the same run; answers are checked to agree.
 
     .venv/bin/python bench/sql.py [--rows 30000] [--repeat 1] [--only 1,3] [--dp] [--checks]
+                                  [--json]
 
 ``--dp`` adds a pass: the same CSVs are imported again as ``patients_dp``/``labs_dp``
 under a differential privacy policy (huge budget, epsilon 1 per query), and every query
@@ -36,11 +37,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from envelope import Run, emit, figure, progress_to_stderr, result
 from tessera.config import Environment
 from tessera.dp import Policy
 from tessera.errors import StorageUnavailableError, UnsupportedError
@@ -55,6 +58,16 @@ PASSPHRASE = b"bench-sql-passphrase"
 DP_SUFFIX = "_dp"
 Runner = Callable[[Environment, str, Signer], Any]
 Side = tuple[Environment, Signer]
+EXACT = "exact queries against DuckDB on the plaintext"
+
+
+@dataclass
+class Found:
+    """What the passes measured, as rows and notes of the --json document."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
 
 QUERIES = [
     "SELECT COUNT(*) FROM patients WHERE age > 60",
@@ -176,8 +189,21 @@ def main() -> int:
     parser.add_argument("--only", type=str, default="")
     parser.add_argument("--dp", action="store_true", help="also time the DP releases")
     parser.add_argument("--checks", action="store_true", help="also time the node-side checks")
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     args = parser.parse_args()
     chosen = [int(x) for x in args.only.split(",") if x] or list(range(1, len(QUERIES) + 1))
+    params = {k: getattr(args, k) for k in ("rows", "repeat", "dp", "checks")}
+    run = Run("sql", __doc__, {**params, "queries": chosen})
+    found = Found()
+    with progress_to_stderr(args.json):
+        bad = _measure(args, chosen, found)
+    if args.json:
+        emit(run.document(found.rows, found.notes, queries=QUERIES))
+    return 1 if bad else 0
+
+
+def _measure(args: argparse.Namespace, chosen: list[int], found: Found) -> int:
+    """Every pass asked for; the number of answers that differ from DuckDB's."""
     with tempfile.TemporaryDirectory(prefix="tessera-bench-sql-") as tmp:
         base = Path(tmp)
         data = base / "data"
@@ -188,29 +214,36 @@ def main() -> int:
             env, signer = _environment(base / "home")
             envs.append(env)
             _import(env, paths, data)
+            took = time.perf_counter() - t0
             print(
                 f"imported {args.rows} patients from 3 hospitals in "
-                f"{time.perf_counter() - t0:.1f} s (3 custodians, t = 1)"
+                f"{took:.1f} s (3 custodians, t = 1)"
             )
-            bad = _exact_pass(env, signer, _duckdb(paths, data), chosen, args.repeat)
+            found.notes.append(
+                f"environment and import of {args.rows:,} patients from 3 hospitals on 3 "
+                f"custodians (t = 1): {took:.1f} s"
+            )
+            bad = _exact_pass(env, signer, _duckdb(paths, data), chosen, args.repeat, found)
             if args.dp:
                 _import(env, paths, data, DP_SUFFIX)
                 _set_dp(env, signer, DP_SUFFIX)
-                _dp_pass(env, signer, chosen, max(args.repeat, 3))
+                _dp_pass(env, signer, chosen, max(args.repeat, 3), found)
             if args.checks:
                 other, other_signer = _environment(base / "home-b", enforce=False)
                 envs.append(other)
                 took = _import(other, paths, data)
                 print(f"\nimported the same cohort into B (--no-policy-checks) in {took:.1f} s")
                 pair = ((other, other_signer), (env, signer))
-                _checks_pass(pair, chosen, max(args.repeat, 3))
+                _checks_pass(pair, chosen, max(args.repeat, 3), found)
         finally:
             for e in envs:
                 stop_nodes(e)
-    return 1 if bad else 0
+    return bad
 
 
-def _exact_pass(env: Environment, signer: Signer, con: Any, chosen: list[int], repeat: int) -> int:
+def _exact_pass(
+    env: Environment, signer: Signer, con: Any, chosen: list[int], repeat: int, found: Found
+) -> int:
     """Secure time per query next to DuckDB's; the number of answers that differ."""
     print(f"{'#':>2} {'secure s':>9} {'cpu s':>6} {'duckdb s':>9} {'ratio':>8}  ok  query")
     secure_times: list[float] = []
@@ -238,7 +271,18 @@ def _exact_pass(env: Environment, signer: Signer, con: Any, chosen: list[int], r
             f"{'yes' if ok else 'NO '} {sql[:70]}",
             flush=True,
         )
+        found.rows.append(
+            result(
+                f"{i}: {sql}",
+                figure("secure", secure, "s", {"party CPU s": cpu_times[-1]}),
+                figure("DuckDB", duck, "s"),
+                group=EXACT,
+                target="same answer",
+                met=ok,
+            )
+        )
     med = statistics.median(secure_times)
+    _exact_summary(secure_times, repeat, found)
     print(
         f"median secure query {med:.2f} s (target <= 3 s); slowest "
         f"{max(secure_times):.2f} s (target <= 30 s); answers agree with DuckDB: "
@@ -250,6 +294,31 @@ def _exact_pass(env: Environment, signer: Signer, con: Any, chosen: list[int], r
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
     return bad
+
+
+def _exact_summary(secure_times: list[float], repeat: int, found: Found) -> None:
+    """The exact pass's targets (median <= 3 s, slowest <= 30 s) as rows, and a note."""
+    med = statistics.median(secure_times)
+    found.rows += [
+        result(
+            "median secure query",
+            figure("secure", med, "s"),
+            group=EXACT,
+            target="<= 3 s",
+            met=med <= 3,
+        ),
+        result(
+            "slowest secure query",
+            figure("secure", max(secure_times), "s"),
+            group=EXACT,
+            target="<= 30 s",
+            met=max(secure_times) <= 30,
+        ),
+    ]
+    found.notes.append(
+        f"exact pass: median of {repeat} run(s) per query; load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at its end"
+    )
 
 
 def _exact(env: Environment, sql: str, signer: Signer) -> Any:
@@ -277,8 +346,11 @@ def _interleaved(
     return times
 
 
-def _dp_pass(env: Environment, signer: Signer, chosen: list[int], repeat: int) -> None:
+def _dp_pass(
+    env: Environment, signer: Signer, chosen: list[int], repeat: int, found: Found
+) -> None:
     """Exact (plain tables) vs DP release (DP copies) of the same queries, interleaved."""
+    group = f"DP release against the exact query (--dp, {repeat} interleaved runs, median)"
     print(f"\nDP pass ({repeat} interleaved runs each after a warm-up; epsilon 1 per query)")
     print(f"{'#':>2} {'exact s':>8} {'DP s':>8} {'ratio':>6}  query")
     exact_meds: list[float] = []
@@ -290,6 +362,7 @@ def _dp_pass(env: Environment, signer: Signer, chosen: list[int], repeat: int) -
             run_sql(env, dp_sql, signer=signer)  # warm-up, and DP-releasable?
         except UnsupportedError as exc:
             print(f"{i:>2} {'-':>8} {'refused':>8} {'':>6}  {sql[:50]} ({str(exc)[:40]})")
+            found.notes.append(f"under DP, query {i} is refused ({str(exc)[:60]}): not timed")
             continue
         run_query(env, sql, signer=signer)
         exact, private = _interleaved(
@@ -303,8 +376,22 @@ def _dp_pass(env: Environment, signer: Signer, chosen: list[int], repeat: int) -
         exact_meds.append(e)
         dp_meds.append(d)
         print(f"{i:>2} {e:8.2f} {d:8.2f} {d / e:6.2f}  {sql[:70]}", flush=True)
+        found.rows.append(
+            result(f"{i}: {sql}", figure("DP", d, "s"), figure("exact", e, "s"), group=group)
+        )
     if exact_meds:
         me, md = statistics.median(exact_meds), statistics.median(dp_meds)
+        found.rows.append(
+            result(
+                f"median over these {len(exact_meds)} queries",
+                figure("DP", md, "s"),
+                figure("exact", me, "s"),
+                group=group,
+                target="<= 1.10",
+                met=md / me <= 1.10,
+            )
+        )
+        found.notes.append(f"DP pass: load average {os.getloadavg()[0]:.1f} at its end")
         print(
             f"median secure query over these {len(exact_meds)} queries: exact {me:.2f} s, "
             f"with DP {md:.2f} s, ratio {md / me:.3f} (target <= 1.10); "
@@ -312,18 +399,24 @@ def _dp_pass(env: Environment, signer: Signer, chosen: list[int], repeat: int) -
         )
 
 
-def _checks_pass(pair: tuple[Side, Side], chosen: list[int], repeat: int) -> None:
+def _checks_pass(pair: tuple[Side, Side], chosen: list[int], repeat: int, found: Found) -> None:
     """Checks off (B) vs on (A), interleaved: exact, then under a DP policy on both."""
-    _checks_variant("exact", pair, chosen, repeat, _exact)
+    _checks_variant("exact", pair, chosen, repeat, _exact, found)
     for env, signer in pair:
         _set_dp(env, signer)
-    _checks_variant("DP, epsilon 1 per query", pair, chosen, repeat, _private)
+    _checks_variant("DP, epsilon 1 per query", pair, chosen, repeat, _private, found)
 
 
 def _checks_variant(
-    title: str, pair: tuple[Side, Side], chosen: list[int], repeat: int, run: Runner
+    title: str,
+    pair: tuple[Side, Side],
+    chosen: list[int],
+    repeat: int,
+    run: Runner,
+    found: Found,
 ) -> None:
     (off, off_signer), (on, on_signer) = pair
+    group = f"custodians' checks on against off (--checks), {title}, {repeat} runs, median"
     print(f"\nnode-side checks, {title} ({repeat} interleaved runs each after a warm-up)")
     print(f"{'#':>2} {'off s':>7} {'on s':>7} {'ratio':>6}  query")
     off_meds: list[float] = []
@@ -345,15 +438,47 @@ def _checks_variant(
         on_meds.append(a)
         flag = "" if same else "  (answers differ!)"
         print(f"{i:>2} {b:7.2f} {a:7.2f} {a / b:6.3f}  {sql[:64]}{flag}", flush=True)
-    if off_meds:
-        mb, ma = statistics.median(off_meds), statistics.median(on_meds)
-        ratios = [a / b for a, b in zip(on_meds, off_meds, strict=True)]
-        print(
-            f"median secure query over these {len(off_meds)} queries: checks off {mb:.2f} s, "
-            f"checks on {ma:.2f} s, ratio {ma / mb:.3f} (target <= 1.05); median of the "
-            f"per-query ratios {statistics.median(ratios):.3f}; "
-            f"load average {os.getloadavg()[0]:.1f}"
+        found.rows.append(
+            result(
+                f"{i}: {sql}",
+                figure("checks on", a, "s"),
+                figure("checks off", b, "s"),
+                group=group,
+                target=None if same else "same answer",
+                met=None if same else False,
+            )
         )
+    if off_meds:
+        _checks_summary(title, group, (off_meds, on_meds), found)
+
+
+def _checks_summary(
+    title: str, group: str, meds: tuple[list[float], list[float]], found: Found
+) -> None:
+    """The medians over the queries, checks off and on, and their ratio: printed, a row."""
+    off_meds, on_meds = meds
+    mb, ma = statistics.median(off_meds), statistics.median(on_meds)
+    ratios = [a / b for a, b in zip(on_meds, off_meds, strict=True)]
+    found.rows.append(
+        result(
+            f"median over these {len(off_meds)} queries",
+            figure("checks on", ma, "s"),
+            figure("checks off", mb, "s"),
+            group=group,
+            target="<= 1.05",
+            met=ma / mb <= 1.05,
+        )
+    )
+    found.notes.append(
+        f"checks pass ({title}): median of the per-query ratios "
+        f"{statistics.median(ratios):.3f}; load average {os.getloadavg()[0]:.1f} at its end"
+    )
+    print(
+        f"median secure query over these {len(off_meds)} queries: checks off {mb:.2f} s, "
+        f"checks on {ma:.2f} s, ratio {ma / mb:.3f} (target <= 1.05); median of the "
+        f"per-query ratios {statistics.median(ratios):.3f}; "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ get >= 50% of combine, peak RSS < 400 MB.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -29,7 +28,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+from envelope import Run, emit, figure, progress_to_stderr, result
 from tessera import keys
 from tessera.core.fragment import combine_stream, split_stream
 from tessera.vault import Store, Vault
@@ -129,13 +130,72 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--n", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=1, help="rounds; best time counts")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     parser.add_argument("--dir", type=Path, default=None)
     parser.add_argument("--phase", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
         print(run_phase(args.phase, args.dir, args.k, args.n, args.scheme))
         return
+    params = {k: getattr(args, k) for k in ("mib", "scheme", "k", "n", "repeat")}
+    run = Run("vault", __doc__, params)
+    with progress_to_stderr(args.json):
+        report = measure(args)
+    if args.json:
+        emit(run.document(results(report), **report))
+        return
+    print(f"vault {args.scheme} {args.k}-of-{args.n}, {args.mib} MiB, local stores")
+    for phase, r in report["phases"].items():
+        print(
+            f"  {phase:<8} {r['seconds']:7.2f} s  {r['mb_per_s']:8.1f} MB/s"
+            f"  peak RSS {r['peak_rss_mb']:6.1f} MiB"
+        )
+    for name, value in report["ratios"].items():
+        print(f"  {name:<12} {value:5.2f}")
+
+
+def results(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of the common JSON shape (targets of issue 4)."""
+    phases = report["phases"]
+
+    def rate(phase: str, label: str) -> dict[str, Any]:
+        return figure(label, phases[phase]["mb_per_s"], "MB/s")
+
+    put_split = report["ratios"]["put/split"]
+    get_combine = report["ratios"]["get/combine"]
+    rows = [
+        result(
+            "put vs the raw split",
+            rate("put", "Vault.put"),
+            rate("split", "split_stream"),
+            target=">= 0.5",
+            met=put_split >= 0.5,
+        ),
+        result(
+            "get vs the raw combine",
+            rate("get", "Vault.get"),
+            rate("combine", "combine_stream"),
+            target=">= 0.5",
+            met=get_combine >= 0.5,
+        ),
+        result("put vs cp", rate("put", "Vault.put"), rate("cp", "cp")),
+        result("get vs cp", rate("get", "Vault.get"), rate("cp", "cp")),
+    ]
+    for phase in ("put", "get"):
+        rss = phases[phase]["peak_rss_mb"]
+        rows.append(
+            result(
+                f"peak RSS of {phase} (its own process)",
+                figure(phase, rss, "MiB"),
+                target="< 400 MB",
+                met=rss * 1.048576 < 400,
+            )
+        )
+    return rows
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Every phase in its own process, ``--repeat`` interleaved rounds; the report."""
     size = args.mib << 20
     work = Path(tempfile.mkdtemp(prefix="tessera-bench-vault-", dir=args.dir))
     try:
@@ -159,7 +219,7 @@ def main() -> None:
             "put/cp": results["put"]["mb_per_s"] / results["cp"]["mb_per_s"],
             "get/cp": results["get"]["mb_per_s"] / results["cp"]["mb_per_s"],
         }
-        report = {
+        return {
             "mib": args.mib,
             "repeat": args.repeat,
             "scheme": args.scheme,
@@ -168,17 +228,6 @@ def main() -> None:
             "phases": results,
             "ratios": ratios,
         }
-        if args.json:
-            print(json.dumps(report, indent=2))
-            return
-        print(f"vault {args.scheme} {args.k}-of-{args.n}, {args.mib} MiB, local stores")
-        for phase, r in results.items():
-            print(
-                f"  {phase:<8} {r['seconds']:7.2f} s  {r['mb_per_s']:8.1f} MB/s"
-                f"  peak RSS {r['peak_rss_mb']:6.1f} MiB"
-            )
-        for name, value in ratios.items():
-            print(f"  {name:<12} {value:5.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

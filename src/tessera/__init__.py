@@ -8,7 +8,6 @@ reached through its subpackage.
 from __future__ import annotations
 
 from tessera.errors import TesseraError as TesseraError
-
-__version__ = "0.1.0"
+from tessera.version import __version__ as __version__
 
 __all__ = ["TesseraError", "__version__"]

@@ -40,6 +40,7 @@ __all__ = [
     "CONFIG_NAME",
     "Environment",
     "NodeConfig",
+    "NodeSettings",
     "StoreConfig",
     "default_home",
     "missing_environment",
@@ -210,5 +211,116 @@ class Environment:
         """Write ``tessera.toml`` atomically."""
         self.home.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".toml.tmp")
+        tmp.write_bytes(tomli_w.dumps(self.to_toml()).encode())
+        os.replace(tmp, self.path)
+
+
+def _host_port(text: Any, what: str) -> tuple[str, int]:
+    host, sep, port = str(text).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{what} must be HOST:PORT, not {str(text)[:60]!r}")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """A federated custodian's ``node.toml`` (``tessera node start --config FILE``)::
+
+        [node]
+        id = 2
+        listen = "0.0.0.0:47101"          # where it binds
+        address = "10.0.0.2:47101"        # where the others reach it (in its certificate)
+        data = "/var/lib/tessera"          # shares, ledger, roster, audit log
+        tls_cert = "/etc/tessera/tls/node.crt"
+        tls_key = "/etc/tessera/tls/node.key"
+        consortium = "/var/lib/tessera/consortium.json"   # the installed manifest
+        log = "json"                      # or "text": on stdout
+        idle_exit = 0                     # seconds without a request before exiting (0: never)
+
+    Relative paths are taken from the file's folder.
+    """
+
+    path: Path
+    id: int
+    listen: tuple[str, int]
+    address: tuple[str, int]
+    data: Path
+    tls_cert: Path
+    tls_key: Path
+    consortium: Path
+    log: str = "text"
+    idle_exit: float = 0.0
+
+    @classmethod
+    def load(cls, path: Path) -> NodeSettings:
+        """Read a node.toml; ConfigError names what is wrong."""
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(
+                f"no node configuration at {path} (make one: tessera node init)"
+            ) from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        node = doc.get("node")
+        if not isinstance(node, dict):
+            raise ConfigError(f"{path}: no [node] table")
+        base = path.resolve().parent
+
+        def where(key: str, default: str | None = None) -> Path:
+            raw = node.get(key, default)
+            if not isinstance(raw, str) or not raw:
+                raise ConfigError(f"{path}: [node] {key} must be a path")
+            p = Path(raw)
+            return p if p.is_absolute() else base / p
+
+        try:
+            node_id = int(node["id"])
+            listen = _host_port(node.get("listen", ""), f"{path}: [node] listen")
+            address = _host_port(
+                node.get("address", node.get("listen", "")), f"{path}: [node] address"
+            )
+            idle = float(node.get("idle_exit", 0))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: missing or invalid setting {exc}") from None
+        log = str(node.get("log", "text"))
+        if log not in ("text", "json"):
+            raise ConfigError(f"{path}: [node] log is text or json, not {log[:20]!r}")
+        if not 1 <= node_id <= 255 or idle < 0:
+            raise ConfigError(f"{path}: [node] id must be 1..255 and idle_exit >= 0")
+        data = where("data")
+        return cls(
+            path=path.resolve(),
+            id=node_id,
+            listen=listen,
+            address=address,
+            data=data,
+            tls_cert=where("tls_cert"),
+            tls_key=where("tls_key"),
+            consortium=where("consortium", str(data / "consortium.json")),
+            log=log,
+            idle_exit=idle,
+        )
+
+    def to_toml(self) -> dict[str, Any]:
+        """The TOML document."""
+        return {
+            "node": {
+                "id": self.id,
+                "listen": f"{self.listen[0]}:{self.listen[1]}",
+                "address": f"{self.address[0]}:{self.address[1]}",
+                "data": str(self.data),
+                "tls_cert": str(self.tls_cert),
+                "tls_key": str(self.tls_key),
+                "consortium": str(self.consortium),
+                "log": self.log,
+                "idle_exit": self.idle_exit,
+            }
+        }
+
+    def save(self) -> None:
+        """Write the file atomically."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_bytes(tomli_w.dumps(self.to_toml()).encode())
         os.replace(tmp, self.path)

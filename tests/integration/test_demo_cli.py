@@ -29,6 +29,7 @@ def test_list_names_every_step() -> None:
     assert names == [
         "share",
         "vault",
+        "mount",
         "sql",
         "recommend",
         "dp",
@@ -37,6 +38,8 @@ def test_list_names_every_step() -> None:
         "dicom",
         "gateway",
         "risk",
+        "he",
+        "consortium",
         "audit",
     ]
 

@@ -65,7 +65,7 @@ def test_nodes_require_client_certificates(env: Environment) -> None:
         httpx.get(url.replace("https", "http"), timeout=3)
     ca.load_cert_chain(str(env.home / "pki" / "client.crt"), str(env.home / "pki" / "client.key"))
     with httpx.Client(verify=ca) as client:
-        assert client.get(url).json() == {"node": 1, "status": "ok"}
+        assert client.get(url).json()["node"] == 1
 
 
 def test_unsigned_and_replayed_jobs_refused_over_https(env: Environment) -> None:

@@ -12,6 +12,7 @@ import tessera
 SRC = Path(tessera.__file__).parent
 LAYERS = {
     "errors": 0,
+    "version": 0,
     "core": 1,
     **{
         p: 2

@@ -32,7 +32,9 @@ def validate_bundle(bundle: dict[str, Any]) -> None:
     try:
         from fhir.resources.R4B.bundle import Bundle
     except ImportError:  # pragma: no cover - the audit extra is missing
-        raise EngineUnavailableError("pip install tessera[audit]") from None
+        raise EngineUnavailableError(
+            "FHIR export needs fhir.resources: pip install 'tessera-tde[audit]'"
+        ) from None
     from pydantic import ValidationError
 
     try:

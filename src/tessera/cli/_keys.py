@@ -24,6 +24,7 @@ import typer
 from tessera import keys
 from tessera.config import Environment
 from tessera.errors import ConfigError, IntegrityError, UsageError
+from tessera.keys.consortium import short_fingerprint
 from tessera.workflows.people import (
     MIN_PASSPHRASE,
     Signer,
@@ -39,6 +40,7 @@ __all__ = [
     "acting_name",
     "acting_signers",
     "ask_new_passphrase",
+    "confirm_fingerprint",
     "unlock_all",
     "unlock_person",
 ]
@@ -150,3 +152,23 @@ def unlock_all(env: Environment, names: list[str] | None) -> list[Signer]:
 def acting_signers(env: Environment, acting: str | None, cosign: list[str] | None) -> list[Signer]:
     """The acting person's key and their co-signers' keys, each unlocked in turn."""
     return [unlock_person(env, acting_name(env, acting)), *unlock_all(env, cosign)]
+
+
+def confirm_fingerprint(actual: str, given: str | None) -> None:
+    """The manifest's fingerprint, compared with the stewards' (out of band): given, or
+    confirmed on a terminal; refused otherwise."""
+    if given is not None:
+        wanted = "".join(given.split()).lower()
+        if len(wanted) < 20 or not actual.startswith(wanted):
+            raise IntegrityError(
+                "the manifest's fingerprint differs from the one given: do not install it"
+            )
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "pass --fingerprint HEX: the manifest's fingerprint as the consortium's stewards "
+            "read it out (tessera consortium show on their side)"
+        )
+    typer.echo(f"manifest fingerprint: {short_fingerprint(actual)}")
+    if not typer.confirm("Does it match what the consortium's members read out?", default=False):
+        raise UsageError("not installed: the fingerprint was not confirmed")

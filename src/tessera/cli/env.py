@@ -11,10 +11,19 @@ from typing import Annotated
 import typer
 
 from tessera.cli._common import HomeOption, JsonOption, emit_json
-from tessera.cli._keys import ask_new_passphrase
+from tessera.cli._keys import ask_new_passphrase, confirm_fingerprint
 from tessera.config import HOME_ENV, LOCAL_HOME, remember_home
 from tessera.errors import PolicyError, UsageError
+from tessera.keys.consortium import Manifest, short_fingerprint
 from tessera.workflows.environment import init_environment
+from tessera.workflows.federation import (
+    CONSORTIUM_FILE,
+    JOIN_FILE,
+    init_consortium,
+    join_as_client,
+    load_manifest_file,
+    read_join_request,
+)
 from tessera.workflows.vault import init_vault
 
 __all__ = ["init", "next_steps", "register"]
@@ -42,6 +51,52 @@ def init(
             "environment (more people: tessera person add).",
         ),
     ] = "owner",
+    node_requests: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--node",
+            metavar="REQUEST",
+            help="A federated custodian's join request (tessera node init on its host); "
+            "repeatable, at least 3: this environment becomes the first client of a new "
+            "consortium instead of an embedded one.",
+            show_default=False,
+        ),
+    ] = None,
+    client_requests: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--client",
+            metavar="REQUEST",
+            help="Another client machine's join request to pin as well; repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    consortium: Annotated[
+        Path | None,
+        typer.Option(
+            "--consortium",
+            metavar="MANIFEST",
+            help="Join an existing consortium as a client machine: pin the custodians from "
+            "its manifest and write a join request for its stewards.",
+            show_default=False,
+        ),
+    ] = None,
+    fingerprint: Annotated[
+        str | None,
+        typer.Option(
+            "--fingerprint",
+            metavar="HEX",
+            help="With --consortium: the manifest's fingerprint as the stewards read it out.",
+            show_default=False,
+        ),
+    ] = None,
+    quorum: Annotated[
+        int,
+        typer.Option(
+            "--quorum",
+            help="Stewards' or officers' signatures a change of the node set needs.",
+        ),
+    ] = 2,
     unencrypted_key: Annotated[
         bool,
         typer.Option("--unencrypted-key", hidden=True, help="No longer offered."),
@@ -60,6 +115,18 @@ def init(
     target = directory or home or Path(os.environ.get(HOME_ENV) or LOCAL_HOME)
     if (target / "tessera.toml").exists():
         raise UsageError(f"{target} already holds a Tessera environment")
+    if consortium is not None:
+        if node_requests or client_requests:
+            raise UsageError("--consortium joins an existing consortium: no --node or --client")
+        _join_consortium(target, person, consortium, fingerprint, json_out)
+        return
+    if node_requests:
+        _init_consortium(
+            target, person, node_requests, client_requests or [], threshold, quorum, json_out
+        )
+        return
+    if client_requests:
+        raise UsageError("--client pins a client of a consortium: give the nodes with --node")
     passphrase = ask_new_passphrase(person)
     env = init_environment(
         target, nodes=nodes, threshold=threshold, founder=person, passphrase=passphrase
@@ -86,6 +153,83 @@ def init(
     typer.echo(f"{person}: steward, officer and researcher; key {key_file} (encrypted)")
     for line in next_steps(env.home.resolve(), remembered):
         typer.echo(line)
+
+
+def _init_consortium(
+    target: Path,
+    person: str,
+    node_requests: list[Path],
+    client_requests: list[Path],
+    threshold: int | None,
+    quorum: int,
+    json_out: bool,
+) -> None:
+    """``tessera init DIR --node REQUEST ...``: the first client of a new consortium."""
+    requests = [read_join_request(p) for p in node_requests]
+    if any(r.kind != "node" for r in requests):
+        raise UsageError("--node takes custodians' join requests (tessera node init)")
+    clients = [read_join_request(p) for p in client_requests]
+    if any(r.kind != "client" for r in clients):
+        raise UsageError("--client takes client machines' join requests")
+    passphrase = ask_new_passphrase(person)
+    env, doc = init_consortium(
+        target,
+        founder=person,
+        passphrase=passphrase,
+        requests=[*requests, *clients],
+        threshold=threshold,
+        quorum=quorum,
+    )
+    key_file = init_vault(env, owner=person)
+    remembered = remember_home(env.home) if _remembers() else None
+    manifest = Manifest.from_body(doc.body)
+    manifest_file = env.home / CONSORTIUM_FILE
+    if json_out:
+        emit_json(
+            {
+                "home": str(env.home),
+                "nodes": env.n,
+                "threshold": env.threshold,
+                "person": person,
+                "signing_key": str(key_file),
+                "manifest": str(manifest_file),
+                "fingerprint": manifest.fingerprint(),
+                "remembered_in": str(remembered) if remembered else None,
+            }
+        )
+        return
+    typer.echo(f"created {env.home}: a client of consortium {manifest.name}, {env.n} custodians")
+    typer.echo(f"{person}: steward, officer and researcher; key {key_file} (encrypted)")
+    typer.echo(f"manifest: {manifest_file}")
+    typer.echo(f"fingerprint: {short_fingerprint(manifest.fingerprint())}")
+    typer.echo(
+        "give the manifest to each custodian's operator, read them the fingerprint, and "
+        "have each run: tessera node join MANIFEST --config node.toml"
+    )
+    for line in next_steps(env.home, remembered):
+        typer.echo(line)
+
+
+def _join_consortium(
+    target: Path, person: str, manifest_file: Path, fingerprint: str | None, json_out: bool
+) -> None:
+    """``tessera init DIR --consortium MANIFEST``: a client machine of a consortium."""
+    manifest, doc = load_manifest_file(manifest_file)
+    confirm_fingerprint(manifest.fingerprint(), fingerprint)
+    passphrase = ask_new_passphrase(person)
+    env, request = join_as_client(target, doc, person=person, passphrase=passphrase)
+    request_file = env.home / JOIN_FILE
+    if json_out:
+        emit_json({"home": str(env.home), "request_file": str(request_file), **request.to_dict()})
+        return
+    typer.echo(f"created {env.home}: a client of consortium {manifest.name}")
+    typer.echo(f"{person}'s key: {env.home / 'keys' / (person + '.key')} (encrypted)")
+    typer.echo(f"join request: {request_file}  (give it to a steward of the consortium)")
+    typer.echo(f"fingerprint: {short_fingerprint(request.fingerprint)}")
+    typer.echo(
+        "  a steward pins this machine and adds you: tessera consortium add-client "
+        "REQUEST --role researcher, then sign and push"
+    )
 
 
 def _remembers() -> bool:

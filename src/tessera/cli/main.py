@@ -16,8 +16,8 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from tessera import __version__
 from tessera.errors import TesseraError
+from tessera.version import PROTOCOL_VERSION, __version__
 from tessera.workflows.audit_cli import run_audited
 
 __all__ = ["COMMANDS", "GROUPS", "build_app", "main"]
@@ -39,6 +39,8 @@ GROUPS: dict[str, str] = {
     "user": "tessera.cli.user",
     "person": "tessera.cli.person",
     "request": "tessera.cli.request",
+    "consortium": "tessera.cli.consortium",
+    "he": "tessera.cli.he",
 }
 COMMANDS: dict[str, str] = {
     "init": "tessera.cli.env",
@@ -127,7 +129,7 @@ class TesseraGroup(TyperGroup):
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"tessera {__version__}")
+        typer.echo(f"tessera {__version__} (protocol {PROTOCOL_VERSION})")
         raise typer.Exit()
 
 

@@ -256,3 +256,79 @@ def refresh(
         return
     for n in result.refreshed:
         typer.echo(f"refreshed {n} (generation {result.generations[n]})")
+
+
+@app.command("mount")
+def mount(
+    port: Annotated[int, typer.Option("--port", help="Listen port (0: any free one).")] = 8472,
+    host: Annotated[
+        str, typer.Option("--host", help="Listen address (beyond loopback only with TLS).")
+    ] = "127.0.0.1",
+    read_only: Annotated[
+        bool,
+        typer.Option("--read-only", help="Refuse every write (and ask for no passphrase)."),
+    ] = False,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="PEM certificate (chain) for HTTPS.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Its PEM private key.")] = None,
+    max_failed_logins: Annotated[
+        int,
+        typer.Option(
+            "--max-failed-logins",
+            min=1,
+            help="Failed sign-ins from one address (or with one token) within 10 minutes "
+            "before it is locked out (for twice as long each time).",
+        ),
+    ] = 20,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="One line per request on standard error (time, address, user, method, "
+            "path, status, milliseconds).",
+        ),
+    ] = True,
+    home: HomeOption = None,
+) -> None:
+    """Serve the vault over WebDAV, for Explorer, Finder and Linux file managers; runs in
+    the foreground until Ctrl-C (docs/mount.md).
+
+    Stewards sign in with their gateway user name and API token.  Writes are signed with
+    the vault owner's key: unlocked here (the passphrase is asked as for put), or, when
+    the vault's key is a gateway user's, by that user's own token.
+    """
+    import sys
+
+    from tessera.workflows.vault_dav import check_listen
+
+    root = resolve_home(home).resolve()
+    env = Environment.load(root)
+    if (tls_cert is None) != (tls_key is None):
+        raise UsageError("give both --tls-cert and --tls-key, or neither")
+    check_listen(host, tls=tls_cert is not None)
+    args = [sys.executable, "-m", "tessera.server.dav", "--home", str(root), "--host", host]
+    args += ["--port", str(port), "--max-failed-logins", str(max_failed_logins)]
+    for flag, value in (("--tls-cert", tls_cert), ("--tls-key", tls_key)):
+        if value is not None:
+            args += [flag, str(value.resolve())]
+    if read_only:
+        args.append("--read-only")
+    if not access_log:
+        args.append("--no-access-log")
+    key = Path(str(vault_settings(env)["signing_key"]))
+    if not read_only and key.parts[:2] != ("gateway", "keys"):
+        # The owner's key, unlocked here (a terminal prompt, or $TESSERA_PASSPHRASE), goes
+        # to the server through a pipe: never in its arguments or its environment.
+        owner = unlock_person(env, vault_owner(env))
+        read_end, write_end = os.pipe()
+        os.write(write_end, owner.key.seed_bytes())
+        os.close(write_end)
+        os.set_inheritable(read_end, True)
+        args += ["--key-fd", str(read_end)]
+    # The server takes this process's place, so Ctrl-C and SIGTERM reach it directly; it
+    # needs no passphrase, so none is left in its environment.
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_PASSPHRASE")}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, args, environ)  # noqa: S606 - our own interpreter, fixed arguments

@@ -25,7 +25,7 @@ def opendp() -> SimpleNamespace:
         import opendp.mod as mod
     except ImportError as exc:  # pragma: no cover - the extra is installed in dev
         raise EngineUnavailableError(
-            "differential privacy needs OpenDP: pip install tessera[dp]"
+            "differential privacy needs OpenDP: pip install 'tessera-tde[dp]'"
         ) from exc
     mod.enable_features("contrib")
     return SimpleNamespace(

@@ -29,6 +29,7 @@ import re
 from typing import Any
 
 from tessera.errors import InputError, IntegrityError
+from tessera.version import PROTOCOL_VERSION, __version__
 
 __all__ = [
     "PROGRAMS",
@@ -69,6 +70,12 @@ def validate_job(job: Any, *, parties: int) -> dict[str, Any]:
         raise InputError("job is not an object")
     if job.get("version") != 1:
         raise InputError("unsupported job version")
+    protocol = job.get("protocol", 1)
+    if protocol != PROTOCOL_VERSION:
+        raise InputError(
+            f"the job speaks protocol {str(protocol)[:12]}; this node speaks "
+            f"{PROTOCOL_VERSION} (tessera {__version__})"
+        )
     program_module(str(job.get("type")))
     if not isinstance(job.get("job_id"), str) or not _JOB_ID.match(job["job_id"]):
         raise InputError("job_id must be 32 hex digits")

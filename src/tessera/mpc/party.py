@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from tessera.mpc.jobs import program_module
+from tessera.version import PROTOCOL_VERSION
 
 __all__ = [
     "CHECKS_FILE",
@@ -241,9 +242,25 @@ class PartyContext:
         os.replace(tmp, self.folder / "result.json")
 
 
+async def _same_protocol(mpc: Any, pid: int) -> None:
+    """Refuse to compute with a party that speaks another protocol version (one round,
+    before any input): a clear reason on stderr instead of a garbled computation."""
+    spoken = await mpc.transfer(PROTOCOL_VERSION)
+    others = {p: v for p, v in enumerate(spoken) if p != pid and v != PROTOCOL_VERSION}
+    if others:
+        detail = ", ".join(f"node {p + 1} speaks {v}" for p, v in sorted(others.items()))
+        sys.stderr.write(
+            f"mpc start-up: protocol version mismatch: this node speaks {PROTOCOL_VERSION}, "
+            f"{detail}\n"
+        )
+        sys.stderr.flush()
+        os._exit(1)
+
+
 async def _run(mpc: Any, ctx: PartyContext) -> None:
     module = importlib.import_module(program_module(ctx.job["type"]))
     await mpc.start()
+    await _same_protocol(mpc, ctx.pid)
     try:
         await module.run(ctx)
     except BaseException:

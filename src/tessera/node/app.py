@@ -2,7 +2,9 @@
 
 Routes (all JSON unless noted)::
 
-    GET  /v1/health                           {"node": I, "status": "ok"}
+    GET  /v1/health                           {"node": I, "status": "ok", "version", "protocol"}
+    GET  /v1/version | /v1/ready | /v1/consortium, POST /v1/consortium
+                                              see :mod:`tessera.node.federated`
     GET  /v1/mpc-port                         {"port": P}   a free port for an MPyC party
     GET  /v1/tables                           [manifest, ...]
     PUT  /v1/tables/{name}/chunks/{chunk}     body: npz shares; header X-Tessera-Manifest
@@ -38,7 +40,9 @@ from fastapi.responses import JSONResponse
 from tessera.errors import InputError, TesseraError
 from tessera.keys.documents import SignedDocument
 from tessera.node.escrow import add_escrow_routes
+from tessera.node.federated import FederationHooks, add_federation_routes
 from tessera.node.service import NodeService
+from tessera.version import PROTOCOL_VERSION, __version__
 
 __all__ = ["create_app"]
 
@@ -68,8 +72,8 @@ async def _json(request: Request) -> Any:
     return parse_body(await request.body())
 
 
-def create_app(service: NodeService) -> FastAPI:
-    """The node API for ``service``."""
+def create_app(service: NodeService, hooks: FederationHooks | None = None) -> FastAPI:
+    """The node API for ``service`` (``hooks``: a federated node's manifest updates)."""
 
     @contextlib.asynccontextmanager
     async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -99,7 +103,12 @@ def create_app(service: NodeService) -> FastAPI:
 
     @app.get("/v1/health", operation_id="node-health")
     def health() -> dict[str, Any]:
-        return {"node": service.node_id, "status": "ok"}
+        return {
+            "node": service.node_id,
+            "status": "ok",
+            "version": __version__,
+            "protocol": PROTOCOL_VERSION,
+        }
 
     @app.get("/v1/mpc-port", operation_id="node-mpc-port")
     def mpc_port(request: Request) -> dict[str, Any]:
@@ -198,4 +207,5 @@ def create_app(service: NodeService) -> FastAPI:
         return result
 
     add_escrow_routes(app, service)
+    add_federation_routes(app, service, hooks or FederationHooks(None, lambda _: None))
     return app

@@ -39,6 +39,7 @@ from tessera.errors import (
 )
 from tessera.keys.documents import SignedDocument
 from tessera.mpc.jobs import result_shares
+from tessera.version import PROTOCOL_VERSION, __version__
 from tessera.workflows.custodian import JOB_CONTEXT
 
 if TYPE_CHECKING:  # people imports this module's broadcast
@@ -77,9 +78,11 @@ def _error_class(code: str) -> type[TesseraError]:
 class NodeClient:
     """HTTPS client for one node (mutual TLS with the environment's client certificate)."""
 
-    def __init__(self, env: Environment, node_id: int, host: str, port: int) -> None:
+    def __init__(
+        self, env: Environment, node_id: int, host: str, port: int, *, cafile: Path | None = None
+    ) -> None:
         pki = env.home / "pki"
-        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        ctx = ssl.create_default_context(cafile=str(cafile or pki / "ca.crt"))
         ctx.load_cert_chain(str(pki / "client.crt"), str(pki / "client.key"))
         self.node_id = node_id
         self.host = host
@@ -109,6 +112,11 @@ class NodeClient:
         try:
             resp = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise IntegrityError(
+                    f"node {self.node_id} at {self.host}:{self.port} presented a certificate "
+                    "this environment does not pin (TLS verification failed): refused"
+                ) from None
             raise StorageUnavailableError(
                 f"node {self.node_id} at {self.host}:{self.port} is unreachable "
                 f"({exc.__class__.__name__})"
@@ -121,7 +129,20 @@ class NodeClient:
             resp = self.http.get("/v1/health", timeout=3.0)
         except httpx.HTTPError:
             return False
-        return resp.status_code == 200 and resp.json().get("node") == self.node_id
+        if resp.status_code != 200:
+            return False
+        try:
+            doc = resp.json()
+        except ValueError:
+            return False
+        protocol = doc.get("protocol", PROTOCOL_VERSION)
+        if protocol != PROTOCOL_VERSION:
+            raise ConfigError(
+                f"node {self.node_id} speaks protocol {str(protocol)[:12]} (tessera "
+                f"{str(doc.get('version'))[:20]}); this client speaks {PROTOCOL_VERSION} "
+                f"(tessera {__version__}): upgrade the older side"
+            )
+        return bool(doc.get("node") == self.node_id)
 
     def append(self, table: str, chunk: str, manifest: dict[str, Any], data: bytes) -> None:
         """Upload one chunk of this node's shares."""
@@ -190,7 +211,7 @@ def _ensure(
             clients[node.id] = client
             continue
         client.close()
-        if not start or node.host not in _LOCAL:
+        if not start or node.host not in _LOCAL or "consortium" in env.extra:
             raise StorageUnavailableError(
                 f"node {node.id} at {node.host}:{node.port} is not running"
             )
@@ -338,6 +359,8 @@ def sign_job(job: dict[str, Any], signer: Signer) -> dict[str, Any]:
     """The signed envelope for ``job``, signed by ``signer``."""
     if job.get("requester") != signer.name:
         job = {**job, "requester": signer.name}
+    if "protocol" not in job:
+        job = {**job, "protocol": PROTOCOL_VERSION}
     document = signer.sign(SignedDocument(job), context=JOB_CONTEXT)
     doc = document.to_dict()
     return {"job": doc["body"], "signatures": doc["signatures"]}

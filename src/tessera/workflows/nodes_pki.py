@@ -31,7 +31,15 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from tessera.config import Environment
 from tessera.errors import IntegrityError
 
-__all__ = ["PKI_DIR", "create_pki", "issue_node_certificates", "pki_dir"]
+__all__ = [
+    "PKI_DIR",
+    "create_pki",
+    "issue_node_certificates",
+    "node_names",
+    "pki_dir",
+    "self_signed_client",
+    "self_signed_node",
+]
 
 PKI_DIR = "pki"
 _VALIDITY = _dt.timedelta(days=3650)
@@ -90,22 +98,25 @@ def _san_for_host(host: str) -> x509.GeneralName:
 
 def _issue(
     folder: Path,
-    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
+    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
     stem: str,
     cn: str,
     names: list[x509.GeneralName],
     *,
     server: bool,
-) -> None:
-    ca_cert, ca_key = ca
+) -> bytes:
+    """Make ``stem.key`` and ``stem.crt`` in ``folder``, signed by ``ca`` or, when it
+    is None, by the new key itself (a pinned certificate: federation); the PEM."""
     key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert, ca_key = ca if ca is not None else (None, key)
+    issuer = ca_cert.subject if ca_cert is not None else _name(cn)
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
     if server:
         usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(cn))
-        .issuer_name(ca_cert.subject)
+        .issuer_name(issuer)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(_now())
@@ -121,8 +132,37 @@ def _issue(
     if names:
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
+    pem = cert.public_bytes(serialization.Encoding.PEM)
     _write(folder / f"{stem}.key", _key_pem(key), secret=True)
-    _write(folder / f"{stem}.crt", cert.public_bytes(serialization.Encoding.PEM))
+    _write(folder / f"{stem}.crt", pem)
+    return pem
+
+
+def node_names(node_id: int, host: str) -> list[x509.GeneralName]:
+    """What a node certificate names: its host, its seat, and loopback."""
+    names = [
+        _san_for_host(host),
+        x509.DNSName(f"tessera-node-{node_id}"),
+        x509.DNSName(f"MPyC party {node_id - 1}"),
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+    ]
+    return list(dict.fromkeys(names))  # host may be 127.0.0.1 or localhost
+
+
+def self_signed_node(folder: Path, node_id: int, host: str) -> str:
+    """A custodian's own TLS key and self-signed certificate (``node.key``,
+    ``node.crt`` in ``folder``), made on its host: the PEM to pin."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = node_names(node_id, host)
+    return _issue(folder, None, "node", f"tessera-node-{node_id}", names, server=True).decode()
+
+
+def self_signed_client(folder: Path, name: str) -> str:
+    """A client machine's TLS key and self-signed certificate (``client.key``,
+    ``client.crt`` in ``folder``): the PEM to pin."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return _issue(folder, None, "client", f"tessera-client-{name}", [], server=False).decode()
 
 
 def issue_node_certificates(env: Environment, passphrase: bytes) -> None:
@@ -138,13 +178,7 @@ def _certify_nodes(
     env: Environment, folder: Path, ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
 ) -> None:
     for node in env.nodes:
-        names: list[x509.GeneralName] = [
-            _san_for_host(node.host),
-            x509.DNSName(f"tessera-node-{node.id}"),
-            x509.DNSName(f"MPyC party {node.id - 1}"),
-            x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        ]
+        names = node_names(node.id, node.host)
         _issue(folder, ca, f"node-{node.id}", f"tessera-node-{node.id}", names, server=True)
 
 

@@ -36,8 +36,10 @@ __all__ = [
     "MIN_PASSPHRASE",
     "Signer",
     "add_person",
+    "add_person_key",
     "check_new_passphrase",
     "create_key",
+    "first_roster",
     "found_environment",
     "key_path",
     "local_people",
@@ -149,13 +151,20 @@ def unlock(
     return Signer(name, key)
 
 
-def found_environment(env: Environment, founder: str, passphrase: bytes) -> Signer:
-    """Make the first person (every role) and pin roster 1 on every custodian's folder."""
+def first_roster(
+    env: Environment, founder: str, passphrase: bytes
+) -> tuple[Signer, SignedDocument]:
+    """Make the first person's key (every role) and roster 1, signed by them."""
     key = create_key(env, founder, check_new_passphrase(passphrase))
     signer = Signer(founder, key)
     everything = frozenset({"researcher", "steward", "officer"})
     roster = Roster(1, (Person(founder, everything, key.verify_key),))
-    document = signer.sign(SignedDocument(roster.body()), context=ROSTER_CONTEXT)
+    return signer, signer.sign(SignedDocument(roster.body()), context=ROSTER_CONTEXT)
+
+
+def found_environment(env: Environment, founder: str, passphrase: bytes) -> Signer:
+    """Make the first person (every role) and pin roster 1 on every custodian's folder."""
+    signer, document = first_roster(env, founder, passphrase)
     for node in env.nodes:
         custodian = Custodian(store_root(env, node.id), parties=env.n, threshold=env.mpc_threshold)
         try:
@@ -218,6 +227,15 @@ def add_person(
         path.unlink(missing_ok=True)
         path.with_suffix(".pub").unlink(missing_ok=True)
         raise
+    return person
+
+
+def add_person_key(env: Environment, person: Person, signers: Sequence[Signer]) -> Person:
+    """Add ``person`` (a public key made on their own machine) to the roster."""
+    current = roster_from_nodes(env)
+    if current.get(person.name) is not None:
+        raise ConfigError(f"{person.name} is already in the roster")
+    publish_roster(env, current.replaced(person), signers)
     return person
 
 

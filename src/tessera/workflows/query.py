@@ -35,6 +35,7 @@ from tessera.mpc.sql import aggregate_key, compile_sql
 from tessera.tables.encode import PRIME
 from tessera.tables.store import Catalog
 from tessera.workflows.audit_cli import add_detail
+from tessera.workflows.catalog_sync import sync_catalog
 from tessera.workflows.dp import PrivateAnswer, run_private_query
 from tessera.workflows.job_checks import DP_FUNCS, bound_aggregate, dp_aggregates, dp_measures
 from tessera.workflows.nodes import run_job
@@ -54,7 +55,9 @@ def min_group_policy(env: Environment) -> int:
 
 
 def plan_query(env: Environment, sql: str, *, min_group: int | None = None) -> SqlPlan:
-    """The secure plan for ``sql`` (no custodian contacted)."""
+    """The secure plan for ``sql`` (no custodian contacted, except that a consortium
+    client first reads the tables' manifests from them)."""
+    sync_catalog(env)
     catalog = Catalog(env.home)
     tables = {name: catalog.get(name) for name in catalog.names()}
     return compile_sql(sql, tables, min_group=min_group or min_group_policy(env))

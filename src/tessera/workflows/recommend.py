@@ -47,6 +47,7 @@ from tessera.mpc.result import uninformative
 from tessera.tables.encode import PRIME, encode_rows, read_csv, share_parts
 from tessera.tables.schema import Column, Schema, parse_value
 from tessera.tables.store import Catalog
+from tessera.workflows.catalog_sync import sync_catalog
 from tessera.workflows.dp import PrivateAnswer, run_private_query
 from tessera.workflows.job_checks import bound_aggregate
 from tessera.workflows.nodes import run_job
@@ -303,6 +304,7 @@ def recommend_table(
     adds its discrete Gaussian share inside the MPC, and the JSON gains intervals and a
     ``privacy`` object (``null`` for an exact release).
     """
+    sync_catalog(env)
     manifest = Catalog(env.home).get(table)
     schema = Schema.from_dict(manifest["schema"])
     profile = read_profile(profile_text) if profile_text is not None else table_profile(manifest)

@@ -86,3 +86,41 @@ def test_fast_random_split_recombines(values: list[int], tm: tuple[int, int]) ->
     points = [(i + 1, shares[i]) for i in range(m - t - 1, m)]
     got = thresha.np_recombine(field, points)
     assert [int(v) % P for v in np.asarray(getattr(got, "value", got))] == values
+
+
+def test_a_job_of_another_protocol_version_is_refused_by_name() -> None:
+    assert validate_job(job(protocol=1), parties=3)["type"] == "sql"
+    with pytest.raises(InputError, match="speaks protocol 2; this node speaks 1"):
+        validate_job(job(protocol=2), parties=3)
+
+
+def test_parties_of_another_protocol_version_stop_before_any_input() -> None:
+    import asyncio
+    import subprocess
+    import sys
+    import textwrap
+
+    # a party process meets peers that speak protocol 1 and 7: it exits with the reason
+    code = textwrap.dedent(
+        """
+        import asyncio
+        from tessera.mpc.party import _same_protocol
+
+        class Peers:
+            async def transfer(self, value):
+                return [value, 7, value]
+
+        asyncio.run(_same_protocol(Peers(), 0))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "protocol version mismatch: this node speaks 1, node 2 speaks 7" in done.stderr
+
+    from tessera.mpc.party import _same_protocol
+
+    class Same:
+        async def transfer(self, value: int) -> list[int]:
+            return [value, value, value]
+
+    asyncio.run(_same_protocol(Same(), 1))  # nothing to refuse
