@@ -34,7 +34,7 @@ from tessera.workflows.nodes import stop_nodes
 from tessera.workflows.people import Signer, unlock
 from tessera.workflows.vault import init_vault
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("he_flow")]  # in order, one worker
 
 BIN = Path(sys.executable).with_name("tessera")
 PASSPHRASE = "he integration passphrase"
