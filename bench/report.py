@@ -33,6 +33,7 @@ SECTIONS = {
     "sharing": "Secret sharing",
     "vault": "The vault",
     "sql": "Secure SQL",
+    "scale": "Population scale",
     "dp": "Differential privacy",
     "he": "Homomorphic encryption",
     "recommend": "Treatment recommendation",

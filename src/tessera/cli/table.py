@@ -3,6 +3,7 @@ and remove secret-shared tables."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +12,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tessera.cli._common import HomeOption, JsonOption, emit_json, resolve_home, stderr
+from tessera.cli._common import (
+    HomeOption,
+    JsonOption,
+    byte_progress,
+    emit_json,
+    resolve_home,
+    stderr,
+)
 from tessera.cli._keys import AsOption, acting_name, unlock_person
 from tessera.cli.policy import register_table_policy
 from tessera.config import Environment
@@ -62,17 +70,27 @@ def import_(
 ) -> None:
     """Encode and split a CSV into shares, one per custodian."""
     env = Environment.load(resolve_home(home))
-    report = import_csv(
-        env,
-        csv,
-        name,
-        schema_path=schema,
-        hospital=hospital,
-        origin_column=origin_column,
-        skip_invalid=skip_invalid,
-        keys=tuple(key or ()),
-        linkage_key_path=linkage_key,
-    )
+    size = csv.stat().st_size if csv.is_file() else 0
+    bar = byte_progress(2 * size, f"importing {csv.name}")  # two passes over the file
+    with bar if bar is not None else contextlib.nullcontext():
+        task = bar.add_task(f"importing {csv.name}", total=2 * size) if bar else None
+
+        def progress(done: int, total: int) -> None:
+            if bar is not None and task is not None:
+                bar.update(task, completed=done, total=total)
+
+        report = import_csv(
+            env,
+            csv,
+            name,
+            schema_path=schema,
+            hospital=hospital,
+            origin_column=origin_column,
+            skip_invalid=skip_invalid,
+            keys=tuple(key or ()),
+            linkage_key_path=linkage_key,
+            progress=progress,
+        )
     if json_out:
         emit_json(report)
         return

@@ -1,5 +1,6 @@
 /*
- * Tessera's compiled plane-XOR kernel: runs a straight-line XOR program (see
+ * Tessera's compiled kernels.  The GF(2^61 - 1) kernels are described further down
+ * (tessera/core/m61.py uses them).  The plane-XOR kernel runs a straight-line XOR program (see
  * tessera/core/bitslice.py) over whole bit-planes, a cache-sized chunk of every plane
  * at a time, with the GIL released.
  *
@@ -245,15 +246,346 @@ done:
     return result;
 }
 
+/*
+ * GF(2^61 - 1) kernels (see tessera/core/m61.py): Shamir splits, element-wise products
+ * and matrix products of uint64 field elements with 128-bit accumulation, GIL released.
+ * Inputs must hold values below p (never checked: a larger value gives a wrong result,
+ * never a crash); every buffer is C-contiguous uint64.
+ */
+#define M61 ((uint64_t)0x1FFFFFFFFFFFFFFFULL)
+#define M61_FOLD 32 /* sums of 32 products below 2^122 stay below 2^127 */
+
+typedef unsigned __int128 u128;
+
+static inline uint64_t
+m61_reduce(u128 x)
+{
+    /* x = a 2^122 + b 2^61 + c, and 2^61 = 1 (mod p) */
+    uint64_t c = (uint64_t)x & M61;
+    u128 y = x >> 61;
+    uint64_t b = (uint64_t)y & M61;
+    uint64_t a = (uint64_t)(y >> 61);
+    uint64_t r = a + b + c;
+    r = (r & M61) + (r >> 61);
+    return r >= M61 ? r - M61 : r;
+}
+
+static inline uint64_t
+m61_signed(int64_t v)
+{
+    /* v mod p in [0, p) for any int64 v */
+    uint64_t m = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    m = (m & M61) + (m >> 61);
+    m = m >= M61 ? m - M61 : m;
+    return (v < 0 && m) ? M61 - m : m;
+}
+
+static int
+u64_buffer(PyObject *obj, Py_buffer *view, int writable, const char *what)
+{
+    int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0)
+        return -1;
+    if (view->len % 8) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_ValueError, "%s must hold whole uint64 values", what);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+m61_share(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *secret_obj, *coeff_obj, *out_obj;
+    Py_ssize_t t;
+    if (!PyArg_ParseTuple(args, "OOnO", &secret_obj, &coeff_obj, &t, &out_obj))
+        return NULL;
+    Py_buffer sv, cv, ov;
+    if (u64_buffer(secret_obj, &sv, 0, "secret") < 0)
+        return NULL;
+    if (u64_buffer(coeff_obj, &cv, 0, "coeffs") < 0) {
+        PyBuffer_Release(&sv);
+        return NULL;
+    }
+    if (u64_buffer(out_obj, &ov, 1, "out") < 0) {
+        PyBuffer_Release(&sv);
+        PyBuffer_Release(&cv);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Py_ssize_t size = sv.len / 8;
+    if (t < 0 || size == 0 || cv.len / 8 != t * size || ov.len % (8 * size)) {
+        PyErr_SetString(PyExc_ValueError, "m61_share: buffer sizes do not fit");
+        goto done;
+    }
+    Py_ssize_t parties = ov.len / (8 * size);
+    const int64_t *s = sv.buf;
+    const uint64_t *c = cv.buf;
+    uint64_t *out = ov.buf;
+    uint64_t bad = 0; /* a coefficient that masks to p itself: not uniform, redraw */
+    Py_BEGIN_ALLOW_THREADS
+    if (t == 1) {
+        /* f(x + 1) = f(x) + c: one modular addition per share */
+        for (Py_ssize_t k = 0; k < size; k++) {
+            uint64_t v = m61_signed(s[k]), ck = c[k] & M61;
+            bad |= ck == M61;
+            for (Py_ssize_t i = 0; i < parties; i++) {
+                v += ck;
+                v = v >= M61 ? v - M61 : v;
+                out[i * size + k] = v;
+            }
+        }
+    } else {
+        for (Py_ssize_t j = 0; j < t * size; j++)
+            bad |= (c[j] & M61) == M61;
+        for (Py_ssize_t i = 0; i < parties; i++) {
+            uint64_t x = (uint64_t)(i + 1);
+            uint64_t *row = out + i * size;
+            for (Py_ssize_t k = 0; k < size; k++) {
+                uint64_t acc = 0;
+                for (Py_ssize_t j = t - 1; j >= 0; j--)
+                    acc = m61_reduce((u128)(acc + (c[j * size + k] & M61)) * x);
+                row[k] = m61_reduce((u128)acc + m61_signed(s[k]));
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    result = PyBool_FromLong(!bad);
+done:
+    PyBuffer_Release(&sv);
+    PyBuffer_Release(&cv);
+    PyBuffer_Release(&ov);
+    return result;
+}
+
+static PyObject *
+m61_mul(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *a_obj, *b_obj, *out_obj;
+    if (!PyArg_ParseTuple(args, "OOO", &a_obj, &b_obj, &out_obj))
+        return NULL;
+    Py_buffer av, bv, ov;
+    if (u64_buffer(a_obj, &av, 0, "a") < 0)
+        return NULL;
+    if (u64_buffer(b_obj, &bv, 0, "b") < 0) {
+        PyBuffer_Release(&av);
+        return NULL;
+    }
+    if (u64_buffer(out_obj, &ov, 1, "out") < 0) {
+        PyBuffer_Release(&av);
+        PyBuffer_Release(&bv);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (av.len != bv.len || av.len != ov.len) {
+        PyErr_SetString(PyExc_ValueError, "m61_mul: buffer sizes differ");
+        goto done;
+    }
+    Py_ssize_t n = av.len / 8;
+    const uint64_t *a = av.buf, *b = bv.buf;
+    uint64_t *out = ov.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t k = 0; k < n; k++)
+        out[k] = m61_reduce((u128)a[k] * b[k]);
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&av);
+    PyBuffer_Release(&bv);
+    PyBuffer_Release(&ov);
+    return result;
+}
+
+static void
+m61_matmul_run(const uint64_t *a, const uint64_t *b, uint64_t *out, u128 *acc,
+               Py_ssize_t g, Py_ssize_t inner, Py_ssize_t k)
+{
+    for (Py_ssize_t n = 0; n < inner; n++) {
+        const uint64_t *brow = b + n * k;
+        for (Py_ssize_t r = 0; r < g; r++) {
+            uint64_t x = a[r * inner + n];
+            if (!x)
+                continue; /* selections and one-hots are mostly zero */
+            u128 *arow = acc + r * k;
+            for (Py_ssize_t j = 0; j < k; j++)
+                arow[j] += (u128)x * brow[j];
+        }
+        if ((n + 1) % M61_FOLD == 0)
+            for (Py_ssize_t i = 0; i < g * k; i++)
+                acc[i] = m61_reduce(acc[i]);
+    }
+    for (Py_ssize_t i = 0; i < g * k; i++)
+        out[i] = m61_reduce(acc[i]);
+}
+
+static PyObject *
+m61_matmul(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *a_obj, *b_obj, *out_obj;
+    Py_ssize_t g, inner, k;
+    if (!PyArg_ParseTuple(args, "OOOnnn", &a_obj, &b_obj, &out_obj, &g, &inner, &k))
+        return NULL;
+    Py_buffer av, bv, ov;
+    if (u64_buffer(a_obj, &av, 0, "a") < 0)
+        return NULL;
+    if (u64_buffer(b_obj, &bv, 0, "b") < 0) {
+        PyBuffer_Release(&av);
+        return NULL;
+    }
+    if (u64_buffer(out_obj, &ov, 1, "out") < 0) {
+        PyBuffer_Release(&av);
+        PyBuffer_Release(&bv);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    u128 *acc = NULL;
+    if (g < 0 || inner < 0 || k < 0 || av.len / 8 != g * inner || bv.len / 8 != inner * k ||
+        ov.len / 8 != g * k) {
+        PyErr_SetString(PyExc_ValueError, "m61_matmul: buffer sizes do not fit the shapes");
+        goto done;
+    }
+    acc = PyMem_Calloc((size_t)(g * k > 0 ? g * k : 1), sizeof(u128));
+    if (acc == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const uint64_t *a = av.buf, *b = bv.buf;
+    uint64_t *out = ov.buf;
+    Py_BEGIN_ALLOW_THREADS
+    m61_matmul_run(a, b, out, acc, g, inner, k);
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    PyMem_Free(acc);
+    PyBuffer_Release(&av);
+    PyBuffer_Release(&bv);
+    PyBuffer_Release(&ov);
+    return result;
+}
+
+static PyObject *
+m61_matmul_nt(PyObject *self, PyObject *args)
+{
+    /* out (g x k) = a (g x inner) @ bt (k x inner)^T mod p: dot products of rows */
+    (void)self;
+    PyObject *a_obj, *b_obj, *out_obj;
+    Py_ssize_t g, inner, k;
+    if (!PyArg_ParseTuple(args, "OOOnnn", &a_obj, &b_obj, &out_obj, &g, &inner, &k))
+        return NULL;
+    Py_buffer av, bv, ov;
+    if (u64_buffer(a_obj, &av, 0, "a") < 0)
+        return NULL;
+    if (u64_buffer(b_obj, &bv, 0, "bt") < 0) {
+        PyBuffer_Release(&av);
+        return NULL;
+    }
+    if (u64_buffer(out_obj, &ov, 1, "out") < 0) {
+        PyBuffer_Release(&av);
+        PyBuffer_Release(&bv);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (g < 0 || inner < 0 || k < 0 || av.len / 8 != g * inner || bv.len / 8 != k * inner ||
+        ov.len / 8 != g * k) {
+        PyErr_SetString(PyExc_ValueError, "m61_matmul_nt: buffer sizes do not fit the shapes");
+        goto done;
+    }
+    const uint64_t *a = av.buf, *b = bv.buf;
+    uint64_t *out = ov.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t r = 0; r < g; r++) {
+        const uint64_t *x = a + r * inner;
+        for (Py_ssize_t c = 0; c < k; c++) {
+            const uint64_t *y = b + c * inner;
+            u128 acc0 = 0, acc1 = 0;
+            uint64_t total = 0;
+            Py_ssize_t n = 0;
+            while (n < inner) {
+                Py_ssize_t stop = inner - n < 2 * M61_FOLD ? inner : n + 2 * M61_FOLD;
+                for (; n + 1 < stop; n += 2) {
+                    acc0 += (u128)x[n] * y[n];
+                    acc1 += (u128)x[n + 1] * y[n + 1];
+                }
+                if (n < stop) {
+                    acc0 += (u128)x[n] * y[n];
+                    n++;
+                }
+                total = m61_reduce((u128)total + m61_reduce(acc0) + m61_reduce(acc1));
+                acc0 = acc1 = 0;
+            }
+            out[r * k + c] = total;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&av);
+    PyBuffer_Release(&bv);
+    PyBuffer_Release(&ov);
+    return result;
+}
+
+static PyObject *
+m61_axpy(PyObject *self, PyObject *args)
+{
+    /* acc = acc + w * x mod p, element-wise, in place (w below p) */
+    (void)self;
+    PyObject *acc_obj, *x_obj;
+    unsigned long long w;
+    if (!PyArg_ParseTuple(args, "OOK", &acc_obj, &x_obj, &w))
+        return NULL;
+    Py_buffer av, xv;
+    if (u64_buffer(acc_obj, &av, 1, "acc") < 0)
+        return NULL;
+    if (u64_buffer(x_obj, &xv, 0, "x") < 0) {
+        PyBuffer_Release(&av);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (av.len != xv.len || w >= M61) {
+        PyErr_SetString(PyExc_ValueError, "m61_axpy: sizes differ or w is not below p");
+        goto done;
+    }
+    Py_ssize_t n = av.len / 8;
+    uint64_t *acc = av.buf;
+    const uint64_t *x = xv.buf;
+    uint64_t ww = (uint64_t)w;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++)
+        acc[i] = m61_reduce((u128)x[i] * ww + acc[i]);
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&av);
+    PyBuffer_Release(&xv);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"run", xor_run, METH_VARARGS,
      "run(steps, outputs, ninputs, ntemps, planes_in, planes_out): apply an XOR program."},
+    {"m61_share", m61_share, METH_VARARGS,
+     "m61_share(secret, coeffs, t, out): Shamir shares in GF(2^61 - 1) of int64 secrets "
+     "(any sign), row i = f(i+1), coefficients masked to 61 bits; False if one masked to p "
+     "(out is then garbage: redraw)."},
+    {"m61_mul", m61_mul, METH_VARARGS,
+     "m61_mul(a, b, out): out = a * b mod 2^61 - 1, element-wise."},
+    {"m61_matmul", m61_matmul, METH_VARARGS,
+     "m61_matmul(a, b, out, g, inner, k): out (g x k) = a (g x inner) @ b mod 2^61 - 1."},
+    {"m61_matmul_nt", m61_matmul_nt, METH_VARARGS,
+     "m61_matmul_nt(a, bt, out, g, inner, k): out (g x k) = a @ bt.T mod 2^61 - 1."},
+    {"m61_axpy", m61_axpy, METH_VARARGS,
+     "m61_axpy(acc, x, w): acc = acc + w * x mod 2^61 - 1, in place."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "tessera.core._xor",
-    "Compiled plane-XOR kernel (see tessera.core.bitslice).", -1, methods,
+    "Compiled kernels: plane XOR (tessera.core.bitslice), GF(2^61 - 1) (tessera.core.m61).", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 

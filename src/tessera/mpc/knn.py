@@ -284,17 +284,21 @@ class _Program:
         onehot_t = self.load(np.ascontiguousarray(parts[f"{job.treatment}.oh"].T))
         return self.matmul(onehot_t, self.mpc.np_stack(cols, axis=1))
 
+    async def compute(self, parts: dict[str, Any], patient: Any) -> Any:
+        """The secure (treatments x 3) result for the patient's shares ``patient``."""
+        selected = await self.mpc.gather(await self.select(parts, self.load(patient)))
+        self._phase("select")
+        result = await self.aggregate(parts, self.secint.array(selected))
+        self._phase("aggregate")
+        return result
+
     async def run(self, inputs: dict[str, Any]) -> Any:
         """This party's share of the (treatments x 3) result."""
         mpc = self.mpc
-        patient = self.load(inputs["patient"])
         parts = {name: inputs[name] for name in self.job.part_names()}
         await mpc.barrier()
         self._phase("load")
-        selected = await mpc.gather(await self.select(parts, patient))
-        self._phase("select")
-        result = await mpc.gather(await self.aggregate(parts, self.secint.array(selected)))
-        self._phase("aggregate")
+        result = await mpc.gather(await self.compute(parts, inputs["patient"]))
         return np.asarray(result.value, dtype=object).astype(np.uint64)
 
 
@@ -404,8 +408,10 @@ def run_program(program_type: type[_Program]) -> None:
 
 
 def main() -> None:
-    """Entry point of one party process."""
-    run_program(_Program)
+    """Entry point of one party process (the program on raw shares)."""
+    from tessera.mpc.knn_u64 import FastProgram
+
+    run_program(FastProgram)
 
 
 async def run(ctx: Any) -> None:
@@ -426,10 +432,10 @@ async def run(ctx: Any) -> None:
     raw = knn_seal.open_sealed(key_pem, blob, nonce=str(ctx.params["nonce"]), party=pid)
     inputs = {name: np.asarray(parts[name], dtype=np.uint64) for name in job.part_names()}
     inputs["patient"] = np.frombuffer(raw, dtype="<u8").astype(np.uint64)
-    program = _Program(ctx.mpc, job, timings=False)
-    patient = program.load(inputs["patient"])
-    selected = await ctx.mpc.gather(await program.select(inputs, patient))
-    result = await program.aggregate(inputs, program.secint.array(selected))
+    from tessera.mpc.knn_u64 import FastProgram
+
+    program = FastProgram(ctx.mpc, job, timings=False)
+    result = await program.compute(inputs, inputs["patient"])
     meta: dict[str, Any] = {"rows": job.rows}
     if not ctx.job.get("noise"):  # exact release: treatments x 3, treatment-major
         cells = result.reshape(job.treatments * 3)

@@ -25,12 +25,14 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tessera.mpc.jobs import program_module
+from tessera.mpc.stored import LazyKeys, LazyParts, StoredTable, read_inputs
 from tessera.version import PROTOCOL_VERSION
 
 __all__ = [
@@ -73,25 +75,18 @@ def follow_node(node_pid: int) -> None:
     threading.Thread(target=watch, name="tessera-follow-node", daemon=True).start()
 
 
-def load_input(folder: Path, alias: str) -> tuple[dict[str, Any], dict[str, list[str]], list[str]]:
+def load_input(
+    folder: Path, alias: str
+) -> tuple[Mapping[str, Any], Mapping[str, list[str]], list[str]]:
     """This party's shares (uint64 arrays), clear keys and row origins for ``alias``.
 
     The node lists, in ``inputs.json``, the chunk folders of its store (one
-    ``PART.npy`` per part and ``keys.json``); they are read in place.
+    ``PART.npy`` per part, ``keys.json`` and, in version 2, the ``chunk.json`` index);
+    they are read in place, memory-mapped, each part and the keys on first access and
+    checked against the index (:mod:`tessera.mpc.stored`).
     """
-    spec = json.loads((folder / "inputs.json").read_text())[alias]
-    chunks = spec["chunks"]
-    parts: dict[str, Any] = {}
-    for part in spec["parts"]:
-        arrays = [np.load(Path(c["dir"]) / f"{part}.npy", allow_pickle=False) for c in chunks]
-        parts[part] = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.uint64)
-    keys: dict[str, list[str]] = {}
-    origins: list[str] = []
-    for c in chunks:
-        for k, v in json.loads((Path(c["dir"]) / "keys.json").read_text()).items():
-            keys.setdefault(k, []).extend(v)
-        origins.extend([str(c["hospital"])] * int(c["rows"]))
-    return parts, keys, origins
+    table = StoredTable(read_inputs(folder)[alias])
+    return LazyParts(table), LazyKeys(table), table.origins()
 
 
 def load_history(path: Path, rows: int, prime: int) -> np.ndarray | None:
@@ -129,11 +124,19 @@ class PartyContext:
         self.field = self.secint.field
         self._checks: dict[str, Any] | None = None
         self._checks_read = False
+        self._tables: dict[str, StoredTable] = {}
         self.history_short = False
 
-    def input(self, alias: str) -> tuple[dict[str, Any], dict[str, list[str]], list[str]]:
+    def input(self, alias: str) -> tuple[Mapping[str, Any], Mapping[str, list[str]], list[str]]:
         """Local shares (uint64), clear pseudonym keys and origins of input ``alias``."""
-        return load_input(self.folder, alias)
+        table = self.table(alias)
+        return LazyParts(table), LazyKeys(table), table.origins()
+
+    def table(self, alias: str) -> StoredTable:
+        """Input ``alias`` as stored: parts memory-mapped per chunk, read when asked."""
+        if alias not in self._tables:
+            self._tables[alias] = StoredTable(read_inputs(self.folder)[alias])
+        return self._tables[alias]
 
     def shared(self, values: Any) -> Any:
         """A secure array whose local share is ``values`` (this party's Shamir shares)."""

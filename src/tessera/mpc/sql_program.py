@@ -12,7 +12,8 @@ sum of shared columns; each AND/OR is one batched multiplication of N values; a 
 on a wide column costs one multiplication round per base-16 digit; COUNT/SUM per group
 are inner products (one resharing per output cell); MIN/MAX of a small integer are
 inner products with its thermometer plus one comparison per step; the group-size check
-is one comparison per group.
+is one comparison per group.  The row-level work runs on raw uint64 shares
+(:mod:`tessera.mpc.sql_fast`); only per-group values are MPyC secure numbers.
 
 Output checks: when the node put ``checks.json`` in the job folder
 (:meth:`tessera.mpc.party.PartyContext.checks`), :func:`tessera.mpc.disclosure.sql_checks`
@@ -28,65 +29,68 @@ about 1 s of CPU per party for 5,000 rows, 4 groups and two summed columns, agai
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 from mpyc import asyncoro
 
+from tessera.core import m61
 from tessera.mpc._speedups import limb_matmul
 from tessera.mpc.plan import ORIGIN, Condition, Extreme, SqlPlan
+from tessera.mpc.sql_fast import FastEval, extreme, join_rows, secret
+from tessera.mpc.u64 import Shares64
 
 __all__ = ["run"]
 
 Value = Any  # a public numpy int64 array or an MPyC secure array
 
 
+class _Raw(Mapping[str, np.ndarray]):
+    """``alias.column.part`` -> this party's shares, one per (joined) row, read when
+    first asked for (``name in raw`` says whether the job lists the part)."""
+
+    def __init__(self, tables: dict[str, Any], sel: dict[str, np.ndarray | None]) -> None:
+        self._tables = tables
+        self._sel = sel
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._cache:
+            alias, part = name.split(".", 1)
+            if alias not in self._tables or part not in self._tables[alias].names:
+                raise KeyError(name)
+            full = self._tables[alias].part(part).full()
+            rows = self._sel[alias]
+            self._cache[name] = full if rows is None else full[rows]
+        return self._cache[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([f"{a}.{p}" for a, t in self._tables.items() for p in t.names])
+
+    def __len__(self) -> int:
+        return sum(len(t.names) for t in self._tables.values())
+
+
 class _Eval:
+    """The plan's row-level values as MPyC secure arrays: what the output checks
+    (:mod:`tessera.mpc.disclosure`) work with; the query itself runs on raw shares
+    (:mod:`tessera.mpc.sql_fast`)."""
+
     def __init__(self, ctx: Any, plan: SqlPlan) -> None:
         self.ctx = ctx
         self.mpc = ctx.mpc
         self.plan = plan
-        self.raw: dict[str, np.ndarray] = {}
+        tables = {src.alias: ctx.table(src.alias) for src in plan.sources}
+        sel, self.rows = join_rows(tables, plan)
+        self.raw: Mapping[str, np.ndarray] = _Raw(tables, sel)
         self.origin_idx: dict[str, np.ndarray] = {}
         self.cache: dict[Any, Value] = {}
-        sel: dict[str, np.ndarray | None] = {}
-        keys: dict[str, dict[str, list[str]]] = {}
-        origins: dict[str, list[str]] = {}
-        for src in plan.sources:
-            parts, ks, origs = ctx.input(src.alias)
-            for name, arr in parts.items():
-                self.raw[f"{src.alias}.{name}"] = arr
-            keys[src.alias] = ks
-            origins[src.alias] = origs
-            sel[src.alias] = None
-        join = plan.join
-        if join is not None:
-            la, lc = join.left.split(".", 1)
-            ra, rc = join.right.split(".", 1)
-            where: dict[str, list[int]] = {}
-            for j, k in enumerate(keys[ra][rc]):
-                where.setdefault(k, []).append(j)
-            ia: list[int] = []
-            ib: list[int] = []
-            for i, k in enumerate(keys[la][lc]):
-                for j in where.get(k, ()):
-                    ia.append(i)
-                    ib.append(j)
-            sel[la] = np.array(ia, dtype=np.int64)
-            sel[ra] = np.array(ib, dtype=np.int64)
-            self.rows = len(ia)
-        else:
-            self.rows = len(origins[plan.sources[0].alias])
-        for name in list(self.raw):
-            idx = sel[name.split(".", 1)[0]]
-            if idx is not None:
-                self.raw[name] = self.raw[name][idx]
         for src in plan.sources:
             info = plan.cols.get(f"{src.alias}.{ORIGIN}")
-            labels = list(info.categories) if info is not None else []
-            o = origins[src.alias]
+            labels = [str(x) for x in info.categories] if info is not None else []
+            arr = tables[src.alias].origin_index(labels)
             idx = sel[src.alias]
-            arr = np.array([labels.index(x) if x in labels else -1 for x in o], dtype=np.int64)
             self.origin_idx[src.alias] = arr if idx is None else arr[idx]
 
     # ----- values ------------------------------------------------------------------
@@ -283,9 +287,14 @@ def _times_local(ev: _Eval, c: Value, raw: np.ndarray) -> Value:
     async def product(c):  # type: ignore[no-untyped-def]  # mpc_coro reads annotations
         await mpc.returnType((sectype, shape))
         share = await mpc.gather(c)
-        local = limb_matmul(share.value, raw, ev.ctx.prime)
-        if local is None:
-            local = (share.value @ raw.astype(object)) % ev.ctx.prime
+        local: Any
+        if ev.ctx.prime == m61.P:
+            left = np.asarray(share.value, dtype=object).astype(np.uint64)
+            local = m61.matmul(left, np.mod(raw, ev.ctx.prime).astype(np.uint64)).astype(object)
+        else:
+            local = limb_matmul(share.value, raw, ev.ctx.prime)
+            if local is None:
+                local = (share.value @ raw.astype(object)) % ev.ctx.prime
         return mpc._reshare(ev.ctx.field.array(local))
 
     return product(c)
@@ -378,24 +387,23 @@ async def run(ctx: Any) -> None:
     """Evaluate the plan and release the result cells to the requester."""
     mpc = ctx.mpc
     plan = SqlPlan.from_dict(ctx.params["plan"])
-    ev = _Eval(ctx, plan)
+    if ctx.prime != m61.P:  # the stored shares live in this field; no other makes sense
+        raise SystemExit("the SQL program computes in GF(2^61 - 1), the tables' field")
+    sh = Shares64(mpc, ctx.secint)
+    ev = FastEval(ctx, plan, sh)
     sel: Value = ev.ones()
     if plan.where is not None:
-        sel, _ = ev.cond(plan.where, False)
-    groups = ev.group_indicators()
+        sel, _ = await ev.cond(plan.where, False)
+    groups = await ev.group_indicators()
     gn = len(groups)
-    weights = []
-    for m in plan.measures:
-        w = sel if m.part is None else ev.mul(sel, ev.part(m.part))
-        weights.append(ev.secure(w))
-    wmat = mpc.np_stack(weights)  # K x rows
-    if all(ev.public(g) for g in groups):
-        cells = wmat @ np.stack(groups, axis=1)  # local: public group indicators
-    else:
-        cells = wmat @ mpc.np_stack([ev.secure(g) for g in groups], axis=1)  # K x G
-    extremes = [_extreme(ev, e, sel, groups) for e in plan.extremes]  # scheduled together
+    weights = await ev.mul_many(
+        [(sel, ev.ones() if m.part is None else ev.vector(m.part)) for m in plan.measures]
+    )
+    cells = sh.secure(await ev.cells(weights, groups))  # K x G
+    bits = _bits(ev.rows)
+    extremes = [await extreme(ev, e, sel, groups, bits) for e in plan.extremes]
     counts = cells[0]  # measure 0 is COUNT(*)
-    flags = 1 - mpc.np_sgn(counts - plan.min_group, l=_bits(ev.rows), LT=True)
+    flags = 1 - mpc.np_sgn(counts - plan.min_group, l=bits, LT=True)
     flat = await ctx.add_noise(cells.reshape(-1))
     kept = flat.reshape(len(weights), gn) * flags.reshape(1, gn)
     pieces = [flags, kept.reshape(-1)]
@@ -407,7 +415,10 @@ async def run(ctx: Any) -> None:
     if spec is not None:  # the node asks for output checks (see tessera.mpc.disclosure)
         from tessera.mpc import disclosure
 
-        meta["checks"] = await disclosure.sql_checks(ev, spec, sel, groups, cells)
+        checked = _Eval(ctx, plan)
+        sel_m = sh.secure(sel) if secret(sel) else sel
+        groups_m = [sh.secure(g) if secret(g) else g for g in groups]
+        meta["checks"] = await disclosure.sql_checks(checked, spec, sel_m, groups_m, cells)
         if ctx.history_short:  # the others lack cohorts this custodian holds: hold it
             meta["checks"]["differencing"] = max(1, meta["checks"]["differencing"] or 0)
     await ctx.release(out, meta)

@@ -281,23 +281,24 @@ def infer_schema(
     Bounds are the observed range; the data owner confirms or widens them in the
     written YAML before other hospitals append.
     """
-    values: list[list[str]] = [[] for _ in header]
-    for row in rows:
-        for j, cell in enumerate(row[: len(header)]):
-            c = cell.strip()
-            if c.lower() not in NULL_TOKENS:
-                values[j].append(c)
     lower_keys = {k.lower() for k in keys}
+    wanted = [j for j, name in enumerate(header) if name.lower() not in lower_keys]
+    values: list[set[str]] = [set() for _ in header]  # distinct texts only: rows stream by
+    for row in rows:
+        for j in wanted:
+            if j < len(row):
+                c = row[j].strip()
+                if c.lower() not in NULL_TOKENS:
+                    values[j].add(c)
     cols = []
     for j, name in enumerate(header):
-        vals = values[j]
+        distinct = values[j]
         nullable = True
         if name.lower() in lower_keys:
             cols.append(Column(name, "pseudonym", nullable=False))
             continue
-        if not vals:
+        if not distinct:
             raise InputError(f"column {name}: no values to infer a type from")
-        distinct = set(vals)
         if all(_is_int(v) for v in distinct):
             ints = [int(v) for v in distinct]
             if distinct <= {"0", "1"}:

@@ -1,11 +1,16 @@
 """Shared tables at rest: a custodian's share files and the requester's catalogue.
 
 A custodian keeps, under its store folder, ``tables/NAME/manifest.json`` (schema, chunks,
-prime, its party index) and one ``CHUNK.npz`` per appended chunk holding its Shamir
-shares (uint64, values in GF(p)) plus ``CHUNK.keys.json`` with the clear pseudonym
-keys.  A chunk is what one hospital appended: its row count and origin are public.
-The requester's catalogue (``HOME/tables/NAME.json``) has the same manifest without
-shares.
+prime, its party index) and one folder per appended chunk holding its Shamir shares
+(uint64, values in GF(p)): one memory-mappable ``PART.npy`` per part, ``keys.json`` with
+the clear pseudonym keys and ``chunk.json``, the checksummed index (the columnar chunk
+format, version 2: :mod:`tessera.core.chunkfile`, docs/formats.md; version-1 folders,
+without an index, still read).  A chunk is what one hospital appended: its row count
+and origin are public.  A client uploads a chunk as a sequence of blocks of rows
+(:func:`tessera.core.chunkfile.pack_block`), staged in ``.upload-CHUNK`` until the last
+one arrives; a whole chunk as one npz archive (:func:`pack_chunk`, older clients) is
+still accepted.  The requester's catalogue (``HOME/tables/NAME.json``) has the same
+manifest without shares.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,16 +30,27 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.npyio import NpzFile
 
-from tessera.errors import InputError, NotFoundError
+from tessera.core import chunkfile
+from tessera.core.chunkfile import BLOCK_MAGIC, ChunkWriter, pack_block, unpack_block
+from tessera.errors import InputError, NotFoundError, StorageUnavailableError
 from tessera.tables.reshape import check_widening, reshape_parts
 from tessera.tables.schema import Schema
 
-__all__ = ["Catalog", "ShareStore", "TableShares", "check_table_name", "pack_chunk", "unpack_chunk"]
+__all__ = [
+    "Catalog",
+    "ShareStore",
+    "TableShares",
+    "check_table_name",
+    "pack_block",
+    "pack_chunk",
+    "unpack_chunk",
+]
 
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _CHUNK = re.compile(r"^[0-9a-f]{8,64}$")
 _PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}\.[a-z]{1,8}[0-9]{0,2}$")
 U64Array = npt.NDArray[np.uint64]
+_STALE_UPLOAD_S = 6 * 3600  # an upload staged longer ago than this was abandoned
 
 
 def check_table_name(name: str) -> str:
@@ -121,6 +138,7 @@ class ShareStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        chunkfile.keep_freed_memory()  # uploads arrive as blocks of megabytes
 
     def _dir(self, name: str) -> Path:
         return self.root / "tables" / check_table_name(name)
@@ -144,7 +162,9 @@ class ShareStore:
         ]
 
     def append(self, name: str, manifest: dict[str, Any], chunk_id: str, data: bytes) -> None:
-        """Store one chunk's shares (one ``PART.npy`` per part) then the new manifest."""
+        """Store one upload of chunk ``chunk_id``: a block of its rows (the chunk and the
+        new manifest are stored when its last block arrives) or, from older clients, the
+        whole chunk as an npz archive.  Nothing is stored from a malformed upload."""
         if not _CHUNK.match(chunk_id):
             raise InputError("invalid chunk id")
         rows = _listed_rows(manifest, chunk_id)
@@ -155,25 +175,36 @@ class ShareStore:
                     f"table {name} has other columns at this custodian (altered since this "
                     "catalogue was written): import with the table's current schema"
                 )
-        parts, keys = unpack_chunk(data)  # validate before storing anything
-        for part, arr in parts.items():
-            if not _PART.match(part) or arr.ndim not in (1, 2) or arr.shape[0] != rows:
-                raise InputError(f"malformed part {part[:70]!r} in the chunk")
-        if any(len(v) != rows for v in keys.values()) or not all(
-            _PART.match(f"{k}.key") for k in keys
-        ):
-            raise InputError("malformed keys in the chunk")
+        block = unpack_block(data) if data[:8] == BLOCK_MAGIC else _npz_block(data, rows)
+        if block.chunk_rows != rows:
+            raise InputError("the block's chunk size differs from the manifest's")
         folder = self._dir(name)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{chunk_id}.{os.getpid()}.tmp"
-        tmp.mkdir()
-        for part, arr in parts.items():
-            np.save(tmp / f"{part}.npy", arr)
-        (tmp / "keys.json").write_text(json.dumps(keys))
         final = folder / chunk_id
         if final.exists():
             raise InputError(f"chunk {chunk_id[:12]} is already stored")
-        os.replace(tmp, final)
+        staging = folder / f".upload-{chunk_id}"
+        if block.first_row == 0:
+            _clean_stale_uploads(folder)
+            shutil.rmtree(staging, ignore_errors=True)  # a retried upload starts afresh
+        elif not staging.is_dir():
+            raise InputError(f"chunk {chunk_id[:12]}: no upload in progress for this block")
+        writer = ChunkWriter(staging)
+        try:
+            last = writer.write(block)
+            if last:
+                writer.finish()
+        except OSError as exc:  # a full disk, most likely: the upload is dropped
+            shutil.rmtree(staging, ignore_errors=True)
+            reason = exc.strerror or type(exc).__name__
+            raise StorageUnavailableError(
+                f"this custodian cannot store the chunk ({reason})"
+            ) from None
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        if not last:
+            return
+        os.replace(staging, final)
         _atomic_write(folder / "manifest.json", json.dumps(manifest, indent=1).encode())
 
     def chunk_dirs(self, name: str, chunk_ids: list[str] | None = None) -> list[dict[str, Any]]:
@@ -197,7 +228,8 @@ class ShareStore:
     def load(
         self, name: str, wanted: set[str] | None = None, chunk_ids: list[str] | None = None
     ) -> TableShares:
-        """Shares of table ``name``: only parts in ``wanted`` and chunks in ``chunk_ids``."""
+        """Shares of table ``name``: only parts in ``wanted`` and chunks in ``chunk_ids``
+        (read into memory and checked against their checksums)."""
         manifest = self.manifest(name)
         chunks = self.chunk_dirs(name, chunk_ids)
         parts: dict[str, list[U64Array]] = {}
@@ -205,11 +237,9 @@ class ShareStore:
         origins: list[str] = []
         for chunk in chunks:
             folder = Path(chunk["dir"])
-            for path in sorted(folder.glob("*.npy")):
-                part = path.name[: -len(".npy")]
-                if wanted is None or part in wanted:
-                    parts.setdefault(part, []).append(np.load(path, allow_pickle=False))
-            for k, v in json.loads((folder / "keys.json").read_text()).items():
+            for part, arr in _read_parts(folder, wanted).items():
+                parts.setdefault(part, []).append(arr)
+            for k, v in _read_keys(folder).items():
                 keys.setdefault(k, []).extend(v)
             origins.extend([str(chunk["hospital"])] * chunk["rows"])
         merged = {k: np.concatenate(v) for k, v in parts.items()}
@@ -227,21 +257,19 @@ class ShareStore:
 
     def reshape(self, name: str, manifest: dict[str, Any], new_schema: Schema) -> None:
         """Re-encode every stored chunk of ``name`` for ``new_schema`` (a widening, see
-        :mod:`tessera.tables.reshape`), then write ``manifest``."""
+        :mod:`tessera.tables.reshape`), then write ``manifest``.  The chunks are written
+        anew in the current format (version 2)."""
         old_schema = Schema.from_dict(self.manifest(name)["schema"])
         check_widening(old_schema, new_schema)
         staged = []
         for chunk in self.chunk_dirs(name):
             folder = Path(chunk["dir"])
-            parts = {
-                p.name[: -len(".npy")]: np.load(p, allow_pickle=False) for p in folder.glob("*.npy")
-            }
+            parts = _read_parts(folder, None)
+            keys = _read_keys(folder)
             tmp = folder.with_name(f".{folder.name}.{os.getpid()}.reshape")
             shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            for part, arr in reshape_parts(old_schema, new_schema, parts).items():
-                np.save(tmp / f"{part}.npy", arr)
-            shutil.copy2(folder / "keys.json", tmp / "keys.json")
+            new_parts = reshape_parts(old_schema, new_schema, parts)
+            _write_chunk(tmp, new_parts, keys, int(chunk["rows"]))
             staged.append((folder, tmp))
         for folder, tmp in staged:  # every chunk re-encoded before any is replaced
             old = folder.with_name(f".{folder.name}.{os.getpid()}.old")
@@ -249,6 +277,81 @@ class ShareStore:
             os.replace(tmp, folder)
             shutil.rmtree(old, ignore_errors=True)
         _atomic_write(self._dir(name) / "manifest.json", json.dumps(manifest, indent=1).encode())
+
+
+def _npz_block(data: bytes, rows: int) -> chunkfile.Block:
+    """A whole chunk uploaded as an npz archive (:func:`pack_chunk`) as one block."""
+    parts, keys = unpack_chunk(data)  # validate before storing anything
+    cols: dict[str, int] = {}
+    columns: dict[str, U64Array] = {}
+    for part, arr in parts.items():
+        if not _PART.match(part) or arr.ndim not in (1, 2) or arr.shape[0] != rows:
+            raise InputError(f"malformed part {part[:70]!r} in the chunk")
+        if arr.size and int(arr.max()) >= (1 << 61) - 1:
+            raise InputError(f"malformed part {part[:70]!r} in the chunk (outside the field)")
+        cols[part] = 0 if arr.ndim == 1 else int(arr.shape[1])
+        columns[part] = np.ascontiguousarray(arr.reshape(rows, max(cols[part], 1)).T)
+    if any(len(v) != rows for v in keys.values()) or not all(_PART.match(f"{k}.key") for k in keys):
+        raise InputError("malformed keys in the chunk")
+    return chunkfile.Block(rows, 0, rows, cols, columns, keys)
+
+
+def _write_chunk(
+    folder: Path, parts: dict[str, U64Array], keys: dict[str, list[str]], rows: int
+) -> None:
+    """Write a whole chunk (parts ``(rows,)`` or ``(rows, cols)``) in format version 2."""
+    cols = {p: 0 if a.ndim == 1 else int(a.shape[1]) for p, a in parts.items()}
+    columns = {
+        p: np.ascontiguousarray(np.asarray(a).reshape(rows, max(cols[p], 1)).T)
+        for p, a in parts.items()
+    }
+    writer = ChunkWriter(folder)
+    writer.write(chunkfile.Block(rows, 0, rows, cols, columns, keys))
+    writer.finish()
+
+
+def _read_parts(folder: Path, wanted: set[str] | None) -> dict[str, U64Array]:
+    """Every part of the chunk in ``folder`` (or those in ``wanted``), in memory and
+    checked against the index's checksums (a version-1 chunk has none)."""
+    index = chunkfile.read_index(folder)
+    names = (
+        sorted(index.parts)
+        if index is not None
+        else sorted(p.name[: -len(".npy")] for p in folder.glob("*.npy"))
+    )
+    out: dict[str, U64Array] = {}
+    for part in names:
+        if wanted is not None and part not in wanted:
+            continue
+        arr = chunkfile.open_part(folder, part, index)
+        if index is not None:
+            for col in [None] if arr.ndim == 1 else range(arr.shape[1]):
+                chunkfile.verify_column(arr, index, part, col)
+        out[part] = np.array(arr, dtype=np.uint64)
+    return out
+
+
+def _read_keys(folder: Path) -> dict[str, list[str]]:
+    """The clear keys of the chunk in ``folder`` (checked against the index)."""
+    data = (folder / chunkfile.KEYS_FILE).read_bytes()
+    index = chunkfile.read_index(folder)
+    if index is not None:
+        chunkfile.verify_keys(data, index)
+    keys: dict[str, list[str]] = json.loads(data)
+    return keys
+
+
+def _clean_stale_uploads(folder: Path) -> None:
+    """Remove uploads staged in ``folder`` and abandoned (older than a few hours)."""
+    if not folder.is_dir():
+        return
+    now = time.time()
+    for path in folder.glob(".upload-*"):
+        try:
+            if now - path.stat().st_mtime > _STALE_UPLOAD_S:
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue
 
 
 class Catalog:
