@@ -25,7 +25,7 @@ import gc
 import hashlib
 import hmac
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,11 +39,13 @@ from tessera.tables.schema import Column, Schema, parse_value
 
 __all__ = [
     "DIGIT_BASE",
+    "FIELD_LIMIT",
     "PRIME",
     "UNARY_MAX",
     "Encoded",
     "Parsed",
     "column_info",
+    "csv_reader",
     "digits_of",
     "encode_parsed",
     "encode_rows",
@@ -119,13 +121,24 @@ class Encoded:
     errors: list[str] = field(default_factory=list)
 
 
+#: The longest CSV field accepted (csv's own default).  Set on every reader because the
+#: limit is process-wide and other libraries raise it (scipy's ARFF reader, for one).
+FIELD_LIMIT = 131_072
+
+
+def csv_reader(lines: Iterable[str]) -> Any:
+    """A ``csv.reader`` over ``lines`` that refuses fields over :data:`FIELD_LIMIT`."""
+    csv.field_size_limit(FIELD_LIMIT)
+    return csv.reader(lines)
+
+
 def read_csv(data: bytes) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """Header and (line number, cells) rows of a UTF-8 CSV; InputError if unreadable."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InputError("the CSV is not UTF-8") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv_reader(io.StringIO(text, newline=""))
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:

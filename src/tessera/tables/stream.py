@@ -23,7 +23,7 @@ from tessera.core import m61
 from tessera.core.chunkfile import block_header
 from tessera.core.rng import RandomSource
 from tessera.errors import InputError
-from tessera.tables.encode import Encoded
+from tessera.tables.encode import Encoded, csv_reader
 
 __all__ = ["BLOCK_BYTES", "Body", "CsvSource", "block_bodies", "block_rows", "no_gc"]
 
@@ -57,7 +57,7 @@ class CsvSource:
         except OSError as exc:
             raise InputError(f"cannot read {path}: {exc.strerror}") from None
         with self._open() as text:
-            reader = csv.reader(text)
+            reader = csv_reader(text)
             try:
                 self.header = [h.strip() for h in next(reader)]
             except StopIteration:
@@ -77,7 +77,7 @@ class CsvSource:
         """The data rows (line number, cells), ``rows`` at a time, empty lines skipped;
         ``report`` hears how many more bytes were read after each block."""
         with self._open() as text:
-            reader = csv.reader(text)
+            reader = csv_reader(text)
             done = 0
             try:
                 next(reader)  # the header

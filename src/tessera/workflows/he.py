@@ -42,6 +42,7 @@ from tessera.he.params import params_for_depth
 from tessera.he.session import Opened, encrypt_streams, open_answer
 from tessera.keys.people import valid_name
 from tessera.keys.wrapping import WrapPrivateKey, WrapPublicKey, unwrap, wrap
+from tessera.tables.encode import csv_reader
 from tessera.tables.schema import Column, Schema, parse_value
 from tessera.tables.store import Catalog
 from tessera.workflows.people import Signer
@@ -310,7 +311,7 @@ def _read_csv(
     except FileNotFoundError:
         raise NotFoundError(f"no CSV file at {path}") from None
     with handle:
-        reader = csv.reader(handle)
+        reader = csv_reader(handle)
         try:
             header = next(reader)
         except StopIteration:

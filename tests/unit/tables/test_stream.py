@@ -3,6 +3,7 @@ upload bodies read like files."""
 
 from __future__ import annotations
 
+import csv
 import io
 import random
 from pathlib import Path
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from tessera.core.chunkfile import unpack_block
 from tessera.errors import InputError
 from tessera.tables import encode
-from tessera.tables.encode import encode_rows, parse_rows, pseudonymise, read_csv
+from tessera.tables.encode import FIELD_LIMIT, encode_rows, parse_rows, pseudonymise, read_csv
 from tessera.tables.schema import Column, Schema, parse_value
 from tessera.tables.stream import Body, CsvSource, block_bodies, block_rows
 
@@ -179,3 +180,13 @@ def test_block_bodies_hold_each_custodians_shares() -> None:
 
 def test_block_rows_stay_within_the_block_size() -> None:
     assert block_rows(317) * 8 * 317 <= 8 << 20 and block_rows(10**9) >= 1024
+
+
+def test_field_limit_holds_even_when_another_library_raised_it(tmp_path: Path) -> None:
+    csv.field_size_limit(1 << 40)  # what scipy's ARFF reader does, process-wide
+    path = tmp_path / "big.csv"
+    path.write_bytes(b"a\n" + b"x" * (FIELD_LIMIT + 1) + b"\n")
+    with pytest.raises(InputError, match="CSV line 2: field larger"):
+        list(CsvSource(path).blocks(100))
+    with pytest.raises(InputError, match="CSV line 2: field larger"):
+        read_csv(path.read_bytes())
