@@ -44,6 +44,7 @@ __all__ = [
     "StoreConfig",
     "default_home",
     "missing_environment",
+    "parse_max_jobs",
     "remember_home",
     "remembered_home",
     "remembered_home_file",
@@ -222,6 +223,15 @@ def _host_port(text: Any, what: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def parse_max_jobs(raw: object, where: str) -> int | None:
+    """A node's ``max_jobs`` setting (None when not set); ConfigError naming ``where``."""
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= 4096:
+        raise ConfigError(f"{where} must be a whole number 1..4096, not {str(raw)[:40]!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class NodeSettings:
     """A federated custodian's ``node.toml`` (``tessera node start --config FILE``)::
@@ -236,6 +246,7 @@ class NodeSettings:
         consortium = "/var/lib/tessera/consortium.json"   # the installed manifest
         log = "json"                      # or "text": on stdout
         idle_exit = 0                     # seconds without a request before exiting (0: never)
+        max_jobs = 8                      # jobs run at once (default: twice the cores, >= 4)
 
     Relative paths are taken from the file's folder.
     """
@@ -250,6 +261,7 @@ class NodeSettings:
     consortium: Path
     log: str = "text"
     idle_exit: float = 0.0
+    max_jobs: int | None = None
 
     @classmethod
     def load(cls, path: Path) -> NodeSettings:
@@ -300,6 +312,7 @@ class NodeSettings:
             consortium=where("consortium", str(data / "consortium.json")),
             log=log,
             idle_exit=idle,
+            max_jobs=parse_max_jobs(node.get("max_jobs"), f"{path}: [node] max_jobs"),
         )
 
     def to_toml(self) -> dict[str, Any]:
@@ -315,6 +328,7 @@ class NodeSettings:
                 "consortium": str(self.consortium),
                 "log": self.log,
                 "idle_exit": self.idle_exit,
+                **({} if self.max_jobs is None else {"max_jobs": self.max_jobs}),
             }
         }
 

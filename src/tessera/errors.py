@@ -26,6 +26,7 @@ its ``http_status``.  Programmer misuse raises the built-in
     │  └─ TooManyAttemptsError      too many failures from one address (HTTP 429)
     ├─ BackendError                 wraps fsspec/engine failures (``raise … from exc``)
     │  ├─ StorageUnavailableError
+    │  ├─ NodeBusyError            a custodian at its job limit (HTTP 503; send again)
     │  └─ EngineUnavailableError
     ├─ UnsupportedError             a construct Tessera does not (yet) handle
     └─ NotFoundError
@@ -49,6 +50,7 @@ __all__ = [
     "IntegrityError",
     "InvalidShareError",
     "JobAbortedError",
+    "NodeBusyError",
     "NotFoundError",
     "OutputHeldError",
     "PolicyError",
@@ -200,6 +202,14 @@ class JobAbortedError(BackendError):
     """A custodian stopped its part of a job because another custodian refused or failed."""
 
     code = "job_aborted"
+
+
+class NodeBusyError(BackendError):
+    """A custodian runs as many jobs as it allows at once (``[node] max_jobs``); the job
+    was refused before anything was charged, and may be sent again shortly."""
+
+    code = "node_busy"
+    http_status = 503
 
 
 class StorageUnavailableError(BackendError):

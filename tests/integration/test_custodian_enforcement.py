@@ -34,6 +34,7 @@ from tessera.workflows.people import Signer, add_person, unlock
 from tessera.workflows.policies import catalog_bounds, installed_policy, set_policy
 from tessera.workflows.query import run_query, run_sql
 from tessera.workflows.tables import import_csv
+from tessera.workflows.validation import validate_table
 
 # one worker runs the module: its tests share one environment and its node processes
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("custodians")]
@@ -232,6 +233,7 @@ def test_concurrent_jobs_never_overspend(world: dict[str, Any]) -> None:
     bounds, _ = catalog_bounds(env, "ward")
     tight = Policy.dp(total_rho=10.5 * rho, default_epsilon=0.05, bounds=bounds)
     set_policy(env, "ward", tight, steward=owner)
+    validate_table(env, "ward", owner)  # once, not by every job of the crowd
     allowed = 10
     sql = "SELECT COUNT(*) FROM ward"
 

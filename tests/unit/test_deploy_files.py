@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tessera.config import NodeSettings
+from tessera.errors import ConfigError
 from tessera.version import __version__
 from tessera.workflows.nodes_pki import self_signed_node
 
@@ -54,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 CHART = DEPLOY / "helm" / "tessera-node"
 BIN = Path(sys.executable).parent
-# node.toml as tessera.config.NodeSettings reads it (idle_exit is optional).
+# node.toml as tessera.config.NodeSettings reads it (idle_exit and max_jobs are optional).
 NODE_KEYS = {"id", "listen", "address", "data", "tls_cert", "tls_key", "consortium", "log"}
 NODE_START = ["node", "start", "--config", "/etc/tessera/node.toml"]
 PROBE = "/usr/local/lib/tessera/node-probe.py"
@@ -89,6 +90,17 @@ def test_node_config_example_is_what_the_node_reads(tmp_path: Path) -> None:
     # folder the service may write.
     assert settings.consortium.parent == settings.data
     assert settings.tls_key.parent == settings.tls_cert.parent == Path("/etc/tessera/tls")
+
+
+def test_max_jobs_is_read_written_back_and_checked(tmp_path: Path) -> None:
+    text = (DEPLOY / "node.example.toml").read_text()
+    assert _settings(text, tmp_path).max_jobs is None  # twice the cores, at least 4
+    settings = _settings(text + "max_jobs = 12\n", tmp_path)
+    assert settings.max_jobs == 12
+    assert settings.to_toml()["node"]["max_jobs"] == 12
+    for bad in ("0", "2.5", '"many"', "5000"):
+        with pytest.raises(ConfigError, match=r"\[node\] max_jobs must be a whole number"):
+            _settings(text + f"max_jobs = {bad}\n", tmp_path)
 
 
 # -- compose ---------------------------------------------------------------------------

@@ -89,7 +89,8 @@ def serve(
     configured listen address and also stops when it installs a new manifest: the
     outcome is then "reload" (serve again) or "removed"; otherwise "stopped"."""
     env = Environment.load(home)
-    service = NodeService(env, node_id, enforce=enforce)
+    max_jobs = settings.max_jobs if settings is not None else None
+    service = NodeService(env, node_id, enforce=enforce, max_jobs=max_jobs)
     cfg = next(n for n in env.nodes if n.id == node_id)
     outcome = ["stopped"]
     if settings is not None:
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         metavar="SECONDS",
         help="exit after this long without a request (0: never; nodes that commands "
-        "start by themselves use 1800)",
+        "start by themselves use 900)",
     )
     parser.add_argument(
         "--no-policy-checks",

@@ -33,6 +33,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -77,6 +78,9 @@ def create_app(service: NodeService, hooks: FederationHooks | None = None) -> Fa
 
     @contextlib.asynccontextmanager
     async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # a running job holds a worker thread: keep as many free for everything else
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, service.max_jobs + 40)
         yield
         # uvicorn re-raises SIGTERM after its graceful shutdown (no atexit): sign the
         # audit entries still waiting for their batch's head now
@@ -197,13 +201,15 @@ def create_app(service: NodeService, hooks: FederationHooks | None = None) -> Fa
         return result
 
     @app.post("/v1/jobs/{job_id}/abort", operation_id="node-abort-job")
-    def abort(job_id: str) -> dict[str, Any]:
+    async def abort(job_id: str) -> dict[str, Any]:
+        # on the event loop (a lock and a kill): never queued behind the jobs' threads
         return {"aborted": service.abort(job_id[:64])}
 
     @app.post("/v1/jobs", operation_id="node-run-job")
     async def run_job(request: Request) -> dict[str, Any]:
         envelope = await _json(request)
-        result: dict[str, Any] = await run_in_threadpool(service.run_job, envelope)
+        with service.job_slot():  # NodeBusyError (503) at once when every slot is taken
+            result: dict[str, Any] = await run_in_threadpool(service.run_job, envelope)
         return result
 
     add_escrow_routes(app, service)

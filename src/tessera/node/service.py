@@ -24,13 +24,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tessera.config import Environment
+from tessera.config import Environment, parse_max_jobs
 from tessera.core.audit_sink import Action, AuditEvent, AuditSink
 from tessera.errors import (
     BackendError,
@@ -38,6 +38,7 @@ from tessera.errors import (
     InputError,
     IntegrityError,
     JobAbortedError,
+    NodeBusyError,
     NotFoundError,
     PolicyError,
     ReplayError,
@@ -51,10 +52,26 @@ from tessera.tables.store import ShareStore
 from tessera.workflows.airlock import Airlock
 from tessera.workflows.custodian import Admission, Custodian, store_root
 
-__all__ = ["JOB_WINDOW_S", "NodeService", "NoiseSource", "ReplayError", "check_party", "store_root"]
+__all__ = [
+    "JOB_WINDOW_S",
+    "NodeService",
+    "NoiseSource",
+    "ReplayError",
+    "check_party",
+    "max_jobs_of",
+    "store_root",
+]
 
 JOB_WINDOW_S = 300
 NoiseSource = Callable[[Mapping[str, Any], int, int], Sequence[int]]
+
+
+def max_jobs_of(env: Environment) -> int:
+    """How many jobs a node runs at once: ``[node] max_jobs`` in tessera.toml, else twice
+    the cores (at least 4).  Each running job holds one MPC party process."""
+    raw = env.extra.get("node", {}).get("max_jobs")
+    given = parse_max_jobs(raw, f"{env.path}: [node] max_jobs")
+    return given if given is not None else max(4, 2 * (os.cpu_count() or 1))
 
 
 def _default_noise_source() -> NoiseSource | None:
@@ -90,6 +107,7 @@ class NodeService:
         *,
         noise_source: NoiseSource | None = None,
         party_timeout: float = 600.0,
+        max_jobs: int | None = None,
         warm: bool = True,
         audit: AuditSink | None = None,
         enforce: bool = True,
@@ -105,6 +123,8 @@ class NodeService:
         self.pki = env.home / "pki"
         self.noise_source = noise_source if noise_source is not None else _default_noise_source()
         self.party_timeout = party_timeout
+        self.max_jobs = max_jobs if max_jobs is not None else max_jobs_of(env)
+        self._slots = 0  # jobs holding a slot (verified, admitted or running)
         self._lock = threading.Lock()
         self._replay = sqlite3.connect(self.root / "replay.sqlite", check_same_thread=False)
         self._replay.execute(
@@ -194,6 +214,29 @@ class NodeService:
             return apply_table_change(self.store, body)
 
     # ----- jobs ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def job_slot(self) -> Iterator[None]:
+        """One of the ``max_jobs`` slots for the job being posted, or NodeBusyError at
+        once (before it is verified or charged): a crowd of jobs never makes this node
+        start more parties than it can run, nor wait for peers that are as full."""
+        with self._lock:
+            if self._slots >= self.max_jobs:
+                busy = True
+            else:
+                busy = False
+                self._slots += 1
+        if busy:
+            _log.info("node %d: a job was refused, %d jobs running", self.node_id, self.max_jobs)
+            raise NodeBusyError(
+                f"this custodian is running its limit of {self.max_jobs} jobs: send it again "
+                "shortly (or raise [node] max_jobs)"
+            )
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._slots -= 1
+
     def verify(self, envelope: Any) -> tuple[dict[str, Any], str]:
         """The job inside a signed envelope and its requester; refused if forged or replayed."""
         job, requester = self.custodian.authenticate(envelope)

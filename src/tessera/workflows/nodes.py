@@ -33,6 +33,7 @@ from tessera.errors import (
     ConfigError,
     IntegrityError,
     JobAbortedError,
+    NodeBusyError,
     OutputHeldError,
     StorageUnavailableError,
     TesseraError,
@@ -61,6 +62,9 @@ _LOCAL = {"127.0.0.1", "localhost", "::1"}
 #: at once when their environment folder is removed); the next command starts them again.
 #: ``[node] idle_exit = SECONDS`` in tessera.toml or $TESSERA_NODE_IDLE_EXIT changes it.
 IDLE_EXIT_S = 900
+#: How long a job is sent again while a custodian answers that it runs its limit of jobs.
+BUSY_WAIT_S = 300.0
+_JITTER = secrets.SystemRandom()
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}  # nodes this process started (reaped on stop)
 _ERRORS: dict[str, type[TesseraError]] = {}
 
@@ -481,27 +485,13 @@ def run_job(
     Each node returns only its own re-randomised share; the shares are reconstructed here
     with a check that all of them lie on one polynomial of degree t.
     """
+    body: dict[str, Any] = {"type": job_type, "inputs": list(inputs), "noise": noise}
+    body["params"] = params
+    if approval is not None:
+        body["approval"] = approval
     clients = ensure_nodes(env)
     try:
-        with ThreadPoolExecutor(max_workers=len(clients)) as pool:  # TLS set-ups in parallel
-            asked = {i: pool.submit(c.request, "GET", "/v1/mpc-port") for i, c in clients.items()}
-            ports = {i: int(f.result()["port"]) for i, f in asked.items()}
-        job = {
-            "version": 1,
-            "type": job_type,
-            "job_id": secrets.token_hex(16),
-            "requester": signer.name,
-            "issued_at": int(time.time()),
-            "parties": [[n.host, ports[n.id]] for n in sorted(env.nodes, key=lambda n: n.id)],
-            "inputs": list(inputs),
-            "noise": noise,
-            "params": params,
-        }
-        if approval is not None:
-            job["approval"] = approval
-        envelope = sign_job(job, signer)
-        results, errors = _run_everywhere(clients, envelope)
-        _raise_refusals(errors, len(clients))
+        job, results = _run_until_admitted(env, clients, body, signer)
     finally:
         for c in clients.values():
             c.close()
@@ -519,6 +509,43 @@ def run_job(
     except InconsistentSharesError:
         raise IntegrityError("the nodes' result shares disagree") from None
     return [int(v) for v in to_signed(values, prime)], [results[i] for i in sorted(results)]
+
+
+def _run_until_admitted(
+    env: Environment, clients: dict[int, NodeClient], body: dict[str, Any], signer: Signer
+) -> tuple[dict[str, Any], dict[int, Any]]:
+    """Sign ``body`` as a new job and run it on every node; while a custodian is at its
+    job limit (NodeBusyError, nothing charged), run it again as a fresh job after a
+    random pause, for up to :data:`BUSY_WAIT_S`.  The job and the nodes' answers."""
+    deadline = time.monotonic() + BUSY_WAIT_S
+    pause = 0.1
+    while True:
+        with ThreadPoolExecutor(max_workers=len(clients)) as pool:  # TLS set-ups in parallel
+            asked = {i: pool.submit(c.request, "GET", "/v1/mpc-port") for i, c in clients.items()}
+            ports = {i: int(f.result()["port"]) for i, f in asked.items()}
+        job = {
+            "version": 1,
+            "job_id": secrets.token_hex(16),
+            "requester": signer.name,
+            "issued_at": int(time.time()),
+            "parties": [[n.host, ports[n.id]] for n in sorted(env.nodes, key=lambda n: n.id)],
+            **body,
+        }
+        results, errors = _run_everywhere(clients, sign_job(job, signer))
+        busy = any(isinstance(e, NodeBusyError) for e in errors.values())
+        # the others' parties were aborted (or lost the busy one's): nothing was charged
+        if (
+            not busy
+            or time.monotonic() + pause > deadline
+            or not all(
+                isinstance(e, BackendError) and not isinstance(e, StorageUnavailableError)
+                for e in errors.values()
+            )
+        ):
+            _raise_refusals(errors, len(clients))
+            return job, results
+        time.sleep(_JITTER.uniform(pause / 2, pause))
+        pause = min(pause * 2, 3.0)
 
 
 def _raise_held(results: dict[int, Any], job_id: str) -> None:

@@ -108,3 +108,47 @@ def test_pki_made_at_init(env: Any) -> None:
     assert (pki / "node-1.key").stat().st_mode & 0o077 == 0
     assert not (pki / "requester.seed").exists()  # no job-signing key without a person
     assert b"ENCRYPTED PRIVATE KEY" in (pki / "ca.key").read_bytes()
+
+
+def test_a_full_node_refuses_at_once_and_frees_its_slots(env: Any, owner: Signer) -> None:
+    import anyio
+    import httpx
+
+    from tessera.errors import NodeBusyError
+    from tessera.node.app import create_app
+
+    svc = NodeService(env, 3, warm=False, max_jobs=2)
+    try:
+        with svc.job_slot(), svc.job_slot():
+            with pytest.raises(NodeBusyError, match="limit of 2 jobs"), svc.job_slot():
+                pass
+            envelope = sign_job(job(), owner)
+
+            async def post() -> httpx.Response:
+                transport = httpx.ASGITransport(app=create_app(svc))
+                async with httpx.AsyncClient(transport=transport, base_url="http://n") as c:
+                    return await c.post("/v1/jobs", json=envelope)
+
+            answer = anyio.run(post)
+            assert answer.status_code == 503 and answer.json()["error"] == "node_busy"
+            # refused before it was verified: the same job is not a replay once a slot frees
+        with svc.job_slot():  # both slots came back
+            svc.verify(envelope)
+        with pytest.raises(RuntimeError), svc.job_slot():
+            raise RuntimeError("a job that fails gives its slot back too")
+        assert svc._slots == 0
+    finally:
+        svc.close()
+
+
+@pytest.mark.parametrize("raw", [0, -1, 2.5, "4", True, 10_000])
+def test_max_jobs_must_be_a_sensible_count(env: Any, raw: Any) -> None:
+    from dataclasses import replace
+
+    from tessera.errors import ConfigError
+    from tessera.node.service import max_jobs_of
+
+    assert max_jobs_of(replace(env, extra={"node": {"max_jobs": 6}})) == 6
+    assert max_jobs_of(replace(env, extra={})) >= 4
+    with pytest.raises(ConfigError, match=r"\[node\] max_jobs must be a whole number"):
+        max_jobs_of(replace(env, extra={"node": {"max_jobs": raw}}))
