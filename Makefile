@@ -44,13 +44,19 @@ lint: install
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy src
 
+# The sources' bytecode is compiled first: the tests start hundreds of Python processes
+# (nodes, MPC parties, the CLI), and with PYTHONDONTWRITEBYTECODE set each would
+# compile every module it imports again.  Three workers: most integration tests wait on
+# the processes they start.
 test: lint docs
-	$(VENV)/bin/pytest -q -n 2 --dist loadgroup -m "not slow"
+	$(PY) -m compileall -q -j 0 src
+	$(VENV)/bin/pytest -q -n 3 --dist loadgroup -m "not slow"
 
 # The tests too long for `make test`: the wheel in a clean venv running the demo, and
 # the other tests marked slow.
 test-slow: install
-	$(VENV)/bin/pytest -q -n 2 --dist loadgroup -m slow
+	$(PY) -m compileall -q -j 0 src
+	$(VENV)/bin/pytest -q -n 3 --dist loadgroup -m slow
 
 # The documentation site (mkdocs.yml), offline, into site/: the API reference must match
 # the gateway's OpenAPI schema (docs/gen_api.py), docs/performance.md the committed bench

@@ -229,7 +229,9 @@ def test_node_killed_during_a_dp_job(world: dict[str, Any]) -> None:
     party is let go only after the command ended, and must then leave on its own.
     """
     env = world["env"]
-    for client in ensure_nodes(env).values():
+    clients = ensure_nodes(env)
+    clients[3].request("GET", "/v1/mpc-port")  # a job's first step: node 3 warms a party
+    for client in clients.values():
         client.close()
     before = {i: ledger(env, i) for i in (1, 2, 3)}
     victim = node_pid(env, 3)

@@ -1,9 +1,11 @@
 """After the demo's steps that make keys, nothing in their folders is a key in the clear.
 
 The steps run as `make demo` runs them (through the installed `tessera demo`): the
-vault, the custodians (people, signed policies) and the gateway (users whose keys are
-encrypted under their tokens).  Then every file is scanned: no person's key, no
-job-signing seed and no CA key is readable without its passphrase.
+vault (an environment: its founder's key, the nodes' CA and TLS keys) and the gateway
+(users whose keys are encrypted under their tokens).  Then every file is scanned: no
+person's key, no job-signing seed and no CA key is readable without its passphrase.
+(The custodians step adds more people's keys of the same kind, made the same way;
+`make test-slow` runs every step.)
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ def _demo(folder: Path, *steps: str) -> None:
 
 
 def test_demo_leaves_no_key_in_the_clear(tmp_path: Path) -> None:
-    _demo(tmp_path / "one", "vault", "custodians")
+    _demo(tmp_path / "one", "vault")
     _demo(tmp_path / "two", "gateway")
     keys = sorted((tmp_path / "one").rglob("keys/*.key"))
-    assert {k.stem for k in keys} >= {"owner", "alice"}
+    assert "owner" in {k.stem for k in keys}
     assert list((tmp_path / "two").rglob("gateway/keys/rita.key"))
     for folder in (tmp_path / "one", tmp_path / "two"):
         assert plain_keys(folder) == []

@@ -193,7 +193,9 @@ def test_failed_sign_ins_lock_the_address_out(gateway: Gateway) -> None:
     assert gateway.get("api/v1/me", "researcher").status_code == 200
 
 
-def _fuzz(operation: Any, mode: Any, auth: dict[str, str], seen: Counter[tuple[str, int]]) -> None:
+def _fuzz(
+    operation: Any, mode: Any, auth: dict[str, str], seen: Counter[tuple[str, int]], examples: int
+) -> None:
     """Schemathesis on one operation in one generation mode, bounded and repeatable."""
     from hypothesis import HealthCheck, given, settings
     from hypothesis.errors import Unsatisfiable
@@ -216,7 +218,7 @@ def _fuzz(operation: Any, mode: Any, auth: dict[str, str], seen: Counter[tuple[s
 
     @given(case=operation.as_strategy(generation_mode=mode, headers=auth))
     @settings(
-        max_examples=25,
+        max_examples=examples,
         deadline=None,
         database=None,
         derandomize=True,
@@ -248,11 +250,12 @@ def test_schemathesis_finds_no_server_error_and_no_nonconformance(gateway: Gatew
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) == 19
     seen: Counter[tuple[str, int]] = Counter()
-    for role in ("researcher", "steward", "officer"):
+    # the researcher reaches the most routes past their role checks: the most examples
+    for role, examples in (("researcher", 25), ("steward", 10), ("officer", 10)):
         auth = {"Authorization": f"Bearer {gateway.tokens[role]}"}
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             for operation in operations:
-                _fuzz(operation, mode, auth, seen)
+                _fuzz(operation, mode, auth, seen, examples)
     assert {label for label, _ in seen} == {op.label for op in operations}
     assert not [key for key in seen if key[1] >= 500]
     assert ("GET /api/v1/vault", 200) in seen and ("GET /api/v1/audit/verify", 200) in seen

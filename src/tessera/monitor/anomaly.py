@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.ensemble import IsolationForest
 
 from tessera.core.audit_sink import AuditEvent
 from tessera.monitor.alerts import Alert, Indexed, make_alert, when
@@ -80,6 +79,8 @@ def anomalies(events: Sequence[Indexed], settings: AnomalySettings) -> list[Aler
     keys, matrix, members = features(events)
     if len(keys) < settings.min_rows:
         return []
+    from sklearn.ensemble import IsolationForest  # here: a second to import, when needed
+
     model = IsolationForest(
         n_estimators=settings.trees,
         contamination=settings.contamination,

@@ -21,8 +21,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import stix2
-from stix2validator import ValidationOptions, validate_string
-from stix2validator.errors import ValidationError
 
 from tessera.errors import InputError
 from tessera.monitor.alerts import KINDS, Alert
@@ -201,6 +199,11 @@ def _check_names(bundle: Any) -> None:
 def validate_stix(bundle: dict[str, Any]) -> None:
     """Raise InputError unless stix2-validator accepts ``bundle`` as STIX 2.1."""
     _check_names(bundle)
+    # imported here: stix2-validator loads jsonschema's format checkers (a second or
+    # more), which every other monitor command does without
+    from stix2validator import ValidationOptions, validate_string
+    from stix2validator.errors import ValidationError
+
     try:
         results = validate_string(json.dumps(bundle), ValidationOptions(version="2.1"))
     except ValidationError as exc:

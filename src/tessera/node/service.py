@@ -151,8 +151,8 @@ class NodeService:
         self._zygote: tuple[subprocess.Popen[bytes], Path] | None = None
         self.audit = audit if audit is not None else _node_audit(env, node_id)
         self.outputs = OutputDesk(self, Airlock(self.root))
-        if warm:
-            self._spawn_zygote()
+        # the warm party is started when the first job is announced (free_port), not
+        # here: a node that never runs a job never pays for one
 
     def _settle_leftovers(self) -> None:
         """Settle the budget a previous run of this node reserved for jobs it was killed
@@ -284,7 +284,9 @@ class NodeService:
         return True
 
     def free_port(self, host: str) -> int:
-        """A currently free TCP port on ``host`` for an MPyC party."""
+        """A currently free TCP port on ``host`` for an MPyC party (a job is coming:
+        a warm party is started now if none is ready)."""
+        self._refill()
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind((host, 0))
             return int(s.getsockname()[1])
