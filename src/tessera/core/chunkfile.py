@@ -38,6 +38,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from tessera.core.direct_io import DirectWriter
 from tessera.errors import InputError, IntegrityError
 
 __all__ = [
@@ -452,14 +453,13 @@ class ChunkWriter:
         total = state["rows"]
         for name, data in block.parts.items():
             crcs = state["crc"][name]
-            fd = os.open(self.folder / f"{name}.npy", os.O_WRONLY)
-            try:
+            # around the page cache where it can: gigabytes per import would otherwise
+            # wait on the kernel's write-back (see tessera.core.direct_io)
+            with DirectWriter(self.folder / f"{name}.npy") as out:
                 for j in range(data.shape[0]):
                     view = np.ascontiguousarray(data[j]).data.cast("B")
-                    os.pwrite(fd, view, HEADER_BYTES + 8 * (j * total + block.first_row))
+                    out.write(view, HEADER_BYTES + 8 * (j * total + block.first_row))
                     crcs[j] = zlib.crc32(view, crcs[j])
-            finally:
-                os.close(fd)
         if block.keys:
             (self.folder / f"keys-{block.first_row:012d}.json").write_text(
                 json.dumps(dict(block.keys))

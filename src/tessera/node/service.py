@@ -151,8 +151,8 @@ class NodeService:
         self._zygote: tuple[subprocess.Popen[bytes], Path] | None = None
         self.audit = audit if audit is not None else _node_audit(env, node_id)
         self.outputs = OutputDesk(self, Airlock(self.root))
-        # the warm party is started when the first job is announced (free_port), not
-        # here: a node that never runs a job never pays for one
+        # the warm party is started when the first job is announced (free_port) or a
+        # table is uploaded, not here: a node that never runs a job never pays for one
 
     def _settle_leftovers(self) -> None:
         """Settle the budget a previous run of this node reserved for jobs it was killed
@@ -192,6 +192,7 @@ class NodeService:
     def append_chunk(self, name: str, chunk_id: str, manifest: dict[str, Any], data: bytes) -> None:
         """Store one appended chunk of shares (the manifest names this node's party)."""
         check_party(manifest, self.party)
+        self._refill()  # queries follow imports: warm a party for the first one
         self.store.append(name, manifest, chunk_id, data)
 
     def change_table(self, document: SignedDocument) -> dict[str, Any]:

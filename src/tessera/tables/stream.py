@@ -27,7 +27,7 @@ from tessera.tables.encode import Encoded, csv_reader
 
 __all__ = ["BLOCK_BYTES", "Body", "CsvSource", "block_bodies", "block_rows", "no_gc"]
 
-BLOCK_BYTES = 8 << 20  # shares per custodian in one upload block (about)
+BLOCK_BYTES = 32 << 20  # shares per custodian in one upload block (about)
 MIN_BLOCK_ROWS = 1024
 Rows = list[tuple[int, list[str]]]
 
