@@ -18,6 +18,20 @@ from pathlib import Path
 import pytest
 
 _GRACE_S = 15.0  # processes told to stop (or whose environment went) get this long
+# The modules with the longest tests (a minute or so each under load): sent to the
+# workers first, so that the many short tests fill in around them rather than one
+# of them running alone at the end.
+_LONG_FIRST = (
+    "test_federation.py",
+    "test_readme.py",
+    "test_demo_keys.py",
+    "test_secrets_hygiene.py",
+    "test_gateway.py",
+    "test_custodian_enforcement.py",
+    "test_vault_servers.py",
+    "test_vault_chaos.py",
+    "test_audit_witness.py",
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -26,6 +40,12 @@ def pytest_configure(config: pytest.Config) -> None:
     if not os.environ.get("TESSERA_TEST_CONFIG_HOME"):
         os.environ["TESSERA_TEST_CONFIG_HOME"] = tempfile.mkdtemp(prefix="tessera-xdg-")
     os.environ["XDG_CONFIG_HOME"] = os.environ["TESSERA_TEST_CONFIG_HOME"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long modules first (in the order above), everything else as collected."""
+    rank = {name: n for n, name in enumerate(_LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 def _under(path: str, root: str) -> bool:
