@@ -1,13 +1,15 @@
 """Find private keys stored in the clear under a folder (for the after-demo scans).
 
 A person's key, a job-signing seed or a CA key must never be readable without its
-passphrase.  Allowed in the clear: the TLS keys of custodian nodes and of the requester
-(transport only; a node runs unattended) and the data owners' linkage key (a keyed hash
-key for pseudonyms, not a signing key).  The audit logs' tree-head signing keys are
-sealed (``tessera-audit-key``, AES-256-GCM under the account's unlock key); a bare seed
-or an unsealed one is reported.  The unlock key itself belongs to the OS account, not
-to an environment: it is allowed only where the account's configuration lives
-(``.config/tessera/audit-unlock.key``, which the demo keeps beside its environments).
+passphrase.  Allowed in the clear: the TLS keys of custodian nodes (``pki/node-*`` of an
+embedded environment, ``tls/node.key`` of a federated node made by ``tessera node
+init``) and of the requester (transport only; a node runs unattended) and the data
+owners' linkage key (a keyed hash key for pseudonyms, not a signing key).  The audit
+logs' tree-head signing keys are sealed (``tessera-audit-key``, AES-256-GCM under the
+account's unlock key); a bare seed or an unsealed one is reported.  The unlock key
+itself belongs to the OS account, not to an environment: it is allowed only where the
+account's configuration lives (``.config/tessera/audit-unlock.key``, which the demo
+keeps beside its environments).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ TRANSPORT = ("client.key",)
 def _allowed(path: Path) -> bool:
     name = path.name
     if path.parent.name == "pki" and (name.startswith("node-") or name in TRANSPORT):
+        return True
+    if path.parent.name == "tls" and name == "node.key":
         return True
     if name == "audit-unlock.key" and path.parent.name == "tessera":
         return path.parent.parent.name == ".config"
