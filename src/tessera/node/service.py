@@ -21,7 +21,6 @@ import shutil
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -46,8 +45,8 @@ from tessera.errors import (
 )
 from tessera.keys.documents import SignedDocument
 from tessera.mpc.jobs import validate_job
-from tessera.mpc.party import NODE_PID_ENV
 from tessera.node.outputs import OutputDesk
+from tessera.node.parties import PartyPool
 from tessera.tables.store import ShareStore
 from tessera.workflows.airlock import Airlock
 from tessera.workflows.custodian import Admission, Custodian, store_root
@@ -147,8 +146,7 @@ class NodeService:
         if self._store_lock is not None:
             self._settle_leftovers()
             self._clean_jobs()
-        self._closed = not warm  # no warm party processes at all when warm=False
-        self._zygote: tuple[subprocess.Popen[bytes], Path] | None = None
+        self.parties = PartyPool(self.root, warm=warm)
         self.audit = audit if audit is not None else _node_audit(env, node_id)
         self.outputs = OutputDesk(self, Airlock(self.root))
         # the warm party is started when the first job is announced (free_port) or a
@@ -192,7 +190,7 @@ class NodeService:
     def append_chunk(self, name: str, chunk_id: str, manifest: dict[str, Any], data: bytes) -> None:
         """Store one appended chunk of shares (the manifest names this node's party)."""
         check_party(manifest, self.party)
-        self._refill()  # queries follow imports: warm a party for the first one
+        self.parties.refill()  # queries follow imports: warm a party for the first one
         self.store.append(name, manifest, chunk_id, data)
 
     def change_table(self, document: SignedDocument) -> dict[str, Any]:
@@ -287,7 +285,7 @@ class NodeService:
     def free_port(self, host: str) -> int:
         """A currently free TCP port on ``host`` for an MPyC party (a job is coming:
         a warm party is started now if none is ready)."""
-        self._refill()
+        self.parties.refill()
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind((host, 0))
             return int(s.getsockname()[1])
@@ -344,71 +342,13 @@ class NodeService:
                 doc["history"].append(name)
         (folder / "checks.json").write_text(json.dumps(doc))
 
-    def _spawn_zygote(self) -> None:
-        """Start a warm party process for the next job (see ``party.zygote``)."""
-        logs = self.root / "jobs"
-        logs.mkdir(parents=True, exist_ok=True)
-        log_path = logs / f"zygote-{time.monotonic_ns()}.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "tessera.mpc.party", "--zygote"],
-                stdin=subprocess.PIPE,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=logs,
-                env=dict(os.environ, **{NODE_PID_ENV: str(os.getpid())}),
-            )
-        self._zygote = (proc, log_path)
-
-    def _take_party(self, folder: Path, argv: list[str]) -> tuple[subprocess.Popen[bytes], Path]:
-        """A party process running ``argv`` in ``folder``: the warm one if ready."""
-        with self._lock:
-            warm, self._zygote = self._zygote, None
-        if warm is not None and warm[0].poll() is None and warm[0].stdin is not None:
-            proc, log_path = warm
-            stdin = warm[0].stdin
-            try:
-                stdin.write(json.dumps({"folder": str(folder), "argv": argv}).encode() + b"\n")
-                stdin.close()
-            except OSError:
-                proc.kill()
-                proc.wait()
-            else:
-                return proc, log_path
-        log_path = folder / "party.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "tessera.mpc.party", *argv],
-                cwd=folder,
-                env=dict(
-                    os.environ, TESSERA_MPC_JOB=str(folder), **{NODE_PID_ENV: str(os.getpid())}
-                ),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        return proc, log_path
-
-    def _refill(self) -> None:
-        with self._lock:
-            if self._zygote is not None or self._closed:
-                return
-            self._spawn_zygote()
-
     def close(self) -> None:
-        """Stop the warm party process."""
+        """Stop the warm party process and let go of the store."""
+        self.parties.close()
         with self._lock:
-            self._closed = True
-            warm, self._zygote = self._zygote, None
             held, self._store_lock = self._store_lock, None
         if held is not None:
             os.close(held)
-        if warm is not None:
-            if warm[0].stdin is not None:
-                warm[0].stdin.close()
-            warm[0].kill()
-            warm[0].wait()
-            warm[1].unlink(missing_ok=True)
 
     def run_job(self, envelope: Any) -> dict[str, Any]:
         """Verify, admit and run a signed job; return this party's result shares (audited).
@@ -494,7 +434,7 @@ class NodeService:
             for host, port in job["parties"]:
                 argv += ["-P", f"{host}:{port}"]
             argv += ["--ssl", "--no-log"]
-            proc, log_path = self._take_party(folder, argv)
+            proc, log_path = self.parties.take(folder, argv)
             with self._lock:
                 self._running[job_id] = proc
                 if job_id in self._aborted:
@@ -525,7 +465,7 @@ class NodeService:
             if log_path is not None:
                 log_path.unlink(missing_ok=True)
             # the next warm party starts after this job, not competing with it for CPU
-            threading.Thread(target=self._refill, daemon=True).start()
+            threading.Thread(target=self.parties.refill, daemon=True).start()
         result["node"] = self.node_id
         result["seconds"] = round(time.time() - started, 3)
         return result
